@@ -1,0 +1,19 @@
+# One image for every role of the platform (web, worker, ingest, rtmp, edge): Debian's
+# ffmpeg and nginx with the RTMP module, the Python app, and hls.js from npm.
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=livestream.settings.production
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        ffmpeg nginx libnginx-mod-rtmp nodejs npm postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY package.json ./
+RUN npm install --omit=dev --no-audit --no-fund && mkdir -p static/vendor \
+    && cp node_modules/hls.js/dist/hls.min.js static/vendor/ \
+    && cp node_modules/chart.js/dist/chart.umd.js static/vendor/
+COPY . .
+RUN DJANGO_SECRET_KEY=build S3_ACCESS_KEY=x S3_SECRET_KEY=x RTMP_CALLBACK_SECRET=x \
+    python manage.py collectstatic --noinput
+EXPOSE 8000 1935 8080
+CMD ["uvicorn", "livestream.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

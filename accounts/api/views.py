@@ -1,0 +1,72 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from accounts import services
+from accounts.api.serializers import MeSerializer, RegisterSerializer, TokenRequestSerializer, TokenSerializer
+from accounts.models import User
+from livestream.auth import request_user
+
+
+class ObtainToken(APIView):
+    """Exchange username and password for an API token (throttled like the login form)."""
+
+    permission_classes = (permissions.AllowAny,)
+    authentication_classes = ()
+    throttle_classes = (ScopedRateThrottle,)
+    throttle_scope = "auth"
+
+    @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer})
+    def post(self, request: Request) -> Response:
+        data = TokenRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            user = services.authenticate_throttled(
+                None,
+                data.validated_data["username"],
+                data.validated_data["password"],
+                request.META.get("REMOTE_ADDR", ""),
+            )
+        except services.LoginThrottled:
+            raise Throttled(detail="Too many failed attempts; try again in a few minutes.") from None
+        if user is None or not user.is_active:
+            raise AuthenticationFailed("Wrong username or password.")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+class Register(APIView):
+    permission_classes = (permissions.AllowAny,)
+    authentication_classes = ()
+    throttle_classes = (ScopedRateThrottle,)
+    throttle_scope = "auth"
+
+    @extend_schema(request=RegisterSerializer, responses={201: MeSerializer})
+    def post(self, request: Request) -> Response:
+        data = RegisterSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.register_user(**data.validated_data)
+        return Response(MeSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class Me(generics.RetrieveUpdateAPIView[User]):
+    serializer_class = MeSerializer
+    permission_classes = (permissions.IsAuthenticated,)
+    http_method_names = ["get", "patch", "put", "head", "options"]
+
+    def get_object(self) -> User:
+        return request_user(self.request)
+
+    def perform_update(self, serializer: Any) -> None:
+        user = self.get_object()
+        data = {**MeSerializer(user).data, **serializer.validated_data}
+        services.update_profile(
+            user, display_name=data["display_name"], avatar_url=data["avatar_url"], bio=data["bio"], email=data["email"]
+        )

@@ -1,0 +1,27 @@
+"""``manage.py devstack s3`` runs one local infrastructure process in the foreground
+(used by the Procfile of ``make run``)."""
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from livestream import devstack
+from transcoding import storage
+
+
+class Command(BaseCommand):
+    help = "Run a local infrastructure process (s3) in the foreground."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("service", choices=["s3"])
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        var = settings.VAR_DIR
+        if options["service"] == "s3":
+            config = devstack.write_s3_config(var / "seaweedfs" / "s3.json")
+            argv = devstack.seaweed_command(var / "seaweedfs" / "data", config)
+            devstack.run_foreground(argv, after_start=storage.wait_and_ensure_bucket)
+        else:  # pragma: no cover - argparse restricts choices
+            raise CommandError("unknown service")

@@ -1,0 +1,289 @@
+"""Settings shared by every role (local, test, production).
+
+Every value comes from an environment variable (django-environ). Local defaults match the
+contracts in ARCHITECTURE.md section 4: web :8000, RTMP :1935, HLS edge :8080, S3 :8333,
+PostgreSQL and Redis on 127.0.0.1. Production (``settings.production``) removes the defaults
+of secrets.
+"""
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# Lets runtime code subscript generic Django classes (ModelAdmin[Stream]) as the stubs do.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+# A local .env is read when present; real deployments set the environment instead.
+env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+
+
+def _validated_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
+    """Read a URL setting and fail at start-up (not at first use) when it is malformed."""
+    value: str = env.str(name, default=default)
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise ImproperlyConfigured(f"{name}={value!r} must be a {'/'.join(schemes)} URL")
+    return value.rstrip("/")
+
+
+# --- Core -------------------------------------------------------------------------------
+# Never use the local default outside development: settings.production requires a real key.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-dev-only-not-secret-5c1f0e9d")
+# Debug pages leak settings and stack traces: off unless explicitly enabled.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Host names this site answers to.
+ALLOWED_HOSTS: list[str] = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+# Origins trusted for CSRF on unsafe methods (scheme://host:port).
+CSRF_TRUSTED_ORIGINS: list[str] = env.list(
+    "DJANGO_CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+
+# --- Public URLs of the contracts --------------------------------------------------------
+# Where browsers reach the web app (used in absolute links such as watch_url).
+PUBLIC_WEB_URL = _validated_url("PUBLIC_WEB_URL", "http://127.0.0.1:8000", ("http", "https"))
+# RTMP "Server" URL shown to streamers (without the key); publishers push to <url>/<key>.
+RTMP_PUBLIC_URL = _validated_url("RTMP_PUBLIC_URL", "rtmp://127.0.0.1:1935/live", ("rtmp", "rtmps"))
+# Base URL of the HLS edge cache (the CDN) that viewers fetch playlists and segments from.
+HLS_EDGE_URL = _validated_url("HLS_EDGE_URL", "http://127.0.0.1:8080", ("http", "https"))
+
+# --- Applications -------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "pgtrigger",
+    "pghistory",
+    "pghistory.admin",
+    "livestream",
+    "accounts",
+    "streams",
+    "transcoding",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "pghistory.middleware.HistoryMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "livestream.urls"
+ASGI_APPLICATION = "livestream.asgi.application"
+WSGI_APPLICATION = "livestream.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "streams:dashboard"
+LOGOUT_REDIRECT_URL = "streams:directory"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases ----------------------------------------------------------------------------
+# PostgreSQL holds accounts, streams, sessions, chat and the trigger-written change history.
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres:postgres@127.0.0.1:5432/livestream")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# Keep connections for a minute instead of reconnecting per request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+
+# Redis: live state, rate limits, presence, raw chunks. Celery and Channels use their own DBs.
+REDIS_URL = _validated_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ls"),
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+# MongoDB (mongoengine): stream metadata and analytics. Unreachable -> recording is off, the
+# platform keeps streaming (see livestream/mongo.py).
+MONGODB_URI = env.str("MONGODB_URI", default="mongodb://127.0.0.1:27017/livestream")
+# Seconds to wait for MongoDB at start-up before declaring metadata recording off.
+MONGODB_TIMEOUT_S = env.float("MONGODB_TIMEOUT_S", default=1.5)
+# Tests set this to use mongomock instead of a server (no MongoDB server is installable here).
+MONGODB_MOCK = env.bool("MONGODB_MOCK", default=False)
+
+# --- Channels -----------------------------------------------------------------------------
+# Dedicated Redis DB for the channel layer. redis-py pools default to socket_timeout=5 and
+# max_connections=100, which break the layer under load: both are set explicitly.
+CHANNEL_REDIS_URL = _validated_url("CHANNEL_REDIS_URL", "redis://127.0.0.1:6379/2", ("redis", "rediss"))
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": CHANNEL_REDIS_URL, "socket_timeout": None, "max_connections": 10000}],
+            "prefix": env.str("CHANNEL_PREFIX", default="ls"),
+        },
+    }
+}
+
+# --- Celery -------------------------------------------------------------------------------
+CELERY_BROKER_URL = _validated_url("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1", ("redis", "rediss", "amqp"))
+# Results are not needed by the pipeline (state lives in Redis keys); keep none.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"transcoding.tasks.transcode_chunk": {"queue": "transcode"}}
+# A worker takes one task at a time so a long transcode never hides queued chunks.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Runs tasks inline; unit tests of task logic only (integration tests use a real worker).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+# --- S3 origin ----------------------------------------------------------------------------
+# Endpoint of the S3 API (SeaweedFS locally; empty in production means AWS itself).
+S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="http://127.0.0.1:8333")
+S3_REGION = env.str("S3_REGION", default="us-east-1")
+# Credentials of the identity that writes segments (the local SeaweedFS config defines these).
+S3_ACCESS_KEY = env.str("S3_ACCESS_KEY", default="livestream")
+S3_SECRET_KEY = env.str("S3_SECRET_KEY", default="livestream-local-secret")
+# Bucket holding HLS segments, playlists and recordings; the edge reads it anonymously.
+S3_BUCKET = env.str("S3_BUCKET", default="livestream")
+
+# --- RTMP ingest --------------------------------------------------------------------------
+RTMP_BIND = env.str("RTMP_BIND", default="127.0.0.1")
+RTMP_PORT = env.int("RTMP_PORT", default=1935)
+# Shared secret nginx-rtmp sends with its callbacks (query string); empty disables the check.
+RTMP_CALLBACK_SECRET = env.str("RTMP_CALLBACK_SECRET", default="")
+EDGE_BIND = env.str("EDGE_BIND", default="127.0.0.1")
+EDGE_PORT = env.int("EDGE_PORT", default=8080)
+# Runtime files of the generated nginx configs, SeaweedFS data, logs.
+VAR_DIR = Path(env.str("LIVESTREAM_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# --- Live pipeline ------------------------------------------------------------------------
+# Chunk (and so segment) duration in seconds: 2 by default, 1 for low latency.
+CHUNK_SECONDS = env.float("CHUNK_SECONDS", default=2.0)
+# How long a dropped publisher may come back and continue the same session.
+RECONNECT_GRACE_SECONDS = env.int("RECONNECT_GRACE_SECONDS", default=30)
+# Segments kept in a live media playlist's sliding window.
+PLAYLIST_WINDOW = env.int("PLAYLIST_WINDOW", default=6)
+
+# --- Auth and security --------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Failed logins allowed per (username, IP) and per IP within LOGIN_RATE_WINDOW_S.
+LOGIN_RATE_LIMIT = env.int("LOGIN_RATE_LIMIT", default=5)
+LOGIN_RATE_WINDOW_S = env.int("LOGIN_RATE_WINDOW_S", default=300)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the watch page's JS reads it for chat moderation POSTs
+X_FRAME_OPTIONS = "DENY"  # the embed view opts out explicitly
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+        "rest_framework.filters.SearchFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="600/min"),
+        "user": env.str("API_THROTTLE_USER", default="1200/min"),
+        "auth": env.str("API_THROTTLE_AUTH", default="20/min"),
+    },
+    "EXCEPTION_HANDLER": "livestream.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Livestream API",
+    "DESCRIPTION": "Streams, sessions and replays, chat history and moderation, analytics, webhooks.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- I18N, static ---------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# Front-end packages from npm are copied into static/vendor/ by scripts/setup.sh.
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve files from app/static dirs directly too, so a missing collectstatic never breaks a page.
+WHITENOISE_USE_FINDERS = True
+FORMS_URLFIELD_ASSUME_HTTPS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- Logging ------------------------------------------------------------------------------
+# One readable line per event: time, level, logger, message, then key=value context.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {
+            "()": "livestream.logging.KeyValueFormatter",
+            "format": "%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        }
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "pymongo": {"level": "WARNING"},
+    },
+}

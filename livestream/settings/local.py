@@ -1,0 +1,3 @@
+"""Local development: `make run`. Debug stays off unless DJANGO_DEBUG=1."""
+
+from livestream.settings.base import *  # noqa: F403

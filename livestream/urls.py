@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from livestream import health
+
+urlpatterns = [
+    path("", include("streams.urls")),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("livestream.api_router")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("internal/", include("transcoding.urls")),
+    path("healthz", health.healthz, name="healthz"),
+    path("health/", health.health_page, name="health"),
+]
+
+admin.site.site_header = "Livestream operations"
+admin.site.site_title = "Livestream admin"

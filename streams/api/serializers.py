@@ -1,0 +1,108 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.api.serializers import UserPublicSerializer
+from streams import playback
+from streams.models import Stream, StreamSession
+
+
+class StreamSerializer(serializers.ModelSerializer[Stream]):
+    """The stream resource of the contract. ``viewer_count`` comes from the view's context
+    (one Redis round trip per page, not per row)."""
+
+    owner = UserPublicSerializer(read_only=True)
+    rtmp_url = serializers.SerializerMethodField()
+    playback_url = serializers.SerializerMethodField()
+    watch_url = serializers.SerializerMethodField()
+    embed_url = serializers.SerializerMethodField()
+    viewer_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Stream
+        fields = (
+            "id",
+            "title",
+            "description",
+            "slug",
+            "status",
+            "keep_recordings",
+            "owner",
+            "rtmp_url",
+            "playback_url",
+            "watch_url",
+            "embed_url",
+            "viewer_count",
+            "last_live_at",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("id", "slug", "status", "owner", "last_live_at", "created_at", "updated_at")
+        extra_kwargs = {"title": {"max_length": 140}, "description": {"max_length": 5000}}
+
+    def validate_title(self, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("Title may not be blank.")
+        return value
+
+    def get_rtmp_url(self, obj: Stream) -> str:
+        return playback.rtmp_url()
+
+    def get_playback_url(self, obj: Stream) -> str:
+        return playback.playback_url(obj)
+
+    def get_watch_url(self, obj: Stream) -> str:
+        return playback.watch_url(obj)
+
+    def get_embed_url(self, obj: Stream) -> str:
+        return playback.embed_url(obj)
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_viewer_count(self, obj: Stream) -> int:
+        counts: dict[int, int] = self.context.get("viewer_counts", {})
+        return counts.get(obj.pk, 0)
+
+
+class OwnerStreamSerializer(StreamSerializer):
+    """What the owner sees: also the key hint (never the key, which is not stored)."""
+
+    class Meta(StreamSerializer.Meta):
+        fields = (*StreamSerializer.Meta.fields, "key_hint", "key_rotated_at")  # type: ignore[assignment]
+        read_only_fields = (*StreamSerializer.Meta.read_only_fields, "key_hint", "key_rotated_at")  # type: ignore[assignment]
+
+
+class StreamWithKeySerializer(OwnerStreamSerializer):
+    """Response to create and regenerate-key: the only time the plaintext key is sent."""
+
+    stream_key = serializers.SerializerMethodField()
+
+    class Meta(OwnerStreamSerializer.Meta):
+        fields = (*OwnerStreamSerializer.Meta.fields, "stream_key")  # type: ignore[assignment]
+
+    def get_stream_key(self, obj: Stream) -> str:
+        key: str = self.context["stream_key"]
+        return key
+
+
+class StreamSessionSerializer(serializers.ModelSerializer[StreamSession]):
+    playback_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = StreamSession
+        fields = (
+            "id",
+            "status",
+            "started_at",
+            "ended_at",
+            "duration_s",
+            "connections",
+            "is_replay",
+            "playback_url",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_playback_url(self, obj: StreamSession) -> Any:
+        return playback.replay_url(obj) if obj.is_replay else None

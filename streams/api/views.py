@@ -1,0 +1,133 @@
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from chat.presence import viewer_counts
+from livestream.auth import request_user
+from livestream.permissions import IsOwnerOrStaffOrReadOnly
+from streams import selectors, services
+from streams.api.serializers import (
+    OwnerStreamSerializer,
+    StreamSerializer,
+    StreamSessionSerializer,
+    StreamWithKeySerializer,
+)
+from streams.models import Stream, StreamStatus
+
+
+class StreamFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=StreamStatus.choices)
+    owner = django_filters.CharFilter(field_name="owner__username")
+    mine = django_filters.BooleanFilter(method="filter_mine", label="Only streams of the requesting user")
+
+    class Meta:
+        model = Stream
+        fields = ("status", "owner", "mine")
+
+    def filter_mine(self, queryset: QuerySet[Stream], name: str, value: bool) -> QuerySet[Stream]:  # noqa: FBT001
+        user = self.request.user if self.request else None
+        if value and user is not None and user.is_authenticated:
+            return queryset.filter(owner=user)
+        return queryset.none() if value else queryset
+
+
+class StreamViewSet(viewsets.ModelViewSet[Stream]):
+    """Streams: public read; create for signed-in users; changes for the owner (or staff).
+
+    The plaintext key appears only in the responses to create and ``regenerate-key``.
+    """
+
+    queryset = Stream.objects.select_related("owner").order_by("-created_at")
+    permission_classes = (permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaffOrReadOnly)
+    filterset_class = StreamFilter
+    search_fields = ("title", "description", "owner__username")
+    ordering_fields = ("created_at", "last_live_at", "title")
+    http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
+
+    def get_serializer_class(self) -> type[BaseSerializer[Stream]]:
+        return StreamSerializer
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> BaseSerializer[Stream]:
+        instance = args[0] if args else None
+        user = self.request.user
+        owner_view = self.action == "create" or (
+            isinstance(instance, Stream) and user.is_authenticated and (instance.owner_id == user.pk or user.is_staff)
+        )
+        serializer_class = OwnerStreamSerializer if owner_view else StreamSerializer
+        kwargs.setdefault("context", self.get_serializer_context())
+        return serializer_class(*args, **kwargs)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        context["viewer_counts"] = getattr(self, "_viewer_counts", {})
+        return context
+
+    def paginate_queryset(self, queryset: QuerySet[Stream]) -> list[Stream] | None:  # type: ignore[override]
+        page = super().paginate_queryset(queryset)
+        if page is not None:
+            self._viewer_counts = viewer_counts([s.pk for s in page if s.status == StreamStatus.LIVE])
+        return page
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        stream = self.get_object()
+        self._viewer_counts = viewer_counts([stream.pk]) if stream.is_live else {}
+        return Response(self.get_serializer(stream).data)
+
+    @extend_schema(request=StreamSerializer, responses={201: StreamWithKeySerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = StreamSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = services.create_stream(
+            request_user(request),
+            title=data.validated_data["title"],
+            description=data.validated_data.get("description", ""),
+            keep_recordings=data.validated_data.get("keep_recordings", True),
+        )
+        body = StreamWithKeySerializer(
+            created.stream, context={**self.get_serializer_context(), "stream_key": created.key}
+        )
+        return Response(body.data, status=status.HTTP_201_CREATED)
+
+    def perform_update(self, serializer: BaseSerializer[Stream]) -> None:
+        stream = serializer.instance
+        if stream is None:  # pragma: no cover - update always has an instance
+            return
+        data = serializer.validated_data
+        services.update_stream(
+            stream,
+            title=data.get("title", stream.title),
+            description=data.get("description", stream.description),
+            keep_recordings=data.get("keep_recordings", stream.keep_recordings),
+        )
+
+    def perform_destroy(self, instance: Stream) -> None:
+        services.delete_stream(instance)
+
+    @extend_schema(request=None, responses={200: StreamWithKeySerializer})
+    @action(detail=True, methods=["post"], url_path="regenerate-key")
+    def regenerate_key(self, request: Request, pk: str | None = None) -> Response:
+        stream = self.get_object()
+        self.check_object_permissions(request, stream)
+        rotated = services.regenerate_key(stream)
+        body = StreamWithKeySerializer(
+            rotated.stream, context={**self.get_serializer_context(), "stream_key": rotated.key}
+        )
+        return Response(body.data)
+
+
+class StreamSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Any]):
+    """Broadcast sessions of a stream; finished ones with ``is_replay`` play as VOD."""
+
+    serializer_class = StreamSessionSerializer
+    permission_classes = (permissions.IsAuthenticatedOrReadOnly,)
+
+    def get_queryset(self) -> Any:
+        stream = selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]))
+        return stream.sessions.order_by("-started_at")

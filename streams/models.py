@@ -1,0 +1,87 @@
+"""Streams and their broadcast sessions.
+
+A ``Stream`` is a channel a user owns (title, key, settings). Each time it goes live a
+``StreamSession`` records that broadcast; with ``keep_recordings`` a finished session is a
+replay. Live pipeline state (chunks, playlists) is in Redis and S3, not here.
+"""
+
+import pghistory
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from livestream.models import TimestampedModel
+
+
+class StreamStatus(models.TextChoices):
+    OFFLINE = "offline", "Offline"
+    LIVE = "live", "Live"
+
+
+@pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent())
+class Stream(TimestampedModel):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="streams")
+    title = models.CharField(max_length=140)
+    description = models.TextField(max_length=5000, blank=True)
+    slug = models.SlugField(max_length=80, unique=True)
+    status = models.CharField(max_length=16, choices=StreamStatus.choices, default=StreamStatus.OFFLINE, db_index=True)
+    keep_recordings = models.BooleanField(default=True, help_text="Keep each broadcast as a replay (VOD).")
+    # SHA-256 of the secret key; the key itself is never stored.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_hint = models.CharField(max_length=16, editable=False, help_text="First characters of the key.")
+    key_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_live_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("streams:watch", kwargs={"slug": self.slug})
+
+    @property
+    def is_live(self) -> bool:
+        return self.status == StreamStatus.LIVE
+
+
+class SessionStatus(models.TextChoices):
+    LIVE = "live", "Live"
+    # The publisher left; the session waits out the reconnect grace period.
+    RECONNECTING = "reconnecting", "Waiting for reconnect"
+    # Grace period over; remaining chunks are being finished.
+    ENDING = "ending", "Finishing"
+    ENDED = "ended", "Ended"
+
+
+@pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent())
+class StreamSession(TimestampedModel):
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="sessions")
+    status = models.CharField(max_length=16, choices=SessionStatus.choices, default=SessionStatus.LIVE, db_index=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    # Number of publisher connections (1 + reconnects within the grace period).
+    connections = models.PositiveIntegerField(default=1)
+    duration_s = models.FloatField(default=0)
+    # True once the session's playlists are finalised with EXT-X-ENDLIST and kept as a replay.
+    is_replay = models.BooleanField(default=False, db_index=True)
+    # Object-store prefix holding this session's HLS output, e.g. "live/<stream>/<session>".
+    storage_prefix = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ("-started_at",)
+        indexes = [models.Index(fields=["stream", "-started_at"])]
+        constraints = [
+            # At most one unfinished session per stream.
+            models.UniqueConstraint(
+                fields=["stream"],
+                condition=~models.Q(status="ended"),
+                name="one_open_session_per_stream",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stream} @ {self.started_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,57 @@
+"""Reads of streams and access checks. Views never query models directly."""
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from accounts.models import User
+from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
+
+
+def streams_owned_by(user: User) -> QuerySet[Stream]:
+    return Stream.objects.filter(owner=user).select_related("owner")
+
+
+def get_stream_for_owner(user: User, stream_id: int) -> Stream:
+    """The stream if ``user`` owns it (or is staff); 404 otherwise, so other users' streams do
+    not even show that they exist."""
+    qs = Stream.objects.select_related("owner")
+    if not user.is_staff:
+        qs = qs.filter(owner=user)
+    try:
+        return qs.get(pk=stream_id)
+    except Stream.DoesNotExist:
+        raise Http404("No such stream.") from None
+
+
+def get_public_stream(slug: str) -> Stream:
+    try:
+        return Stream.objects.select_related("owner").get(slug=slug)
+    except Stream.DoesNotExist:
+        raise Http404("No such stream.") from None
+
+
+def live_streams() -> QuerySet[Stream]:
+    return Stream.objects.filter(status=StreamStatus.LIVE).select_related("owner").order_by("-last_live_at")
+
+
+def recent_streams(limit: int = 24) -> QuerySet[Stream]:
+    return (
+        Stream.objects.filter(status=StreamStatus.OFFLINE, last_live_at__isnull=False)
+        .select_related("owner")
+        .order_by("-last_live_at")[:limit]
+    )
+
+
+def replays_of(stream: Stream) -> QuerySet[StreamSession]:
+    return stream.sessions.filter(status=SessionStatus.ENDED, is_replay=True).order_by("-started_at")
+
+
+def open_session(stream: Stream) -> StreamSession | None:
+    return stream.sessions.exclude(status=SessionStatus.ENDED).first()
+
+
+def get_public_stream_by_id(stream_id: int) -> Stream:
+    try:
+        return Stream.objects.select_related("owner").get(pk=stream_id)
+    except Stream.DoesNotExist:
+        raise Http404("No such stream.") from None

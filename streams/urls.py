@@ -1,0 +1,14 @@
+from django.urls import path
+
+from streams import views
+
+app_name = "streams"
+urlpatterns = [
+    path("", views.directory, name="directory"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("dashboard/streams/<int:stream_id>/", views.manage, name="manage"),
+    path("dashboard/streams/<int:stream_id>/regenerate-key/", views.regenerate_key, name="regenerate_key"),
+    path("dashboard/streams/<int:stream_id>/delete/", views.delete, name="delete"),
+    path("s/<slug:slug>/", views.watch, name="watch"),
+    path("embed/<slug:slug>/", views.embed, name="embed"),
+]
