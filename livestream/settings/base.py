@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "streams",
     "transcoding",
     "chat",
+    "analytics",
 ]
 
 MIDDLEWARE = [

@@ -24,6 +24,8 @@ CACHES = {
     }
 }
 MONGODB_MOCK = True
+# Tests get their own bucket so they never touch a local stack's objects.
+S3_BUCKET = env.str("TEST_S3_BUCKET", default="livestream-test")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; tests only
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,

@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class AnalyticsConfig(AppConfig):
+    name = "analytics"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from livestream import mongo
+
+        mongo.connect()
