@@ -288,3 +288,28 @@ LOGGING = {
         "pymongo": {"level": "WARNING"},
     },
 }
+
+# --- Analytics ------------------------------------------------------------------------------
+# Days to keep periodic samples (ingest health, viewer counts, chat stats) in MongoDB.
+ANALYTICS_SAMPLE_RETENTION_DAYS = env.int("ANALYTICS_SAMPLE_RETENTION_DAYS", default=30)
+# Days to keep player QoE events (startup, rebuffer, switches, errors) reported by watch pages.
+ANALYTICS_EVENT_RETENTION_DAYS = env.int("ANALYTICS_EVENT_RETENTION_DAYS", default=14)
+# Days to keep per-session metadata documents (codecs, ladder, counters); 0 keeps them forever.
+ANALYTICS_SESSION_RETENTION_DAYS = env.int("ANALYTICS_SESSION_RETENTION_DAYS", default=365)
+# Seconds between viewer-count samples of live streams (the beat task's period).
+ANALYTICS_VIEWER_SAMPLE_S = env.int("ANALYTICS_VIEWER_SAMPLE_S", default=15)
+# Player QoE reports: batches allowed per viewer id and per client IP per minute.
+ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN = env.int("ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN", default=30)
+ANALYTICS_QOE_BATCHES_PER_IP_MIN = env.int("ANALYTICS_QOE_BATCHES_PER_IP_MIN", default=600)
+# Live health panel: warn when a rendition's published edge trails ingest by more than this.
+ANALYTICS_LAG_WARN_S = env.float("ANALYTICS_LAG_WARN_S", default=6.0)
+# ... or when this many transcode tasks wait in the queue.
+ANALYTICS_QUEUE_WARN = env.int("ANALYTICS_QUEUE_WARN", default=10)
+CELERY_BEAT_SCHEDULE["analytics-enforce-retention"] = {
+    "task": "analytics.tasks.enforce_retention",
+    "schedule": 3600.0,
+}
+CELERY_BEAT_SCHEDULE["analytics-sample-viewers"] = {
+    "task": "analytics.tasks.sample_viewers",
+    "schedule": float(ANALYTICS_VIEWER_SAMPLE_S),
+}
