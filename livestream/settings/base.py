@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "transcoding",
     "chat",
     "analytics",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -313,3 +314,34 @@ CELERY_BEAT_SCHEDULE["analytics-sample-viewers"] = {
     "task": "analytics.tasks.sample_viewers",
     "schedule": float(ANALYTICS_VIEWER_SAMPLE_S),
 }
+
+# --- Webhooks -----------------------------------------------------------------------------
+# Allow webhook URLs that resolve to loopback/private/link-local addresses. Off in production
+# (SSRF: a streamer could make the server call internal services); local dev and tests set it.
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+# Seconds to wait for a receiver to connect and answer before the try counts as a timeout.
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+# Retries after the first try (timeouts, connection errors, 5xx, 429); then the delivery fails.
+WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=6)
+# Exponential backoff: retry n waits up to BACKOFF * 2^n seconds (full jitter), capped at MAX.
+WEBHOOK_RETRY_BACKOFF_S = env.int("WEBHOOK_RETRY_BACKOFF_S", default=2)
+WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600)
+# Endpoints one user may register.
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env.int("WEBHOOK_MAX_ENDPOINTS_PER_USER", default=20)
+# "Send test event" calls allowed per user (DRF rate syntax).
+WEBHOOK_TEST_RATE = env.str("WEBHOOK_TEST_RATE", default="10/min")
+
+# --- Chat -----------------------------------------------------------------------------------
+# Longest accepted chat message, in characters.
+CHAT_MAX_LENGTH = env.int("CHAT_MAX_LENGTH", default=500)
+# Messages one user may send to one stream's chat per CHAT_RATE_WINDOW_S (fixed window, Redis).
+CHAT_RATE_LIMIT = env.int("CHAT_RATE_LIMIT", default=20)
+CHAT_RATE_WINDOW_S = env.int("CHAT_RATE_WINDOW_S", default=30)
+# The same text from the same user within this many seconds is refused as a duplicate.
+CHAT_DUPLICATE_WINDOW_S = env.int("CHAT_DUPLICATE_WINDOW_S", default=30)
+# Messages sent to a socket when it joins (and the API's page size).
+CHAT_HISTORY_SIZE = env.int("CHAT_HISTORY_SIZE", default=50)
+# Fan-out tick: chat messages arriving within this window go out as one frame (chat.batch).
+CHAT_BATCH_TICK_MS = env.int("CHAT_BATCH_TICK_MS", default=100)
+# How often each web process re-reads viewer counts of its rooms and pushes changes.
+CHAT_PRESENCE_POLL_S = env.float("CHAT_PRESENCE_POLL_S", default=1.0)
