@@ -1,0 +1,35 @@
+"""Celery task that delivers one webhook, retried with exponential backoff.
+
+Enqueued by ``webhooks.services`` with ``transaction.on_commit``; takes the delivery id only.
+Retries (``WEBHOOK_MAX_RETRIES``, delays ``WEBHOOK_RETRY_BACKOFF_S`` * 2^n with full jitter, at
+most ``WEBHOOK_RETRY_BACKOFF_MAX_S``) on timeouts, connection errors, 5xx and 429.
+"""
+
+from celery import shared_task
+from django.conf import settings
+
+from webhooks import services
+
+
+class RetryableDeliveryError(Exception):
+    """The receiver failed in a way worth another try later."""
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(RetryableDeliveryError,),
+    max_retries=settings.WEBHOOK_MAX_RETRIES,
+    retry_backoff=settings.WEBHOOK_RETRY_BACKOFF_S,
+    retry_backoff_max=settings.WEBHOOK_RETRY_BACKOFF_MAX_S,
+    retry_jitter=True,
+    acks_late=True,
+    soft_time_limit=int(settings.WEBHOOK_TIMEOUT_S) + 30,
+    time_limit=int(settings.WEBHOOK_TIMEOUT_S) + 60,
+)
+def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Try delivery ``delivery_id`` once; raise ``RetryableDeliveryError`` to be retried."""
+    final = self.request.retries >= self.max_retries
+    outcome = services.attempt_delivery(delivery_id, final=final)
+    if outcome is services.Outcome.RETRY:
+        raise RetryableDeliveryError(f"delivery {delivery_id} will be retried")
+    return str(outcome)
