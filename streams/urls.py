@@ -10,5 +10,7 @@ urlpatterns = [
     path("dashboard/streams/<int:stream_id>/regenerate-key/", views.regenerate_key, name="regenerate_key"),
     path("dashboard/streams/<int:stream_id>/delete/", views.delete, name="delete"),
     path("s/<slug:slug>/", views.watch, name="watch"),
+    path("s/<slug:slug>/status/", views.status, name="status"),
+    path("s/<slug:slug>/replays/<int:session_id>/", views.replay, name="replay"),
     path("embed/<slug:slug>/", views.embed, name="embed"),
 ]

@@ -1,16 +1,25 @@
 """Streamer dashboard and public pages. Thin: selectors read, services write."""
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template
+from django.urls import reverse
+from django.utils.html import escape
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_POST
 
 from accounts.models import User
+from chat.presence import viewer_count, viewer_counts
 from livestream.auth import request_user
 from streams import playback, selectors, services
 from streams.forms import StreamForm
+from streams.models import SessionStatus, Stream, StreamSession
+from transcoding import thumbnails
 
 _REVEAL = "reveal-key:{}"
 
@@ -87,23 +96,92 @@ def delete(request: HttpRequest, stream_id: int) -> HttpResponse:
     return render(request, "streams/confirm_delete.html", {"stream": stream})
 
 
+def _last_broadcast(stream: Stream) -> StreamSession | None:
+    """The most recent finished broadcast (for the offline card), if any."""
+    return stream.sessions.filter(status=SessionStatus.ENDED).order_by("-started_at").first()
+
+
+def _player_config(stream: Stream, *, live: bool) -> dict[str, Any]:
+    """What static/js/player.js needs (rendered with json_script, never inline JS strings)."""
+    return {
+        "mode": "live",
+        "src": playback.playback_url(stream),
+        "live": live,
+        "streamId": stream.pk,
+        "statusUrl": reverse("streams:status", kwargs={"slug": stream.slug}),
+    }
+
+
 def directory(request: HttpRequest) -> HttpResponse:
-    context = {"live": selectors.live_streams(), "recent": selectors.recent_streams()}
+    """Live streams first (thumbnail, title, viewers), then recently live ones."""
+    live = list(selectors.live_streams())
+    counts = viewer_counts(s.pk for s in live)
+    tiles = [{"stream": s, "viewers": counts.get(s.pk, 0), "thumbnail": thumbnails.thumbnail_url(s.pk)} for s in live]
+    context = {"live": tiles, "recent": selectors.recent_streams()}
     return render(request, "streams/directory.html", context)
 
 
 def watch(request: HttpRequest, slug: str) -> HttpResponse:
+    """The watch page: player (live) or offline card, chat panel, replays, embed code."""
     stream = selectors.get_public_stream(slug)
+    embed_url = playback.embed_url(stream)
+    replays = [
+        {"session": r, "url": reverse("streams:replay", args=[stream.slug, r.pk])}
+        for r in selectors.replays_of(stream)[:20]
+    ]
     context = {
         "stream": stream,
         "playback_url": playback.playback_url(stream),
-        "replays": selectors.replays_of(stream)[:20],
-        "embed_url": playback.embed_url(stream),
+        "player_config": _player_config(stream, live=stream.is_live),
+        "viewer_count": viewer_count(stream.pk),
+        "last_broadcast": _last_broadcast(stream),
+        "replays": replays,
+        "embed_url": embed_url,
+        "embed_code": _embed_code(stream, embed_url),
+        "chat_panel": _template_exists("chat/panel.html"),
     }
     return render(request, "streams/watch.html", context)
 
 
+def _template_exists(name: str) -> bool:
+    try:
+        get_template(name)
+    except TemplateDoesNotExist:
+        return False
+    return True
+
+
+def _embed_code(stream: Stream, embed_url: str) -> str:
+    return (
+        f'<iframe src="{escape(embed_url)}" title="{escape(stream.title)}" width="640" height="360" '
+        'style="border:0" allow="autoplay; fullscreen; picture-in-picture" allowfullscreen></iframe>'
+    )
+
+
+def replay(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
+    """One past broadcast played as VOD (seekable), if the stream kept it as a replay."""
+    stream = selectors.get_public_stream(slug)
+    session = selectors.replays_of(stream).filter(pk=session_id).first()
+    if session is None:
+        raise Http404("No such replay.")
+    config = {"mode": "vod", "src": playback.replay_url(session), "live": False, "streamId": stream.pk}
+    context = {"stream": stream, "session": session, "player_config": config}
+    return render(request, "streams/replay.html", context)
+
+
+def status(request: HttpRequest, slug: str) -> JsonResponse:
+    """Live status for the watch page: read once after its socket connects (to close the gap
+    between rendering the page and subscribing) and polled only when no socket is available."""
+    stream = selectors.get_public_stream(slug)
+    return JsonResponse(
+        {"status": stream.status, "viewer_count": viewer_count(stream.pk), "src": playback.playback_url(stream)},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @xframe_options_exempt
 def embed(request: HttpRequest, slug: str) -> HttpResponse:
+    """The player alone (no site chrome), framable by other sites."""
     stream = selectors.get_public_stream(slug)
-    return render(request, "streams/embed.html", {"stream": stream, "playback_url": playback.playback_url(stream)})
+    context = {"stream": stream, "player_config": _player_config(stream, live=stream.is_live)}
+    return render(request, "streams/embed.html", context)

@@ -1,0 +1,285 @@
+// The viewer's player: hls.js (or Safari's native HLS) on the watch, embed and replay pages.
+//
+// Reads its configuration from <script id="player-config" type="application/json">
+// (streams.views._player_config): {mode: "live"|"vod", src, live, streamId, statusUrl}.
+//
+// Contract for other scripts (static/js/qoe.js and the browser tests rely on it):
+// - window.livePlayer is this page's player: .hls (the current hls.js instance, or null with
+//   native HLS / while offline), .video, .config, .jumpToLive(), .setQuality(index).
+// - document fires "live-player-ready" (detail: the player) each time a new hls.js instance is
+//   attached, e.g. after the stream goes live again.
+// - Live/offline and viewer counts arrive over the page's one WebSocket (window.LiveSocket,
+//   built by the chat panel): frames "stream.live", "stream.offline", "viewers.count". Without
+//   a socket (embed page) the player polls the status URL instead.
+(() => {
+  "use strict";
+
+  // Low-latency live tuning, in units of the playlist's target duration so it suits 1 s and 2 s
+  // chunks alike: play 1.5 chunks behind the newest listed segment; beyond 4 chunks behind,
+  // hls.js seeks forward; in between it catches up by playing slightly faster.
+  const LIVE_CONFIG = {
+    lowLatencyMode: true,
+    liveSyncDurationCount: 1.5,
+    liveMaxLatencyDurationCount: 4,
+    maxLiveSyncPlaybackRate: 1.15,
+    backBufferLength: 10,
+    maxBufferLength: 12,
+    startPosition: -1,
+    capLevelToPlayerSize: true,
+    manifestLoadPolicy: {
+      default: {
+        maxTimeToFirstByteMs: 8000,
+        maxLoadTimeMs: 10000,
+        timeoutRetry: { maxNumRetry: 4, retryDelayMs: 500, maxRetryDelayMs: 2000 },
+        errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 },
+      },
+    },
+  };
+  const VOD_CONFIG = { startPosition: 0, backBufferLength: 60, capLevelToPlayerSize: true };
+  const RETRY_MS = 2000;
+  const STATUS_POLL_MS = 10000;
+
+  function levelLabel(level) {
+    if (level.name && !/^\d+$/.test(level.name)) return level.name;
+    if (level.height) return `${level.height}p`;
+    return `${Math.round((level.bitrate || 0) / 1000)} kbps`;
+  }
+
+  class LivePlayer {
+    constructor(root, config) {
+      this.root = root;
+      this.config = config;
+      this.video = root.querySelector("video");
+      this.quality = root.querySelector("#quality");
+      this.badge = root.querySelector("#live-badge");
+      this.jumpButton = root.querySelector("#jump-live");
+      this.offlineCard = root.querySelector("#offline-card");
+      this.message = root.querySelector("#player-message");
+      this.viewerCount = document.getElementById("viewer-count");
+      this.hls = null;
+      this.native = false;
+      this.live = Boolean(config.live);
+      this.retryTimer = null;
+      this.stalls = 0;
+      this.bindUi();
+      this.bindSocket();
+      if (config.mode === "vod" || this.live) this.start();
+    }
+
+    // --- lifecycle -------------------------------------------------------------------------
+
+    start() {
+      this.stop();
+      this.showMessage("");
+      this.root.dataset.state = "loading";
+      if (this.offlineCard) this.offlineCard.hidden = true;
+      this.video.hidden = false;
+      const src = this.config.src;
+      if (window.Hls && window.Hls.isSupported()) {
+        this.startHls(src);
+      } else if (this.video.canPlayType("application/vnd.apple.mpegurl")) {
+        // Safari (iOS) plays HLS itself; no quality menu, the OS picks renditions.
+        this.native = true;
+        this.video.src = src;
+        this.video.play().catch(() => {});
+        this.root.dataset.state = "playing";
+      } else {
+        this.showMessage("This browser cannot play HLS video.");
+      }
+    }
+
+    startHls(src) {
+      const Hls = window.Hls;
+      const hls = new Hls(this.config.mode === "vod" ? VOD_CONFIG : LIVE_CONFIG);
+      this.hls = hls;
+      hls.on(Hls.Events.MANIFEST_PARSED, () => {
+        this.fillQualityMenu();
+        this.root.dataset.state = "playing";
+        this.video.play().catch(() => {
+          // Autoplay refused (sound policies): the native controls let the viewer start it.
+        });
+      });
+      hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => this.onLevelSwitched(data.level));
+      hls.on(Hls.Events.ERROR, (_e, data) => this.onHlsError(data));
+      hls.attachMedia(this.video);
+      hls.loadSource(src);
+      this.announceReady();
+    }
+
+    stop() {
+      clearTimeout(this.retryTimer);
+      if (this.hls) {
+        this.hls.destroy();
+        this.hls = null;
+      }
+      if (this.native) {
+        this.video.removeAttribute("src");
+        this.video.load();
+        this.native = false;
+      }
+    }
+
+    announceReady() {
+      document.dispatchEvent(new CustomEvent("live-player-ready", { detail: this }));
+    }
+
+    onHlsError(data) {
+      const Hls = window.Hls;
+      if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) this.stalls += 1;
+      if (!data.fatal) return;
+      if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
+        this.hls.recoverMediaError();
+        return;
+      }
+      // Network errors: the playlist is not there yet (stream just went live) or has gone
+      // (stream ended without a recording). Retry while the stream is live, else go offline.
+      this.stop();
+      if (this.config.mode === "live" && !this.live) {
+        this.showOffline();
+        return;
+      }
+      this.showMessage("Connecting to the stream…");
+      this.retryTimer = setTimeout(() => this.start(), RETRY_MS);
+    }
+
+    // --- live / offline ----------------------------------------------------------------------
+
+    setLive(live) {
+      const was = this.live;
+      this.live = live;
+      if (this.badge) {
+        this.badge.textContent = live ? "LIVE" : "OFFLINE";
+        this.badge.classList.toggle("live", live);
+        this.badge.dataset.live = String(live);
+      }
+      if (live && !was) this.start();
+      // Going offline: let the buffered end play out; "ended" or a 404 then shows the card.
+    }
+
+    showOffline() {
+      this.stop();
+      this.video.hidden = true;
+      if (this.offlineCard) this.offlineCard.hidden = false;
+      this.root.dataset.state = "offline";
+      if (this.jumpButton) this.jumpButton.hidden = true;
+      this.quality.disabled = true;
+    }
+
+    showMessage(text) {
+      if (!this.message) return;
+      this.message.textContent = text;
+      this.message.hidden = !text;
+    }
+
+    // --- the page's socket (chat panel) or polling --------------------------------------------
+
+    bindSocket() {
+      if (this.config.mode !== "live") return;
+      const attach = () => {
+        const socket = window.LiveSocket;
+        if (!socket || typeof socket.on !== "function") return false;
+        socket.on("stream.live", () => this.setLive(true));
+        socket.on("stream.offline", () => this.setLive(false));
+        socket.on("viewers.count", (frame) => this.setViewers(frame.count));
+        if (typeof socket.onOpen === "function") socket.onOpen(() => this.refreshStatus());
+        this.refreshStatus();
+        return true;
+      };
+      if (attach()) return;
+      window.addEventListener("load", () => {
+        if (attach()) return;
+        this.pollTimer = setInterval(() => this.refreshStatus(), STATUS_POLL_MS);
+      });
+    }
+
+    refreshStatus() {
+      if (!this.config.statusUrl) return;
+      fetch(this.config.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then((r) => (r.ok ? r.json() : null))
+        .then((status) => {
+          if (!status) return;
+          this.setViewers(status.viewer_count);
+          this.setLive(status.status === "live");
+        })
+        .catch(() => {});
+    }
+
+    setViewers(count) {
+      if (this.viewerCount && Number.isFinite(count)) this.viewerCount.textContent = String(count);
+    }
+
+    // --- controls ---------------------------------------------------------------------------
+
+    bindUi() {
+      this.quality.addEventListener("change", () => this.setQuality(Number(this.quality.value)));
+      if (this.jumpButton) this.jumpButton.addEventListener("click", () => this.jumpToLive());
+      this.video.addEventListener("waiting", () => {
+        if (!this.video.seeking && this.video.currentTime > 0) this.root.dataset.buffering = "true";
+      });
+      this.video.addEventListener("playing", () => delete this.root.dataset.buffering);
+      this.video.addEventListener("ended", () => {
+        if (this.config.mode === "live") this.showOffline();
+      });
+      this.video.addEventListener("timeupdate", () => this.updateLiveEdge());
+      // Keyboard: "l" jumps to live; the video's native controls and the menu take focus normally.
+      this.root.addEventListener("keydown", (event) => {
+        if (event.key === "l" && event.target.tagName !== "SELECT") this.jumpToLive();
+      });
+    }
+
+    fillQualityMenu() {
+      const levels = this.hls ? this.hls.levels : [];
+      const options = [new Option("Auto", "-1")];
+      levels
+        .map((level, index) => ({ level, index }))
+        .sort((a, b) => (b.level.height || 0) - (a.level.height || 0) || b.level.bitrate - a.level.bitrate)
+        .forEach(({ level, index }) => options.push(new Option(levelLabel(level), String(index))));
+      this.quality.replaceChildren(...options);
+      this.quality.value = "-1";
+      this.quality.disabled = levels.length < 2;
+    }
+
+    setQuality(index) {
+      if (!this.hls) return;
+      // An explicit choice switches now (flushing the buffer); Auto hands control back to ABR.
+      this.hls.currentLevel = index;
+      this.quality.value = String(index);
+    }
+
+    onLevelSwitched(index) {
+      this.root.dataset.level = String(index);
+      const auto = this.quality.options[0];
+      const level = this.hls && this.hls.levels[index];
+      if (auto && level) auto.textContent = `Auto (${levelLabel(level)})`;
+    }
+
+    livePosition() {
+      if (this.hls && this.hls.liveSyncPosition != null) return this.hls.liveSyncPosition;
+      const seekable = this.video.seekable;
+      if (seekable.length) return Math.max(seekable.start(0), seekable.end(seekable.length - 1) - 3);
+      return null;
+    }
+
+    jumpToLive() {
+      if (this.config.mode !== "live") return;
+      const position = this.livePosition();
+      if (position == null) return;
+      this.video.currentTime = position;
+      this.video.play().catch(() => {});
+    }
+
+    updateLiveEdge() {
+      if (this.config.mode !== "live" || !this.jumpButton) return;
+      const position = this.livePosition();
+      const chunk = this.hls && this.hls.levels.length ? this.hls.targetLatency || 3 : 3;
+      const behind = position != null && position - this.video.currentTime > chunk + 3;
+      this.jumpButton.hidden = !behind;
+      if (this.badge && this.live) this.badge.classList.toggle("behind", behind);
+    }
+  }
+
+  const root = document.getElementById("player-root");
+  const configNode = document.getElementById("player-config");
+  if (!root || !configNode) return;
+  window.livePlayer = new LivePlayer(root, JSON.parse(configNode.textContent));
+})();
