@@ -345,3 +345,26 @@ CHAT_HISTORY_SIZE = env.int("CHAT_HISTORY_SIZE", default=50)
 CHAT_BATCH_TICK_MS = env.int("CHAT_BATCH_TICK_MS", default=100)
 # How often each web process re-reads viewer counts of its rooms and pushes changes.
 CHAT_PRESENCE_POLL_S = env.float("CHAT_PRESENCE_POLL_S", default=1.0)
+
+# --- Pipeline (transcoding) ---------------------------------------------------------------
+# URL nginx-rtmp uses to reach Django's /internal/rtmp/* callbacks (the web process).
+RTMP_CALLBACK_BASE_URL = _validated_url("RTMP_CALLBACK_BASE_URL", "http://127.0.0.1:8000", ("http", "https"))
+# Renditions below the source height, "name:height:video_kbps:audio_kbps" (never upscaled; the
+# source itself is always offered as a pass-through "source" rendition).
+TRANSCODE_LADDER: list[str] = env.list(
+    "TRANSCODE_LADDER", default=["1080p:1080:5000:128", "720p:720:2800:128", "480p:480:1400:128", "360p:360:800:96"]
+)
+# x264 preset and threads per encoder (threads 1 + worker concurrency = cores, see FIELD-NOTES).
+X264_PRESET = env.str("X264_PRESET", default="veryfast")
+X264_THREADS = env.int("X264_THREADS", default=1)
+# A chunk not transcoded this many seconds after ingest is dropped and becomes a gap.
+LIVE_DEADLINE_SECONDS = env.float("LIVE_DEADLINE_SECONDS", default=15.0)
+# Lifetime of raw chunk bytes and pipeline state in Redis.
+CHUNK_TTL_SECONDS = env.int("CHUNK_TTL_SECONDS", default=300)
+PIPELINE_STATE_TTL_SECONDS = env.int("PIPELINE_STATE_TTL_SECONDS", default=86400)
+# ffmpeg -rw_timeout of the segmenter: how long a silent RTMP input is waited for.
+SEGMENTER_RW_TIMEOUT_S = env.float("SEGMENTER_RW_TIMEOUT_S", default=5.0)
+# Seconds between IngestSample health documents while live.
+INGEST_SAMPLE_SECONDS = env.float("INGEST_SAMPLE_SECONDS", default=5.0)
+# Hard limit of one chunk's transcode (ffmpeg is killed after it).
+TRANSCODE_TIMEOUT_S = env.float("TRANSCODE_TIMEOUT_S", default=60.0)
