@@ -53,7 +53,10 @@ class SessionMetadata(me.Document):
     renditions = me.EmbeddedDocumentListField(RenditionInfo)
     duration_s = me.FloatField(default=0)
 
-    meta = {"collection": "session_metadata", "indexes": ["stream_id", ("stream_id", "-started_at")]}
+    meta = {
+        "collection": "session_metadata",
+        "indexes": ["stream_id", ("stream_id", "-started_at"), "started_at"],
+    }
 
 
 class IngestSample(me.Document):
@@ -74,13 +77,23 @@ class IngestSample(me.Document):
 
 
 class ViewerSample(me.Document):
+    """Concurrent viewers of a live stream at ``at`` (start of a sampling period).
+
+    ``interval_s`` is the period the sample stands for, so ``viewers * interval_s`` is the watch
+    time it contributes. One sample per (stream, period): the sampler upserts on that pair.
+    """
+
     stream_id = me.IntField(required=True)
     session_id = me.IntField()
     at = me.DateTimeField(default=_now)
     viewers = me.IntField(default=0)
-    per_rendition = me.DictField()
+    interval_s = me.FloatField(default=15.0)
+    per_rendition = me.DictField()  # rendition -> viewers whose player reported it lately
 
-    meta = {"collection": "viewer_samples", "indexes": [("session_id", "at"), ("stream_id", "at"), "at"]}
+    meta = {
+        "collection": "viewer_samples",
+        "indexes": [("session_id", "at"), {"fields": ("stream_id", "at"), "unique": True}, "at"],
+    }
 
 
 class PlaybackEvent(me.Document):
@@ -95,15 +108,24 @@ class PlaybackEvent(me.Document):
     value = me.FloatField()  # seconds (startup, stall, latency) where it applies
     detail = me.StringField(max_length=500)
 
-    meta = {"collection": "playback_events", "indexes": [("session_id", "kind"), ("stream_id", "at"), "at"]}
+    meta = {
+        "collection": "playback_events",
+        "indexes": [("session_id", "kind"), ("stream_id", "at"), ("kind", "at"), "at"],
+    }
 
 
 class ChatStats(me.Document):
+    """Chat activity of a stream during one sampling period starting at ``at``."""
+
     stream_id = me.IntField(required=True)
     session_id = me.IntField()
     at = me.DateTimeField(default=_now)
+    interval_s = me.FloatField(default=15.0)
     messages = me.IntField(default=0)
     chatters = me.IntField(default=0)
     deleted = me.IntField(default=0)
 
-    meta = {"collection": "chat_stats", "indexes": [("session_id", "at"), ("stream_id", "at"), "at"]}
+    meta = {
+        "collection": "chat_stats",
+        "indexes": [("session_id", "at"), {"fields": ("stream_id", "at"), "unique": True}, "at"],
+    }
