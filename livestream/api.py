@@ -1,14 +1,18 @@
-"""API-wide pieces: the error body every endpoint shares.
+"""API-wide pieces: the error body every endpoint shares, and its place in the schema.
 
 Errors look like ``{"error": {"code": "...", "message": "...", "fields": {...}}}`` with the
-matching HTTP status; unexpected exceptions become a logged 500 with no stack trace.
+matching HTTP status; unexpected exceptions become a logged 500 with no stack trace. URLs
+under /api/ that match no route get the same body from ``not_found`` (Django's handler404),
+so clients never have to parse an HTML page. ``add_error_responses`` (a drf-spectacular
+post-processing hook) documents that body for every status an operation can return.
 """
 
 import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -51,3 +55,83 @@ def _message(exc: exceptions.APIException) -> str:
     if isinstance(detail, list):
         return " ".join(str(item) for item in detail)
     return str(detail)
+
+
+API_PREFIX = "/api/"
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: the JSON error body under /api/, Django's page elsewhere."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+    return defaults.page_not_found(request, exception or Http404())
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the JSON error body under /api/ (nothing leaks), Django's page elsewhere."""
+    if request.path.startswith(API_PREFIX):
+        body = {"error": {"code": "server_error", "message": "Internal error; it has been logged."}}
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)
+
+
+# --- OpenAPI -------------------------------------------------------------------------------
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code, e.g. not_found."},
+                "message": {"type": "string", "description": "Human-readable explanation."},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {},
+                    "description": "Per-field messages of a validation error.",
+                },
+            },
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+_DESCRIPTIONS = {
+    "400": "Invalid input (malformed JSON, wrong types, failed validation, bad filter values).",
+    "401": "Missing or invalid credentials.",
+    "403": "Authenticated but not allowed (not the owner), or CSRF failure with session auth.",
+    "404": "No such object, or not visible to you.",
+    "405": "Method not allowed.",
+    "415": "Unsupported request content type.",
+    "429": "Too many requests; retry after the Retry-After header.",
+}
+
+
+def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:  # noqa: FBT001 - hook signature
+    """drf-spectacular hook: add the shared error body for the statuses each operation can
+    return (400 with a body or query parameters, 401/403 unless it is anonymous-only,
+    404 with path parameters, 415 with a body, 429 always)."""
+    result.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = _ERROR_SCHEMA
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            params = operation.get("parameters", [])
+            has_body = "requestBody" in operation
+            statuses = ["429"]
+            if has_body or any(p.get("in") == "query" for p in params):
+                statuses.append("400")
+            if has_body:
+                statuses.append("415")
+            if operation.get("security") != [{}] and operation.get("security") != []:
+                statuses += ["401", "403"]
+            if any(p.get("in") == "path" for p in params):
+                statuses.append("404")
+            responses = operation.setdefault("responses", {})
+            for code in statuses:
+                responses.setdefault(
+                    code,
+                    {"description": _DESCRIPTIONS[code], "content": {"application/json": {"schema": _ERROR_REF}}},
+                )
+    return result

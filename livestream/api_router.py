@@ -1,19 +1,31 @@
-"""The one DRF router for /api/v1/ (as cookiecutter's config/api_router.py)."""
+"""The one DRF router for /api/v1/ (as cookiecutter's config/api_router.py).
 
-from django.urls import path
+One section per app. Top-level resources register on ``router``; resources nested under
+another (``streams/<id>/sessions/``) are explicit ``path()`` entries in the app's section.
+Apps add their section with a small edit here; keep ``*router.urls`` last.
+"""
+
+from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import Me, ObtainToken, Register
-from streams.api.views import StreamSessionViewSet, StreamViewSet
-
-router = DefaultRouter()
-router.register("streams", StreamViewSet, basename="stream")
+from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
+from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 
 app_name = "api"
-urlpatterns = [
+router = DefaultRouter()
+urlpatterns: list[URLPattern | URLResolver] = []
+
+# --- Accounts ---
+urlpatterns += [
     path("auth/token/", ObtainToken.as_view(), name="token"),
     path("auth/register/", Register.as_view(), name="register"),
     path("me/", Me.as_view(), name="me"),
+]
+
+# --- Streams, sessions, replays ---
+router.register("streams", StreamViewSet, basename="stream")
+urlpatterns += [
     path(
         "streams/<int:stream_pk>/sessions/",
         StreamSessionViewSet.as_view({"get": "list"}),
@@ -24,5 +36,35 @@ urlpatterns = [
         StreamSessionViewSet.as_view({"get": "retrieve"}),
         name="stream-session-detail",
     ),
-    *router.urls,
+    path(
+        "streams/<int:stream_pk>/replays/",
+        StreamReplayViewSet.as_view({"get": "list"}),
+        name="stream-replays",
+    ),
+    path(
+        "streams/<int:stream_pk>/replays/<int:pk>/",
+        StreamReplayViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
+        name="stream-replay-detail",
+    ),
 ]
+
+# --- Webhooks ---
+router.register("webhooks", EndpointViewSet, basename="webhook")
+urlpatterns += [
+    path(
+        "webhooks/<int:endpoint_pk>/deliveries/",
+        DeliveryViewSet.as_view({"get": "list"}),
+        name="webhook-deliveries",
+    ),
+    path(
+        "webhooks/<int:endpoint_pk>/deliveries/<int:pk>/",
+        DeliveryViewSet.as_view({"get": "retrieve"}),
+        name="webhook-delivery-detail",
+    ),
+]
+
+# --- Chat (chat/api) ---
+
+# --- Analytics (analytics/api) ---
+
+urlpatterns += router.urls

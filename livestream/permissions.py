@@ -14,3 +14,13 @@ class IsOwnerOrStaffOrReadOnly(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return True
         return bool(request.user and (request.user.is_staff or getattr(obj, "owner_id", None) == request.user.pk))
+
+
+class IsStreamOwnerOrStaffOrReadOnly(permissions.BasePermission):
+    """For objects that belong to a stream (sessions, replays): writes need the stream's owner."""
+
+    def has_object_permission(self, request: Request, view: APIView, obj: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        stream = getattr(obj, "stream", None)
+        return bool(request.user and (request.user.is_staff or getattr(stream, "owner_id", None) == request.user.pk))

@@ -18,3 +18,7 @@ urlpatterns = [
 
 admin.site.site_header = "Livestream operations"
 admin.site.site_title = "Livestream admin"
+
+# JSON error bodies for /api/ URLs that match no route (HTML pages elsewhere).
+handler404 = "livestream.api.not_found"
+handler500 = "livestream.api.server_error"

@@ -331,6 +331,20 @@ WEBHOOK_MAX_ENDPOINTS_PER_USER = env.int("WEBHOOK_MAX_ENDPOINTS_PER_USER", defau
 # "Send test event" calls allowed per user (DRF rate syntax).
 WEBHOOK_TEST_RATE = env.str("WEBHOOK_TEST_RATE", default="10/min")
 
+# --- REST API schema (added with the webhooks/API work) --------------------------------------
+# Every operation documents the shared error body (livestream.api.ErrorResponse) for the
+# statuses it can return; choice sets with the same field name get distinct component names.
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "livestream.api.add_error_responses",
+]
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "StreamStatusEnum": "streams.models.StreamStatus",
+    "SessionStatusEnum": "streams.models.SessionStatus",
+    "DeliveryStatusEnum": "webhooks.models.DeliveryStatus",
+    "WebhookEventEnum": "webhooks.models.Event",
+}
+
 # --- Chat -----------------------------------------------------------------------------------
 # Longest accepted chat message, in characters.
 CHAT_MAX_LENGTH = env.int("CHAT_MAX_LENGTH", default=500)

@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from accounts.api.serializers import UserPublicSerializer
 from streams import playback
-from streams.models import Stream, StreamSession
+from streams.models import Stream, StreamSession, StreamStatus
 
 
 class StreamSerializer(serializers.ModelSerializer[Stream]):
@@ -86,13 +86,58 @@ class StreamWithKeySerializer(OwnerStreamSerializer):
         return key
 
 
+class StreamLiveStatusSerializer(serializers.Serializer[dict[str, Any]]):
+    """Cheap poll target: is the stream live, since when, how many watch it right now."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=StreamStatus.choices)
+    is_live = serializers.BooleanField()
+    viewer_count = serializers.IntegerField()
+    last_live_at = serializers.DateTimeField(allow_null=True)
+    session = serializers.IntegerField(allow_null=True, help_text="Id of the open session, if any.")
+
+
+class RenditionMetadataSerializer(serializers.Serializer[dict[str, Any]]):
+    name = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    video_bitrate = serializers.IntegerField(allow_null=True)
+    audio_bitrate = serializers.IntegerField(allow_null=True)
+    codecs = serializers.CharField(allow_null=True)
+
+
+class SessionMetadataSerializer(serializers.Serializer[dict[str, Any]]):
+    """Technical facts the pipeline recorded for a session (MongoDB)."""
+
+    video_codec = serializers.CharField(allow_null=True)
+    video_profile = serializers.CharField(allow_null=True)
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    fps = serializers.FloatField(allow_null=True)
+    video_bitrate = serializers.IntegerField(allow_null=True)
+    audio_codec = serializers.CharField(allow_null=True)
+    audio_channels = serializers.IntegerField(allow_null=True)
+    audio_sample_rate = serializers.IntegerField(allow_null=True)
+    audio_bitrate = serializers.IntegerField(allow_null=True)
+    chunks = serializers.IntegerField(allow_null=True)
+    gaps = serializers.IntegerField(allow_null=True)
+    reconnects = serializers.IntegerField(allow_null=True)
+    renditions = RenditionMetadataSerializer(many=True)
+
+
 class StreamSessionSerializer(serializers.ModelSerializer[StreamSession]):
+    """A broadcast of a stream. ``playback_url`` is the VOD master while it is a replay;
+    ``metadata`` comes from the view's context (one MongoDB query per page)."""
+
+    stream = serializers.IntegerField(source="stream_id", read_only=True)
     playback_url = serializers.SerializerMethodField()
+    metadata = serializers.SerializerMethodField()
 
     class Meta:
         model = StreamSession
         fields = (
             "id",
+            "stream",
             "status",
             "started_at",
             "ended_at",
@@ -100,9 +145,15 @@ class StreamSessionSerializer(serializers.ModelSerializer[StreamSession]):
             "connections",
             "is_replay",
             "playback_url",
+            "metadata",
         )
         read_only_fields = fields
 
-    @extend_schema_field(serializers.CharField(allow_null=True))
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_playback_url(self, obj: StreamSession) -> Any:
         return playback.replay_url(obj) if obj.is_replay else None
+
+    @extend_schema_field(SessionMetadataSerializer(allow_null=True))
+    def get_metadata(self, obj: StreamSession) -> Any:
+        found: dict[int, dict[str, Any]] = self.context.get("session_metadata", {})
+        return found.get(obj.pk)

@@ -2,24 +2,30 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.filters import OrderingFilter
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from chat.presence import viewer_counts
 from livestream.auth import request_user
-from livestream.permissions import IsOwnerOrStaffOrReadOnly
-from streams import selectors, services
+from livestream.permissions import IsOwnerOrStaffOrReadOnly, IsStreamOwnerOrStaffOrReadOnly
+from streams import replays, selectors, services
 from streams.api.serializers import (
     OwnerStreamSerializer,
+    StreamLiveStatusSerializer,
     StreamSerializer,
     StreamSessionSerializer,
     StreamWithKeySerializer,
 )
-from streams.models import Stream, StreamStatus
+from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
+
+STREAM_PK = OpenApiParameter("stream_pk", int, OpenApiParameter.PATH, description="Id of the stream.")
 
 
 class StreamFilter(django_filters.FilterSet):
@@ -121,13 +127,104 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
         )
         return Response(body.data)
 
+    @extend_schema(responses={200: StreamLiveStatusSerializer})
+    @action(detail=True, methods=["get"], url_path="live")
+    def live(self, request: Request, pk: str | None = None) -> Response:
+        """Live status and current viewer count (public; cheap enough to poll)."""
+        stream = self.get_object()
+        session = selectors.open_session(stream)
+        count = viewer_counts([stream.pk]).get(stream.pk, 0) if stream.is_live else 0
+        body = {
+            "id": stream.pk,
+            "status": stream.status,
+            "is_live": stream.is_live,
+            "viewer_count": count,
+            "last_live_at": stream.last_live_at,
+            "session": session.pk if session else None,
+        }
+        return Response(StreamLiveStatusSerializer(body).data)
 
-class StreamSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Any]):
-    """Broadcast sessions of a stream; finished ones with ``is_replay`` play as VOD."""
+
+class StreamSessionFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=SessionStatus.choices)
+    is_replay = django_filters.BooleanFilter()
+
+    class Meta:
+        model = StreamSession
+        fields = ("status", "is_replay")
+
+
+class _SessionsOfStream(viewsets.GenericViewSet[StreamSession]):
+    """Shared by sessions and replays: rows of the stream in the URL (404 if it does not
+    exist), with the page's metadata fetched from MongoDB in one query."""
 
     serializer_class = StreamSessionSerializer
-    permission_classes = (permissions.IsAuthenticatedOrReadOnly,)
+    filter_backends = (DjangoFilterBackend, OrderingFilter)
+    ordering_fields = ("started_at", "duration_s")
+    ordering = ("-started_at",)
 
-    def get_queryset(self) -> Any:
-        stream = selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]))
-        return stream.sessions.order_by("-started_at")
+    def stream(self) -> Stream:
+        if not hasattr(self, "_stream"):
+            self._stream = selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]))
+        return self._stream
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        context["session_metadata"] = getattr(self, "_metadata", {})
+        return context
+
+    def paginate_queryset(self, queryset: QuerySet[StreamSession]) -> list[StreamSession] | None:  # type: ignore[override]
+        page = super().paginate_queryset(queryset)
+        if page is not None:
+            self._metadata = replays.session_metadata(s.pk for s in page)
+        return page
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        session = self.get_object()
+        self._metadata = replays.session_metadata([session.pk])
+        return Response(self.get_serializer(session).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Broadcast sessions of a stream", parameters=[STREAM_PK]),
+    retrieve=extend_schema(summary="One broadcast session", parameters=[STREAM_PK]),
+)
+class StreamSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _SessionsOfStream):
+    """Every broadcast of a stream (public); finished ones with ``is_replay`` play as VOD."""
+
+    permission_classes = (permissions.AllowAny,)
+    filterset_class = StreamSessionFilter
+
+    def get_queryset(self) -> QuerySet[StreamSession]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no stream in the URL
+            return StreamSession.objects.none()
+        return self.stream().sessions.all()
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Replays (VOD) of a stream", parameters=[STREAM_PK]),
+    retrieve=extend_schema(summary="One replay", parameters=[STREAM_PK]),
+    destroy=extend_schema(
+        summary="Delete a replay",
+        description="Owner or staff. The session stays in the broadcast log; its video objects are purged.",
+        parameters=[STREAM_PK],
+        responses={204: None},
+    ),
+)
+class StreamReplayViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, _SessionsOfStream
+):
+    """Replays of a stream: public read; delete by the stream's owner or staff."""
+
+    permission_classes = (permissions.IsAuthenticatedOrReadOnly, IsStreamOwnerOrStaffOrReadOnly)
+
+    def get_queryset(self) -> QuerySet[StreamSession]:
+        if getattr(self, "swagger_fake_view", False):
+            return StreamSession.objects.none()
+        return selectors.replays_of(self.stream()).select_related("stream")
+
+    def perform_destroy(self, instance: StreamSession) -> None:
+        try:
+            replays.delete_replay(instance)
+        except replays.ReplayNotDeletableError:
+            raise NotFound("No such replay.") from None
