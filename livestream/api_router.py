@@ -9,6 +9,7 @@ from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import Me, ObtainToken, Register
+from analytics.api import views as analytics_views
 from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 
@@ -66,5 +67,20 @@ urlpatterns += [
 # --- Chat (chat/api) ---
 
 # --- Analytics (analytics/api) ---
+urlpatterns += [
+    path("analytics/playback/", analytics_views.PlaybackReportView.as_view(), name="analytics-playback"),
+    path("analytics/platform/", analytics_views.PlatformAnalyticsView.as_view(), name="analytics-platform"),
+    path("streams/<int:stream_id>/analytics/", analytics_views.StreamAnalyticsView.as_view(), name="stream-analytics"),
+    path(
+        "streams/<int:stream_id>/analytics/live/",
+        analytics_views.LiveHealthView.as_view(),
+        name="stream-analytics-live",
+    ),
+    path(
+        "streams/<int:stream_id>/sessions/<int:session_id>/analytics/",
+        analytics_views.SessionAnalyticsView.as_view(),
+        name="stream-session-analytics",
+    ),
+]
 
 urlpatterns += router.urls

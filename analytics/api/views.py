@@ -1,0 +1,183 @@
+"""Analytics endpoints under /api/v1/. Thin: validate, check access, call one selector or
+service, serialise.
+
+- ``POST analytics/playback/``: player QoE batches from watch pages. Public and anonymous by
+  design (viewers need not sign in): it authenticates nobody, so it acts for nobody and has no
+  CSRF surface; abuse is bounded by body size, strict validation and per-viewer/per-IP limits.
+- ``GET streams/<id>/analytics/``, ``.../sessions/<sid>/analytics/``, ``.../analytics/live/``:
+  owner (or staff) only; anybody else gets 404.
+- ``GET analytics/platform/``: staff only.
+
+Without MongoDB every endpoint answers 503 ``{"error": {"code": "analytics_off", ...}}``.
+"""
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import permissions, status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics import selectors, services
+from analytics.api.serializers import (
+    BucketQuerySerializer,
+    DaysQuerySerializer,
+    PlaybackAcceptedSerializer,
+    PlaybackBatchSerializer,
+)
+from livestream.auth import request_user
+from streams.models import SessionStatus, Stream
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+class AnalyticsUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "analytics_off"
+    default_detail = "Analytics are off: the MongoDB server is unreachable. Streaming is not affected."
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = f"Report batches are limited to {MAX_BODY_BYTES} bytes."
+
+
+class ReportsThrottled(APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "rate_limited"
+    default_detail = "Too many reports from this player; slow down."
+
+
+def _query(serializer_class: type, request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class PlaybackReportView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = (permissions.AllowAny,)
+    throttle_classes: list[type] = []  # own per-viewer and per-IP limits in the service
+
+    @extend_schema(
+        request=PlaybackBatchSerializer,
+        responses={202: PlaybackAcceptedSerializer, 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+        summary="Report player experience events (startup, heartbeat, rebuffer, latency, switch, error)",
+    )
+    def post(self, request: Request) -> Response:
+        if len(request.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge
+        serializer = PlaybackBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        stream = Stream.objects.filter(pk=data["stream"]).only("pk").first()
+        if stream is None:
+            raise NotFound("No such stream.")
+        session_id = data.get("session")
+        if session_id is not None:
+            if not stream.sessions.filter(pk=session_id).exists():
+                raise ValidationError({"session": ["Not a session of this stream."]})
+        else:
+            session_id = stream.sessions.exclude(status=SessionStatus.ENDED).values_list("pk", flat=True).first()
+        try:
+            recorded = services.record_playback_batch(
+                stream_id=stream.pk,
+                session_id=session_id,
+                viewer_id=data["viewer"],
+                client_ip=str(request.META.get("REMOTE_ADDR", "")),
+                reports=serializer.reports(),
+            )
+        except services.AnalyticsOffError:
+            raise AnalyticsUnavailable from None
+        except services.RateLimitedError:
+            raise ReportsThrottled from None
+        return Response({"recorded": recorded}, status=status.HTTP_202_ACCEPTED)
+
+
+STREAM_ID = OpenApiParameter("stream_id", int, OpenApiParameter.PATH, description="Id of the stream.")
+SESSION_ID = OpenApiParameter("session_id", int, OpenApiParameter.PATH, description="Id of the session.")
+
+
+class _OwnerView(APIView):
+    permission_classes = (permissions.IsAuthenticated,)
+
+    def stream(self, request: Request, stream_id: int) -> Stream:
+        try:
+            return selectors.get_stream(request_user(request), stream_id)
+        except Http404:
+            raise NotFound("No such stream.") from None
+
+
+class StreamAnalyticsView(_OwnerView):
+    @extend_schema(
+        parameters=[STREAM_ID, OpenApiParameter("days", int, description="Days back, 1-366 (default 30).")],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="One row per UTC day.")},
+        summary="Daily history of a stream (owner or staff)",
+    )
+    def get(self, request: Request, stream_id: int) -> Response:
+        stream = self.stream(request, stream_id)
+        days = _query(DaysQuerySerializer, request)["days"]
+        try:
+            history = selectors.stream_history(stream, days=days)
+        except services.AnalyticsOffError:
+            raise AnalyticsUnavailable from None
+        return Response({"stream": stream.pk, "days": history})
+
+
+class SessionAnalyticsView(_OwnerView):
+    @extend_schema(
+        parameters=[
+            STREAM_ID,
+            SESSION_ID,
+            OpenApiParameter("bucket", int, description="Chart bucket in seconds: 10, 30, 60, 300, 900, 3600."),
+        ],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="summary, viewers, ingest, renditions")},
+        summary="Summary, chart series and per-rendition experience of one session (owner or staff)",
+    )
+    def get(self, request: Request, stream_id: int, session_id: int) -> Response:
+        stream = self.stream(request, stream_id)
+        try:
+            session = selectors.get_session(stream, session_id)
+        except Http404:
+            raise NotFound("No such session.") from None
+        bucket = int(_query(BucketQuerySerializer, request)["bucket"])
+        try:
+            report = selectors.session_report(session, bucket_s=bucket)
+        except services.AnalyticsOffError:
+            raise AnalyticsUnavailable from None
+        return Response({"stream": stream.pk, "session": session.pk, **report})
+
+
+class LiveHealthView(_OwnerView):
+    @extend_schema(
+        parameters=[STREAM_ID],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="ingest, queue_depth, warnings")},
+        summary="Live ingest and pipeline health of a stream (owner or staff)",
+    )
+    def get(self, request: Request, stream_id: int) -> Response:
+        stream = self.stream(request, stream_id)
+        try:
+            return Response(selectors.live_health(stream))
+        except services.AnalyticsOffError:
+            raise AnalyticsUnavailable from None
+
+
+class PlatformAnalyticsView(APIView):
+    permission_classes = (permissions.IsAdminUser,)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("days", int, description="Days back, 1-366 (default 30).")],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="Platform-wide totals")},
+        summary="Platform-wide totals (staff)",
+    )
+    def get(self, request: Request) -> Response:
+        days = _query(DaysQuerySerializer, request)["days"]
+        try:
+            return Response(selectors.platform_totals(days=days))
+        except services.AnalyticsOffError:
+            raise AnalyticsUnavailable from None
