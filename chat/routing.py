@@ -1,5 +1,11 @@
-"""WebSocket routes (filled by the chat consumer)."""
+"""WebSocket routes; ``livestream/asgi.py`` mounts them behind the origin check and the
+session auth stack. Token auth wraps the chat consumer itself."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from chat.auth import TokenAuthMiddleware
+from chat.consumers import ChatConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/streams/<int:stream_id>/chat/", TokenAuthMiddleware(ChatConsumer.as_asgi()), name="chat-socket"),
+]

@@ -1,0 +1,89 @@
+"""The chat socket ``/ws/streams/<id>/chat/``: chat plus the watch page's live channel.
+
+Thin: it authenticates, validates the frame, calls ``chat.services.post_message`` in a thread
+(``database_sync_to_async``), and registers itself with the process's ``chat.fanout.Hub``,
+which delivers every broadcast (chat, moderation, ``stream.live``, ``viewers.count``...).
+The consumer has no channel-layer channel of its own (``channel_layer_alias`` names no layer):
+the hub's one subscription per room replaces thousands of per-socket ones.
+
+Frames the server sends: see docs/chat.md. On join: ``viewers.count`` and ``chat.history``
+(the last CHAT_HISTORY_SIZE messages, slow mode, and what this user may do).
+"""
+
+import json
+import logging
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+
+from chat import selectors, services
+from chat.fanout import get_hub
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    channel_layer_alias = "chat-hub-delivers"  # no such layer: no per-socket channel (see module doc)
+
+    stream_id: int
+    member: str | None = None
+
+    async def connect(self) -> None:
+        self.stream_id = int(self.scope["url_route"]["kwargs"]["stream_id"])
+        self.user = self.scope.get("user") or AnonymousUser()
+        await self.accept()
+        if self.scope.get("auth_error"):
+            await self.send_error("invalid_token", "The token in the Authorization header is not valid.")
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        state = await database_sync_to_async(selectors.join_state)(
+            self.stream_id, self.user, settings.CHAT_HISTORY_SIZE
+        )
+        if state is None:
+            await self.send_error("not_found", "No such stream.")
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        # Join before sending history: a message posted in between arrives twice at worst,
+        # and clients dedupe by id; never lost.
+        self.member = uuid.uuid4().hex
+        await get_hub().join(self.stream_id, self.member, self.base_send)
+        await self.send(text_data=json.dumps(state, ensure_ascii=False))
+
+    async def disconnect(self, code: int) -> None:
+        if self.member is not None:
+            member, self.member = self.member, None
+            await get_hub().leave(self.stream_id, member)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None or len(text_data) > settings.CHAT_MAX_LENGTH * 8 + 256:
+            await self.send_error("bad_frame", "Send JSON text frames, at most a few kilobytes.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self.send_error("bad_frame", "Frames must be JSON objects.")
+            return
+        if not isinstance(frame, dict) or frame.get("type") != "chat.message":
+            await self.send_error("unknown_type", 'Clients send {"type": "chat.message", "text": "..."}.')
+            return
+        if not self.user.is_authenticated:
+            await self.send_error("auth_required", "Sign in to chat.")
+            return
+        if self.member is None:
+            return
+        try:
+            await database_sync_to_async(services.post_message)(
+                stream_id=self.stream_id, user=self.user, text=frame.get("text")
+            )
+        except services.ChatError as exc:
+            await self.send_error(exc.code, exc.message)
+
+    async def send_error(self, code: str, message: str) -> None:
+        """An error frame to this socket only."""
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))

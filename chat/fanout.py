@@ -1,0 +1,226 @@
+"""Per-process fan-out of stream events to the WebSockets of that process.
+
+Why: the idiomatic Channels room (a channel per socket, ``group_send`` delivered to every
+consumer, JSON encoded per recipient) spends its CPU on per-recipient Python work and
+collapses at ~500-1000 viewers per process (docs/chat.md, bench/chat_fanout.py). Here each
+web process holds one ``Hub`` (per event loop) that:
+
+- subscribes ONCE per room (stream) to the channel-layer group ``stream.<id>``
+  (``livestream.events.stream_group``), whatever the number of local sockets;
+- turns each ``{"type": "stream.event", "event": name, "data": {...}}`` into the browser frame
+  ``{"type": name, **data}`` and encodes it ONCE per room;
+- batches ``chat.message`` frames arriving within ``CHAT_BATCH_TICK_MS`` into one
+  ``chat.batch`` frame (a single message goes out as a plain ``chat.message``); any other
+  event first flushes the pending batch so order is kept;
+- writes the same encoded text to every local socket from one delivery task per room (frames
+  reach each socket in order);
+- keeps presence: each socket is a member of ``presence:<id>`` (chat.presence), refreshed in
+  one pipeline per heartbeat; counts of its rooms are re-read every ``CHAT_PRESENCE_POLL_S``
+  and a changed count is pushed as ``{"type": "viewers.count", "count": N}``.
+
+Sockets register a ``send`` callable (the ASGI send of the connection). A send that raises
+(closed socket) is ignored; the consumer's disconnect removes it.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from chat import presence
+from livestream.events import stream_group
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+_HEARTBEAT_EVERY = max(1, int(presence.PRESENCE_TTL_S / 3))
+
+
+@dataclass(eq=False)
+class Room:
+    stream_id: int
+    sockets: dict[str, Send] = field(default_factory=dict)
+    channel: str = ""
+    reader: "asyncio.Task[None] | None" = None
+    deliverer: "asyncio.Task[None] | None" = None
+    outbox: "asyncio.Queue[dict[str, Any]]" = field(default_factory=asyncio.Queue)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    flush_handle: asyncio.TimerHandle | None = None
+    last_count: int | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def encode(frame: dict[str, Any]) -> dict[str, Any]:
+    """The ASGI message carrying ``frame``; built once and shared by every recipient."""
+    return {"type": "websocket.send", "text": json.dumps(frame, separators=(",", ":"), ensure_ascii=False)}
+
+
+class Hub:
+    """Rooms of one event loop. Use ``get_hub()``; never share a Hub across loops."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, Room] = {}
+        self.layer = get_channel_layer()
+        self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, health_check_interval=30)
+        self.tick_s = settings.CHAT_BATCH_TICK_MS / 1000
+        self.poll_s = settings.CHAT_PRESENCE_POLL_S
+        self._presence_task: asyncio.Task[None] | None = None
+
+    # --- sockets -------------------------------------------------------------------------
+
+    async def join(self, stream_id: int, member: str, send: Send) -> None:
+        """Register a socket; it receives every frame of the room from now on, then its
+        current viewer count. The first socket of a room subscribes the process to it."""
+        room = self.rooms.get(stream_id)
+        if room is None:
+            room = self.rooms[stream_id] = Room(stream_id)
+            await self._open(room)
+        else:
+            await room.ready.wait()
+        room.sockets[member] = send
+        await presence.add_members(self.redis, stream_id, [member])
+        counts = await presence.acounts(self.redis, [stream_id])
+        await self._safe_send(send, encode({"type": "viewers.count", "count": counts[stream_id]}))
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.get_running_loop().create_task(self._presence_loop())
+
+    async def leave(self, stream_id: int, member: str) -> None:
+        room = self.rooms.get(stream_id)
+        if room is None or room.sockets.pop(member, None) is None:
+            return
+        try:
+            await presence.remove_member(self.redis, stream_id, member)
+        except Exception:  # the entry ages out after PRESENCE_TTL_S anyway
+            logger.warning("presence removal failed", extra={"stream": stream_id})
+        if not room.sockets:
+            await self._close(room)
+
+    # --- room lifecycle ------------------------------------------------------------------
+
+    async def _open(self, room: Room) -> None:
+        loop = asyncio.get_running_loop()
+        room.deliverer = loop.create_task(self._deliver(room))
+        if self.layer is not None:
+            room.channel = await self.layer.new_channel()
+            await self.layer.group_add(stream_group(room.stream_id), room.channel)
+            room.reader = loop.create_task(self._read(room))
+        room.ready.set()
+        logger.info("chat room opened in this process", extra={"stream": room.stream_id})
+
+    async def _close(self, room: Room) -> None:
+        self.rooms.pop(room.stream_id, None)
+        if room.flush_handle is not None:
+            room.flush_handle.cancel()
+        for task in (room.reader, room.deliverer):
+            if task is not None:
+                task.cancel()
+        if self.layer is not None and room.channel:
+            try:
+                await self.layer.group_discard(stream_group(room.stream_id), room.channel)
+            except Exception:
+                logger.warning("group_discard failed", extra={"stream": room.stream_id})
+        for task in (room.reader, room.deliverer):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if not self.rooms and self._presence_task is not None:
+            self._presence_task.cancel()
+            self._presence_task = None
+
+    # --- incoming events -----------------------------------------------------------------
+
+    async def _read(self, room: Room) -> None:
+        layer = self.layer
+        if layer is None:
+            return
+        while True:
+            try:
+                message = await layer.receive(room.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("channel layer receive failed", extra={"stream": room.stream_id})
+                await asyncio.sleep(0.5)
+                continue
+            self.dispatch(room, message)
+
+    def dispatch(self, room: Room, message: dict[str, Any]) -> None:
+        """Turn one channel-layer message into a browser frame and queue it for the room."""
+        if message.get("type") != "stream.event" or not isinstance(message.get("event"), str):
+            return
+        data = message.get("data")
+        frame = {**(data if isinstance(data, dict) else {}), "type": message["event"]}
+        if frame["type"] == "chat.message":
+            room.pending.append(frame)
+            if room.flush_handle is None:
+                room.flush_handle = asyncio.get_running_loop().call_later(self.tick_s, self._flush, room)
+            return
+        self._flush(room)
+        room.outbox.put_nowait(encode(frame))
+
+    def _flush(self, room: Room) -> None:
+        if room.flush_handle is not None:
+            room.flush_handle.cancel()
+            room.flush_handle = None
+        if not room.pending:
+            return
+        frames, room.pending = room.pending, []
+        frame = frames[0] if len(frames) == 1 else {"type": "chat.batch", "messages": frames}
+        room.outbox.put_nowait(encode(frame))
+
+    # --- outgoing frames -----------------------------------------------------------------
+
+    async def _deliver(self, room: Room) -> None:
+        while True:
+            message = await room.outbox.get()
+            for send in list(room.sockets.values()):
+                try:
+                    await send(message)
+                except Exception:  # noqa: S112 - closed socket; its disconnect removes it
+                    continue
+
+    @staticmethod
+    async def _safe_send(send: Send, message: dict[str, Any]) -> None:
+        try:
+            await send(message)
+        except Exception:
+            logger.debug("send to a closing socket failed")
+
+    async def _presence_loop(self) -> None:
+        polls = 0
+        while self.rooms:
+            await asyncio.sleep(self.poll_s)
+            polls += 1
+            try:
+                if polls * self.poll_s >= _HEARTBEAT_EVERY:
+                    polls = 0
+                    await presence.refresh(self.redis, {sid: list(r.sockets) for sid, r in self.rooms.items()})
+                counts = await presence.acounts(self.redis, list(self.rooms))
+            except Exception:
+                logger.exception("presence update failed")
+                continue
+            for stream_id, count in counts.items():
+                room = self.rooms.get(stream_id)
+                if room is not None and count != room.last_count:
+                    room.last_count = count
+                    room.outbox.put_nowait(encode({"type": "viewers.count", "count": count}))
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The Hub of the running event loop (one per web process in production)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub
