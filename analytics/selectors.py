@@ -23,6 +23,8 @@ from streams import selectors as stream_selectors
 from streams.models import SessionStatus, Stream, StreamSession
 
 MAX_HISTORY_DAYS = 366
+# Sessions a publisher is on or may come back to (an "ending" one may overlap the next).
+OPEN_STATUSES = (SessionStatus.LIVE, SessionStatus.RECONNECTING)
 
 
 def analytics_enabled() -> bool:
@@ -142,7 +144,7 @@ def live_health(stream: Stream) -> dict[str, Any]:
     from analytics.documents import SessionMetadata
     from chat import presence
 
-    session = stream.sessions.exclude(status=SessionStatus.ENDED).first()
+    session = stream.sessions.filter(status__in=OPEN_STATUSES).order_by("-started_at").first()
     if session is None:
         return {"live": False, "session_id": None, "ingest": None, "queue_depth": queue_depth(), "warnings": []}
     ingest = aggregations.latest_ingest(session.pk)

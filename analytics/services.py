@@ -169,14 +169,17 @@ def sample_live_streams(*, now: datetime | None = None) -> int:
     """
     if not mongo.is_enabled():
         return 0
+    from analytics.selectors import OPEN_STATUSES
     from chat import presence
-    from streams.models import SessionStatus, StreamSession
+    from streams.models import StreamSession
 
     period = settings.ANALYTICS_VIEWER_SAMPLE_S
     now = now or datetime.now(UTC)
     at = period_start(now, period)
     sessions = dict(
-        StreamSession.objects.exclude(status=SessionStatus.ENDED).values_list("stream_id", "pk").order_by("stream_id")
+        StreamSession.objects.filter(status__in=OPEN_STATUSES)
+        .values_list("stream_id", "pk")
+        .order_by("stream_id", "started_at")
     )
     if not sessions:
         return 0

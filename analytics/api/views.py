@@ -29,8 +29,9 @@ from analytics.api.serializers import (
     PlaybackAcceptedSerializer,
     PlaybackBatchSerializer,
 )
+from analytics.selectors import OPEN_STATUSES
 from livestream.auth import request_user
-from streams.models import SessionStatus, Stream
+from streams.models import Stream
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -83,7 +84,12 @@ class PlaybackReportView(APIView):
             if not stream.sessions.filter(pk=session_id).exists():
                 raise ValidationError({"session": ["Not a session of this stream."]})
         else:
-            session_id = stream.sessions.exclude(status=SessionStatus.ENDED).values_list("pk", flat=True).first()
+            session_id = (
+                stream.sessions.filter(status__in=OPEN_STATUSES)
+                .order_by("-started_at")
+                .values_list("pk", flat=True)
+                .first()
+            )
         try:
             recorded = services.record_playback_batch(
                 stream_id=stream.pk,

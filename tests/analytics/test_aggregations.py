@@ -4,6 +4,7 @@
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -163,7 +164,7 @@ def test_viewer_series_buckets() -> None:
 
 def test_ingest_series_worst_lag_and_counters() -> None:
     rng = random.Random(5)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(90):
         lag = {
             name: round(rng.uniform(0, 9), 3) for name in rng.sample(["source", "720p", "480p"], k=rng.randint(0, 3))
@@ -203,7 +204,10 @@ def test_ingest_series_worst_lag_and_counters() -> None:
 def test_stream_history_over_days() -> None:
     rng = random.Random(13)
     now = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-    sessions, viewers, chats, events = [], [], [], []
+    sessions: list[dict[str, Any]] = []
+    viewers: list[dict[str, Any]] = []
+    chats: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     for day in range(9):  # 9 days back: the first two fall outside a 7-day window
         start = now - timedelta(days=day, hours=rng.randint(0, 9))
         for k in range(rng.randint(0, 2)):
