@@ -3,6 +3,7 @@ refusal), owner-only reads, staff-only platform totals, and analytics switched o
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -18,7 +19,7 @@ URL = "/api/v1/analytics/playback/"
 VIEWER = "viewer-abc123"
 
 
-def _batch(stream_id: int, events: list, **extra: object) -> dict:
+def _batch(stream_id: int, events: object, **extra: object) -> dict:
     return {"stream": stream_id, "viewer": VIEWER, "events": events, **extra}
 
 
@@ -29,7 +30,7 @@ def _post(client: APIClient, body: object) -> tuple[int, dict]:
 
 def test_valid_batch_is_stored_against_the_open_session(api_client: APIClient, user: User) -> None:
     stream, session = stream_with_session(user)
-    events = [
+    events: list[dict[str, Any]] = [
         {"kind": "startup", "value": 1.25, "rendition": "720p"},
         {"kind": "heartbeat", "value": 10, "rendition": "720p", "age_ms": 5000},
         {"kind": "rebuffer", "value": 0.5, "rendition": "720p"},
