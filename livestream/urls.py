@@ -7,6 +7,7 @@ from livestream import health
 urlpatterns = [
     path("", include("streams.urls")),
     path("accounts/", include("accounts.urls")),
+    path("analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("livestream.api_router")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
