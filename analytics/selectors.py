@@ -160,3 +160,8 @@ def live_health(stream: Stream) -> dict[str, Any]:
         "queue_depth": queue,
         "warnings": [{"code": w.code, "message": w.message} for w in warnings],
     }
+
+
+def lag_warn_s() -> float:
+    """Seconds of transcoder lag the live panel and charts mark as falling behind."""
+    return float(settings.ANALYTICS_LAG_WARN_S)
