@@ -53,7 +53,7 @@ def test_session_page_shows_the_summary(user: User) -> None:
     assert summary["avg_viewers"] == 7.0
     assert summary["duration_s"] == 300.0
     html = response.content.decode()
-    assert "1280×720" in html
+    assert "1280\N{MULTIPLICATION SIGN}720" in html
     assert 'id="viewers-data"' in html
     assert 'id="ingest-data"' in html
 
