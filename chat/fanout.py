@@ -9,9 +9,10 @@ web process holds one ``Hub`` (per event loop) that:
   (``livestream.events.stream_group``), whatever the number of local sockets;
 - turns each ``{"type": "stream.event", "event": name, "data": {...}}`` into the browser frame
   ``{"type": name, **data}`` and encodes it ONCE per room;
-- batches ``chat.message`` frames arriving within ``CHAT_BATCH_TICK_MS`` into one
-  ``chat.batch`` frame (a single message goes out as a plain ``chat.message``); any other
-  event first flushes the pending batch so order is kept;
+- sends chat at most once per ``CHAT_BATCH_TICK_MS`` per room: a message to a quiet room
+  goes out at once, messages arriving sooner after the previous frame wait for the end of the
+  tick and go out together as one ``chat.batch`` frame (a single message as a plain
+  ``chat.message``); any other event first flushes the pending batch so order is kept;
 - writes the same encoded text to every local socket from one delivery task per room (frames
   reach each socket in order);
 - keeps presence: each socket is a member of ``presence:<id>`` (chat.presence), refreshed in
@@ -55,6 +56,7 @@ class Room:
     pending: list[dict[str, Any]] = field(default_factory=list)
     flush_handle: asyncio.TimerHandle | None = None
     last_count: int | None = None
+    last_flush: float = float("-inf")
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -161,7 +163,13 @@ class Hub:
         if frame["type"] == "chat.message":
             room.pending.append(frame)
             if room.flush_handle is None:
-                room.flush_handle = asyncio.get_running_loop().call_later(self.tick_s, self._flush, room)
+                # Leading edge: a quiet room sends at once; a busy one at most once per tick.
+                loop = asyncio.get_running_loop()
+                wait = room.last_flush + self.tick_s - loop.time()
+                if wait <= 0:
+                    self._flush(room)
+                else:
+                    room.flush_handle = loop.call_later(wait, self._flush, room)
             return
         self._flush(room)
         room.outbox.put_nowait(encode(frame))
@@ -173,6 +181,7 @@ class Hub:
         if not room.pending:
             return
         frames, room.pending = room.pending, []
+        room.last_flush = asyncio.get_running_loop().time()
         frame = frames[0] if len(frames) == 1 else {"type": "chat.batch", "messages": frames}
         room.outbox.put_nowait(encode(frame))
 
