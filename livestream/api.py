@@ -8,12 +8,17 @@ post-processing hook) documents that body for every status an operation can retu
 """
 
 import logging
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions, status
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, pagination, serializers, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -75,6 +80,121 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+class StrictLimitOffsetPagination(pagination.LimitOffsetPagination):
+    """``limit``/``offset`` as DRF's, but a malformed value is a 400 instead of being ignored
+    (clients learn about their bug; the schema says these are non-negative integers)."""
+
+    max_limit = 100
+
+    def get_limit(self, request: Request) -> int | None:
+        self._check_non_negative(request, self.limit_query_param)
+        return super().get_limit(request)
+
+    def get_offset(self, request: Request) -> int:
+        self._check_non_negative(request, self.offset_query_param)
+        return super().get_offset(request)
+
+    def _check_non_negative(self, request: Request, name: str) -> None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return
+        if not (raw.isascii() and raw.isdigit()):
+            raise exceptions.ValidationError({name: ["Must be a non-negative integer."]})
+        if name == self.limit_query_param and int(raw) > self.max_limit:
+            raise exceptions.ValidationError({name: [f"At most {self.max_limit}."]})
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        params = super().get_schema_operation_parameters(view)
+        for param in params:
+            param["schema"]["minimum"] = 0
+            if param["name"] == self.limit_query_param:
+                param["schema"]["maximum"] = self.max_limit
+        return params
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "uri", "maxLength": 500},
+            {"type": "string", "maxLength": 0},
+        ]
+    }
+)
+class BlankableURLField(serializers.URLField):
+    """A URL that may also be the empty string ("not set"), documented as exactly that."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("max_length", 500)
+        super().__init__(**kwargs)
+
+
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers (DRF's CharField turns 12 into "12")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField):
+    """A slug that refuses numbers, like ``StrictCharField``."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON ``true``/``false`` only (DRF's BooleanField also takes "yes", 1, "on" ...)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+_M = TypeVar("_M", bound=models.Model)
+
+
+class StrictModelSerializer(serializers.ModelSerializer[_M], Generic[_M]):
+    """ModelSerializer whose generated text and boolean fields are the strict variants, so a
+    body that violates the schema's types is a 400, never silently coerced."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.SlugField: StrictSlugField,
+        models.BooleanField: StrictBooleanField,
+    }
+
+
+class _TrueFalseField(forms.NullBooleanField):
+    """Query-string boolean: exactly ``true`` or ``false`` (or absent)."""
+
+    # NullBooleanSelect would map unknown strings to None (= no filter) before validation.
+    widget = forms.TextInput
+
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]
+        if value in (None, ""):
+            return None
+        if value in ("true", "false"):
+            return value == "true"
+        raise forms.ValidationError("Must be true or false.", code="invalid")
+
+    def validate(self, value: Any) -> None:
+        return
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    """A boolean filter that rejects values other than true/false with a 400."""
+
+    field_class = _TrueFalseField
+
+
 # --- OpenAPI -------------------------------------------------------------------------------
 
 _ERROR_SCHEMA = {
@@ -100,7 +220,7 @@ _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 _DESCRIPTIONS = {
     "400": "Invalid input (malformed JSON, wrong types, failed validation, bad filter values).",
     "401": "Missing or invalid credentials.",
-    "403": "Authenticated but not allowed (not the owner), or CSRF failure with session auth.",
+    "403": "Not allowed: not the owner, CSRF failure with session auth, or refused credentials.",
     "404": "No such object, or not visible to you.",
     "405": "Method not allowed.",
     "415": "Unsupported request content type.",
@@ -110,7 +230,7 @@ _DESCRIPTIONS = {
 
 def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:  # noqa: FBT001 - hook signature
     """drf-spectacular hook: add the shared error body for the statuses each operation can
-    return (400 with a body or query parameters, 401/403 unless it is anonymous-only,
+    return (400 with a body or query parameters, 401 and 403 always,
     404 with path parameters, 415 with a body, 429 always)."""
     result.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = _ERROR_SCHEMA
     for path_item in result.get("paths", {}).values():
@@ -119,13 +239,13 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
                 continue
             params = operation.get("parameters", [])
             has_body = "requestBody" in operation
-            statuses = ["429"]
+            # 401/403: wrong credentials are refused on any operation (also public ones; DRF
+            # answers 403 where no authentication scheme applies, e.g. the token endpoint).
+            statuses = ["401", "403", "429"]
             if has_body or any(p.get("in") == "query" for p in params):
                 statuses.append("400")
             if has_body:
                 statuses.append("415")
-            if operation.get("security") != [{}] and operation.get("security") != []:
-                statuses += ["401", "403"]
             if any(p.get("in") == "path" for p in params):
                 statuses.append("404")
             responses = operation.setdefault("responses", {})

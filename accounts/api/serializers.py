@@ -1,17 +1,23 @@
 from django.contrib.auth.password_validation import validate_password
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from accounts.models import User
+from livestream.api import BlankableURLField, StrictCharField, StrictModelSerializer
 
 
 class UserPublicSerializer(serializers.ModelSerializer[User]):
+    avatar_url = BlankableURLField(read_only=True)
+
     class Meta:
         model = User
         fields = ("id", "username", "display_name", "avatar_url")
         read_only_fields = fields
 
 
-class MeSerializer(serializers.ModelSerializer[User]):
+class MeSerializer(StrictModelSerializer[User]):
+    avatar_url = BlankableURLField(required=False)
+
     class Meta:
         model = User
         fields = ("id", "username", "email", "display_name", "avatar_url", "bio", "created_at")
@@ -28,10 +34,13 @@ class MeSerializer(serializers.ModelSerializer[User]):
 
 
 class RegisterSerializer(serializers.Serializer[User]):
-    username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
+    username = StrictCharField(
+        max_length=150,
+        validators=[RegexValidator(r"^[\w.@+-]+\Z", "Letters, digits and @/./+/-/_ only.")],
+    )
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(write_only=True, max_length=128, style={"input_type": "password"})
-    display_name = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    password = StrictCharField(write_only=True, max_length=128, style={"input_type": "password"})
+    display_name = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
 
     def validate_username(self, value: str) -> str:
         if User.objects.filter(username__iexact=value).exists():
@@ -54,8 +63,8 @@ class RegisterSerializer(serializers.Serializer[User]):
 
 
 class TokenRequestSerializer(serializers.Serializer[None]):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, style={"input_type": "password"}, trim_whitespace=False)
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=128, style={"input_type": "password"}, trim_whitespace=False)
 
 
 class TokenSerializer(serializers.Serializer[None]):

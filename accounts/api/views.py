@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -22,6 +23,7 @@ class ObtainToken(APIView):
     authentication_classes = ()
     throttle_classes = (ScopedRateThrottle,)
     throttle_scope = "auth"
+    parser_classes = (JSONParser, FormParser)
 
     @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer})
     def post(self, request: Request) -> Response:
@@ -47,6 +49,7 @@ class Register(APIView):
     authentication_classes = ()
     throttle_classes = (ScopedRateThrottle,)
     throttle_scope = "auth"
+    parser_classes = (JSONParser, FormParser)
 
     @extend_schema(request=RegisterSerializer, responses={201: MeSerializer})
     def post(self, request: Request) -> Response:
@@ -59,6 +62,7 @@ class Register(APIView):
 class Me(generics.RetrieveUpdateAPIView[User]):
     serializer_class = MeSerializer
     permission_classes = (permissions.IsAuthenticated,)
+    parser_classes = (JSONParser,)
     http_method_names = ["get", "patch", "put", "head", "options"]
 
     def get_object(self) -> User:

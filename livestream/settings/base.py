@@ -338,6 +338,8 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "livestream.api.add_error_responses",
 ]
+# limit/offset like DRF's, but malformed values are a 400 rather than silently ignored.
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "livestream.api.StrictLimitOffsetPagination"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "StreamStatusEnum": "streams.models.StreamStatus",
     "SessionStatusEnum": "streams.models.SessionStatus",

@@ -4,11 +4,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.api.serializers import UserPublicSerializer
+from livestream.api import StrictModelSerializer
 from streams import playback
 from streams.models import Stream, StreamSession, StreamStatus
 
 
-class StreamSerializer(serializers.ModelSerializer[Stream]):
+class StreamSerializer(StrictModelSerializer[Stream]):
     """The stream resource of the contract. ``viewer_count`` comes from the view's context
     (one Redis round trip per page, not per row)."""
 

@@ -8,11 +8,13 @@ from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.filters import OrderingFilter
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from chat.presence import viewer_counts
+from livestream.api import StrictBooleanFilter
 from livestream.auth import request_user
 from livestream.permissions import IsOwnerOrStaffOrReadOnly, IsStreamOwnerOrStaffOrReadOnly
 from streams import replays, selectors, services
@@ -31,7 +33,7 @@ STREAM_PK = OpenApiParameter("stream_pk", int, OpenApiParameter.PATH, descriptio
 class StreamFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=StreamStatus.choices)
     owner = django_filters.CharFilter(field_name="owner__username")
-    mine = django_filters.BooleanFilter(method="filter_mine", label="Only streams of the requesting user")
+    mine = StrictBooleanFilter(method="filter_mine", label="Only streams of the requesting user")
 
     class Meta:
         model = Stream
@@ -52,6 +54,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
 
     queryset = Stream.objects.select_related("owner").order_by("-created_at")
     permission_classes = (permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaffOrReadOnly)
+    parser_classes = (JSONParser,)
     filterset_class = StreamFilter
     search_fields = ("title", "description", "owner__username")
     ordering_fields = ("created_at", "last_live_at", "title")
@@ -147,7 +150,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
 
 class StreamSessionFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=SessionStatus.choices)
-    is_replay = django_filters.BooleanFilter()
+    is_replay = StrictBooleanFilter()
 
     class Meta:
         model = StreamSession
@@ -159,6 +162,7 @@ class _SessionsOfStream(viewsets.GenericViewSet[StreamSession]):
     exist), with the page's metadata fetched from MongoDB in one query."""
 
     serializer_class = StreamSessionSerializer
+    parser_classes = (JSONParser,)
     filter_backends = (DjangoFilterBackend, OrderingFilter)
     ordering_fields = ("started_at", "duration_s")
     ordering = ("-started_at",)

@@ -2,11 +2,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from livestream.api import StrictCharField, StrictModelSerializer
 from webhooks.addresses import UnsafeURLError, check_url_target
 from webhooks.models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 
 
-class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
+class EndpointSerializer(StrictModelSerializer[Endpoint]):
     """An endpoint as listed and shown; never carries the secret."""
 
     owner = serializers.CharField(source="owner.username", read_only=True)
@@ -16,7 +17,7 @@ class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
         max_length=len(Event.choices),
         help_text="Events to receive.",
     )
-    url = serializers.CharField(max_length=500, help_text="http(s) URL that receives signed POSTs.")
+    url = StrictCharField(max_length=500, help_text="http(s) URL that receives signed POSTs.")
 
     class Meta:
         model = Endpoint

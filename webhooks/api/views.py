@@ -8,11 +8,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import UserRateThrottle
 
+from livestream.api import StrictBooleanFilter
 from livestream.auth import request_user
 from webhooks import selectors, services
 from webhooks.api.serializers import (
@@ -35,13 +37,22 @@ class WebhookTestThrottle(UserRateThrottle):
         return str(settings.WEBHOOK_TEST_RATE)
 
 
+class EndpointFilter(django_filters.FilterSet):
+    is_active = StrictBooleanFilter()
+
+    class Meta:
+        model = Endpoint
+        fields = ("is_active",)
+
+
 class EndpointViewSet(viewsets.ModelViewSet[Endpoint]):
     """The requesting user's webhook endpoints (staff: everyone's). Others' ids are 404."""
 
     serializer_class = EndpointSerializer
     permission_classes = (permissions.IsAuthenticated,)
+    parser_classes = (JSONParser,)
     filter_backends = (DjangoFilterBackend,)
-    filterset_fields = ("is_active",)
+    filterset_class = EndpointFilter
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Endpoint]:
