@@ -2,10 +2,11 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from accounts.models import User
+from analytics.history_admin import HistoryAdminMixin
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(HistoryAdminMixin, BaseUserAdmin):
     list_display = ("username", "email", "display_name", "is_staff", "is_active", "created_at")
     list_filter = ("is_staff", "is_superuser", "is_active", "created_at")
     search_fields = ("username", "email", "display_name")

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from analytics.history_admin import HistoryAdminMixin
 from streams.models import Stream, StreamSession
 
 
@@ -13,7 +14,7 @@ class SessionInline(admin.TabularInline[StreamSession, Stream]):
 
 
 @admin.register(Stream)
-class StreamAdmin(admin.ModelAdmin[Stream]):
+class StreamAdmin(HistoryAdminMixin, admin.ModelAdmin[Stream]):
     list_display = ("title", "owner", "status", "keep_recordings", "last_live_at", "created_at")
     list_filter = ("status", "keep_recordings", "created_at", "last_live_at")
     search_fields = ("title", "slug", "description", "owner__username", "owner__email")
@@ -24,7 +25,7 @@ class StreamAdmin(admin.ModelAdmin[Stream]):
 
 
 @admin.register(StreamSession)
-class StreamSessionAdmin(admin.ModelAdmin[StreamSession]):
+class StreamSessionAdmin(HistoryAdminMixin, admin.ModelAdmin[StreamSession]):
     list_display = ("stream", "status", "started_at", "ended_at", "duration_s", "connections", "is_replay")
     list_filter = ("status", "is_replay", "started_at")
     search_fields = ("stream__title", "stream__slug")
