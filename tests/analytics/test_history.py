@@ -127,7 +127,8 @@ def test_admin_history_page_and_restore(user: User, admin_user: User) -> None:
     assert page.status_code == 200
     html = page.content.decode()
     assert admin_user.username in html  # who, from the request context the middleware recorded
-    assert "Edited in admin" in html and "Admin original" in html  # what
+    assert "Edited in admin" in html
+    assert "Admin original" in html
     insert = _versions(stream)[0]
     restore_url = f"/admin/streams/stream/{stream.pk}/history/{insert.event_id}/restore/"
     assert restore_url in html
