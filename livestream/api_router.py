@@ -5,7 +5,7 @@ another (``streams/<id>/sessions/``) are explicit ``path()`` entries in the app'
 Apps add their section with a small edit here; keep ``*router.urls`` last.
 """
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import Me, ObtainToken, Register
@@ -65,6 +65,7 @@ urlpatterns += [
 ]
 
 # --- Chat (chat/api) ---
+urlpatterns += [path("streams/<int:stream_pk>/chat/", include("chat.api.urls"))]
 
 # --- Analytics (analytics/api) ---
 urlpatterns += [
