@@ -1,0 +1,117 @@
+"""One delivery try at a time (``services.attempt_delivery``), against real sockets: what is
+retried, what is final, and what the SSRF guard refuses. No worker needed."""
+
+import socket
+
+import pytest
+
+from tests.factories import UserFactory
+from webhooks import services
+from webhooks.addresses import UnsafeURLError, check_url_syntax, check_url_target
+from webhooks.models import DeliveryStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def _delivery(url: str):
+    endpoint = services.create_endpoint(UserFactory.create(), url=url, events=["stream.live"]).endpoint
+    return services.send_test_event(endpoint)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.usefixtures("allow_private")
+def test_500_on_the_last_try_fails_the_delivery(receiver):
+    receiver.statuses = [500]
+    delivery = _delivery(receiver.url)
+    assert services.attempt_delivery(delivery.pk, final=False) is services.Outcome.RETRY
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.RETRYING
+    assert services.attempt_delivery(delivery.pk, final=True) is services.Outcome.FAILED
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == (DeliveryStatus.FAILED, 2, 500)
+    # Finished deliveries are never sent again (a duplicate task run is harmless).
+    assert services.attempt_delivery(delivery.pk, final=False) is services.Outcome.SKIPPED
+    assert len(receiver.requests) == 2
+
+
+@pytest.mark.usefixtures("allow_private")
+def test_connection_refused_and_timeout_are_retryable(receiver, settings):
+    refused = _delivery(f"http://127.0.0.1:{_closed_port()}/hook")
+    assert services.attempt_delivery(refused.pk, final=False) is services.Outcome.RETRY
+    refused.refresh_from_db()
+    assert refused.response_code is None
+    assert refused.error.startswith("connection error")
+
+    settings.WEBHOOK_TIMEOUT_S = 0.3
+    receiver.delay_s = 1.0
+    slow = _delivery(receiver.url)
+    assert services.attempt_delivery(slow.pk, final=False) is services.Outcome.RETRY
+    slow.refresh_from_db()
+    assert slow.error.startswith("timeout")
+    assert slow.attempt_log.get().duration_ms >= 250
+
+
+@pytest.mark.usefixtures("allow_private")
+def test_redirects_are_not_followed(receiver):
+    receiver.statuses = [302]
+    delivery = _delivery(receiver.url)
+    assert services.attempt_delivery(delivery.pk, final=False) is services.Outcome.FAILED
+    assert len(receiver.requests) == 1
+
+
+def test_private_targets_are_refused_at_send_time_without_a_request(receiver, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    delivery = _delivery(receiver.url)  # saved while private targets were allowed
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    assert services.attempt_delivery(delivery.pk, final=False) is services.Outcome.FAILED
+    delivery.refresh_from_db()
+    assert delivery.error.startswith("refused")
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/hook",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/",
+        "http://user:pass@example.com/",
+        "http:///no-host",
+        "not a url",
+        "http://example.com:99999/",
+    ],
+)
+def test_url_syntax_refusals(url):
+    with pytest.raises(UnsafeURLError):
+        check_url_syntax(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://localhost:8000/",
+        "http://10.1.2.3/",
+        "http://192.168.0.10/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+    ],
+)
+def test_private_addresses_refused_unless_allowed(url, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(UnsafeURLError):
+        check_url_target(url)
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    check_url_target(url)
+
+
+def test_public_address_literal_is_allowed(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    check_url_target("https://93.184.216.34/hook")  # a literal resolves without DNS
