@@ -60,7 +60,7 @@ def receiver() -> Iterator[Receiver]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: object) -> None:
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
