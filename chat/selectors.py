@@ -129,3 +129,15 @@ def join_state(stream_id: int, user: Viewer, limit: int) -> dict[str, Any] | Non
         "slow_mode_s": slow_mode_s(stream_id),
         "me": me,
     }
+
+
+def get_user_by_username(username: object) -> User:
+    """The active user called ``username``; Http404 otherwise (for moderation targets)."""
+    from django.http import Http404
+
+    if not isinstance(username, str) or not username:
+        raise Http404("No such user.")
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise Http404("No such user.")
+    return user
