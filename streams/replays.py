@@ -34,12 +34,13 @@ def delete_replay(session: StreamSession) -> None:
         locked.is_replay = False
         locked.save(update_fields=["is_replay", "updated_at"])
         session_id = locked.pk
-        transaction.on_commit(lambda: _purge_session_objects(session_id))
+        stream_id = locked.stream_id
+        transaction.on_commit(lambda: _purge_session_objects(session_id, stream_id))
     session.is_replay = False
     logger.info("replay deleted", extra={"stream": session.stream_id, "session": session_id})
 
 
-def _purge_session_objects(session_id: int) -> None:
+def _purge_session_objects(session_id: int, stream_id: int) -> None:
     try:
         from transcoding.tasks import purge_session_objects
     except ImportError:
@@ -48,7 +49,7 @@ def _purge_session_objects(session_id: int) -> None:
             extra={"session": session_id},
         )
         return
-    purge_session_objects.delay(session_id)
+    purge_session_objects.delay(session_id, stream_id)
 
 
 _METADATA_FIELDS = (

@@ -25,6 +25,11 @@ class ObtainToken(APIView):
     throttle_scope = "auth"
     parser_classes = (JSONParser, FormParser)
 
+    def get_authenticate_header(self, request: Request) -> str:
+        # No authentication classes here, so DRF would turn a refused login into a 403;
+        # wrong credentials are a 401 with the scheme clients should use next.
+        return 'Token realm="api"'
+
     @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer})
     def post(self, request: Request) -> Response:
         data = TokenRequestSerializer(data=request.data)

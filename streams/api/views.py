@@ -159,7 +159,8 @@ class StreamSessionFilter(django_filters.FilterSet):
 
 class _SessionsOfStream(viewsets.GenericViewSet[StreamSession]):
     """Shared by sessions and replays: rows of the stream in the URL (404 if it does not
-    exist), with the page's metadata fetched from MongoDB in one query."""
+    exist), with the page's metadata fetched from MongoDB in one query. Listed first in the
+    subclasses' bases so its ``retrieve`` wins over RetrieveModelMixin's."""
 
     serializer_class = StreamSessionSerializer
     parser_classes = (JSONParser,)
@@ -193,7 +194,7 @@ class _SessionsOfStream(viewsets.GenericViewSet[StreamSession]):
     list=extend_schema(summary="Broadcast sessions of a stream", parameters=[STREAM_PK]),
     retrieve=extend_schema(summary="One broadcast session", parameters=[STREAM_PK]),
 )
-class StreamSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _SessionsOfStream):
+class StreamSessionViewSet(_SessionsOfStream, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     """Every broadcast of a stream (public); finished ones with ``is_replay`` play as VOD."""
 
     permission_classes = (permissions.AllowAny,)
@@ -216,7 +217,7 @@ class StreamSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _Se
     ),
 )
 class StreamReplayViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, _SessionsOfStream
+    _SessionsOfStream, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin
 ):
     """Replays of a stream: public read; delete by the stream's owner or staff."""
 

@@ -10,6 +10,9 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from livestream.celery import app as celery_app
+from tests.api.conftest import staff_client, staff_user
+
+__all__ = ["staff_client", "staff_user"]
 
 
 @dataclass
