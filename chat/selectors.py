@@ -6,6 +6,7 @@ moderators the owner appointed, and staff. Only the owner and staff manage moder
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -127,6 +128,7 @@ def join_state(stream_id: int, user: Viewer, limit: int) -> dict[str, Any] | Non
         "type": "chat.history",
         "messages": history(stream, limit),
         "slow_mode_s": slow_mode_s(stream_id),
+        "max_length": settings.CHAT_MAX_LENGTH,
         "me": me,
     }
 
