@@ -3,8 +3,8 @@ panel in headless Chromium against uvicorn: send, escaping, moderation menu, rec
 without duplicates, deletions while away."""
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def test_panel_on_watch_page_for_signed_in_and_anonymous(client: Client) -> None
     assert "js/chat.js" in anonymous
     assert 'data-role="form"' not in anonymous
     assert "to chat" in anonymous
-    user = UserFactory(username="pat")
+    user = UserFactory.create(username="pat")
     client.force_login(user)
     signed_in = client.get(stream.get_absolute_url()).content.decode()
     assert 'data-me="pat"' in signed_in
@@ -83,8 +83,8 @@ def _rows(page: Any) -> list[str]:
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_panel_in_chromium_sends_escapes_moderates_and_reconnects_without_duplicates(web: str, browser: Any) -> None:
-    owner = UserFactory(username="streamer")
-    viewer = UserFactory(username="viewer1")
+    owner = UserFactory.create(username="streamer")
+    viewer = UserFactory.create(username="viewer1")
     stream, _ = make_stream(owner, title="Browser chat")
     _off_loop(services.post_message, stream_id=stream.pk, user=viewer, text="before you came")
     _login(browser, web, owner)
