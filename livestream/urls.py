@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
+    path("dashboard/webhooks/", include("webhooks.urls")),
     path("api/v1/", include("livestream.api_router")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
