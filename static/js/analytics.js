@@ -50,7 +50,7 @@
       "history-chart",
       history.map((d) => d.day),
       [
-        line("Peak viewers", history.map((d) => d.peak_viewers), COLORS.accent, "y"),
+        line("Peak viewers", history.map((d) => d.peak_viewers), COLORS.accent, "y", { type: "bar", order: 2 }),
         line("Watch hours", history.map((d) => Math.round((d.watch_time_s / 3600) * 100) / 100), COLORS.ok, "y1"),
       ],
       { x: {}, y: { title: { display: true, text: "viewers", color: COLORS.muted } }, y1: { position: "right", grid: { drawOnChartArea: false }, title: { display: true, text: "hours", color: COLORS.muted } } },
