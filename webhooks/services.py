@@ -134,7 +134,9 @@ def enqueue_deliveries(stream_id: int, event: str, data: dict[str, Any]) -> None
         endpoints = list(Endpoint.objects.filter(owner_id=stream.owner_id, is_active=True, events__contains=[event]))
         if not endpoints:
             return
+        # The event's own fields, with "stream" (the pipeline sends the bare id) expanded.
         body = {
+            **data,
             "stream": {
                 "id": stream.pk,
                 "title": stream.title,
@@ -142,7 +144,6 @@ def enqueue_deliveries(stream_id: int, event: str, data: dict[str, Any]) -> None
                 "watch_url": playback.watch_url(stream),
                 "playback_url": playback.playback_url(stream),
             },
-            **data,
         }
         with transaction.atomic():
             ids = [_create_delivery(endpoint, event, stream.pk, body).pk for endpoint in endpoints]

@@ -36,7 +36,8 @@ def test_signed_delivery_retries_on_500_then_succeeds(receiver):
     other_user_endpoint, _ = _endpoint(UserFactory.create(), receiver.url + "?other")
 
     with transaction.atomic():  # as a pipeline service would: the event leaves after commit
-        events.send_event_on_commit(stream.pk, "stream.live", {"session": 7})
+        # The pipeline's payload shape (streams/sessions.py): the bare stream id, the session.
+        events.send_event_on_commit(stream.pk, "stream.live", {"stream": stream.pk, "session": 7})
 
     delivery = Delivery.objects.get(endpoint=endpoint)
     delivery = _wait_for_status(delivery, {DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED})
