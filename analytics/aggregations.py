@@ -262,7 +262,7 @@ def viewer_series(session_id: int, *, bucket_s: int = 60) -> list[dict[str, Any]
 
 def ingest_series(session_id: int, *, bucket_s: int = 10) -> list[dict[str, Any]]:
     """Ingest health per bucket: mean bitrate and fps, worst lag of any rendition, dropped and
-    late chunks, deepest queue. Oldest first."""
+    late chunks so far (the counters are cumulative), deepest queue. Oldest first."""
     rows = _aggregate(
         IngestSample,
         [
@@ -275,8 +275,8 @@ def ingest_series(session_id: int, *, bucket_s: int = 10) -> list[dict[str, Any]
                     "bitrate": {"$avg": "$bitrate"},
                     "fps": {"$avg": "$fps"},
                     "lag": {"$max": "$_max_lag"},
-                    "dropped": {"$sum": {"$ifNull": ["$dropped_chunks", 0]}},
-                    "late": {"$sum": {"$ifNull": ["$late_chunks", 0]}},
+                    "dropped": {"$max": {"$ifNull": ["$dropped_chunks", 0]}},
+                    "late": {"$max": {"$ifNull": ["$late_chunks", 0]}},
                     "queue": {"$max": "$queue_depth"},
                 }
             },
@@ -475,12 +475,21 @@ def platform_totals(*, since: datetime, sample_s: int, top: int = 10) -> dict[st
 # --- Live ---------------------------------------------------------------------------------------
 
 
-def latest_ingest(session_id: int) -> dict[str, Any] | None:
-    """The newest ingest health sample of a session as a dict, or None."""
+def latest_ingest(session_id: int, *, window_s: int = 60) -> dict[str, Any] | None:
+    """The newest ingest health sample of a session as a dict, or None. ``new_dropped`` and
+    ``new_late`` are how much the cumulative counters rose over the last ``window_s`` seconds
+    (against the newest sample at least that old; against zero when there is none)."""
     sample = IngestSample.objects(session_id=session_id).order_by("-at").first()
     if sample is None:
         return None
+    earlier = (
+        IngestSample.objects(session_id=session_id, at__lte=sample.at - timedelta(seconds=window_s))
+        .order_by("-at")
+        .first()
+    )
     return {
+        "new_dropped": (sample.dropped_chunks or 0) - ((earlier.dropped_chunks or 0) if earlier else 0),
+        "new_late": (sample.late_chunks or 0) - ((earlier.late_chunks or 0) if earlier else 0),
         "at": as_utc(sample.at).isoformat() if sample.at else None,  # type: ignore[union-attr]
         "bitrate": sample.bitrate,
         "fps": sample.fps,

@@ -68,6 +68,8 @@ class IngestSample(me.Document):
     bitrate = me.IntField()  # bits/s received
     fps = me.FloatField()
     keyframe_interval_s = me.FloatField()
+    # Totals for the session so far (cumulative, like the pipeline's gap count): a rise between
+    # two samples is what happened in between.
     dropped_chunks = me.IntField(default=0)
     late_chunks = me.IntField(default=0)
     lag_s = me.DictField()  # rendition -> seconds the published edge trails ingest

@@ -106,7 +106,8 @@ def health_warnings(
     ingest: dict[str, Any] | None, *, queue: int | None, source_fps: float | None
 ) -> list[HealthWarning]:
     """What the live health panel warns about: transcoders behind the live edge, a growing
-    queue, chunks dropped or late, the ingest frame rate well under the source's."""
+    queue, chunks newly dropped or late (the counters are cumulative; ``new_*`` are the rise
+    over the last minute), the ingest frame rate well under the source's."""
     warnings: list[HealthWarning] = []
     if queue is not None and queue >= settings.ANALYTICS_QUEUE_WARN:
         warnings.append(
@@ -121,12 +122,14 @@ def health_warnings(
         warnings.append(
             HealthWarning("lag", f"Pipeline falling behind: {', '.join(behind)} trail ingest by up to {worst:.1f} s.")
         )
-    if ingest.get("dropped_chunks"):
+    if ingest.get("new_dropped", 0) > 0:
         warnings.append(
-            HealthWarning("dropped", f"{ingest['dropped_chunks']} chunk(s) dropped (missed the live deadline).")
+            HealthWarning(
+                "dropped", f"{ingest['new_dropped']} chunk(s) dropped in the last minute (missed the deadline)."
+            )
         )
-    if ingest.get("late_chunks"):
-        warnings.append(HealthWarning("late", f"{ingest['late_chunks']} chunk(s) arrived late."))
+    if ingest.get("new_late", 0) > 0:
+        warnings.append(HealthWarning("late", f"{ingest['new_late']} chunk(s) finished late in the last minute."))
     fps = ingest.get("fps")
     if source_fps and fps is not None and fps < 0.8 * source_fps:
         warnings.append(

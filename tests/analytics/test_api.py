@@ -210,14 +210,11 @@ def test_live_health_warns_when_the_pipeline_falls_behind(user: User, settings) 
     SessionMetadata(stream_id=stream.pk, session_id=session.pk, fps=30.0).save()
     client = APIClient()
     client.force_authenticate(user)
-    IngestSample(
-        stream_id=stream.pk,
-        session_id=session.pk,
-        bitrate=3_000_000,
-        fps=30.0,
-        lag_s={"720p": 2.0, "480p": 1.5},
-        queue_depth=0,
-    ).save()
+    now = datetime.now(UTC)
+    base = {"stream_id": stream.pk, "session_id": session.pk, "fps": 30.0, "queue_depth": 0, "dropped_chunks": 3}
+    IngestSample(**base, at=now - timedelta(seconds=120), bitrate=3_100_000, lag_s={"720p": 2.5}).save()
+    # Drops long ago (the cumulative counter has not moved for two minutes) do not warn.
+    IngestSample(**base, at=now - timedelta(seconds=10), bitrate=3_000_000, lag_s={"720p": 2.0, "480p": 1.5}).save()
     healthy = client.get(f"/api/v1/streams/{stream.pk}/analytics/live/").json()
     assert healthy["live"] is True
     assert healthy["ingest"]["bitrate"] == 3_000_000
@@ -225,16 +222,18 @@ def test_live_health_warns_when_the_pipeline_falls_behind(user: User, settings) 
     IngestSample(
         stream_id=stream.pk,
         session_id=session.pk,
-        at=datetime.now(UTC) + timedelta(seconds=1),
+        at=now + timedelta(seconds=1),
         bitrate=2_900_000,
         fps=20.0,
         lag_s={"720p": 9.5, "480p": 2.0},
-        dropped_chunks=2,
+        dropped_chunks=5,
         queue_depth=25,
     ).save()
     behind = client.get(f"/api/v1/streams/{stream.pk}/analytics/live/").json()
     codes = {w["code"] for w in behind["warnings"]}
     assert codes == {"lag", "dropped", "queue", "fps"}
+    dropped = next(w for w in behind["warnings"] if w["code"] == "dropped")
+    assert dropped["message"].startswith("2 chunk(s) dropped")
     lag = next(w for w in behind["warnings"] if w["code"] == "lag")
     assert "720p" in lag["message"]
     assert "480p" not in lag["message"]
