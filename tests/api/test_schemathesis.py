@@ -16,6 +16,7 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
 from rest_framework.authtoken.models import Token
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -24,6 +25,7 @@ from tests.factories import UserFactory, make_stream
 from webhooks import services as webhook_services
 
 MAX_EXAMPLES = 25
+STATEFUL_EXAMPLES = 40
 
 
 # Loaded at import (pytest-django has configured Django by then); generating the schema
@@ -75,4 +77,36 @@ def test_api_conforms_to_its_schema(case, owner_token):
         # checks on webhook URLs, "not a replay any more") legitimately reject some
         # schema-valid bodies with a documented 400/404; every other check stays on.
         excluded_checks=[positive_data_acceptance],
+    )
+
+
+def test_stateful_workflows(owner_token):
+    """Schemathesis' state machine chains operations through links it infers from the schema
+    (create a stream or webhook, then read, change, delete it, and so on), as the token's
+    user; the same checks run on every step, including the stateful ones (a deleted resource
+    must be gone, a created one must be reachable)."""
+    workflow = schema.as_state_machine()
+
+    class AuthenticatedWorkflow(workflow):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case):
+            return {"headers": {"Authorization": f"Token {owner_token}"}}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(
+                response,
+                excluded_checks=[positive_data_acceptance],
+                headers=kwargs.get("headers"),
+                transport_kwargs=kwargs or None,
+                recorder=self.recorder,
+            )
+
+    run_state_machine_as_test(
+        AuthenticatedWorkflow,
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        ),
     )
