@@ -87,7 +87,7 @@ def test_stateful_workflows(owner_token):
     must be gone, a created one must be reachable)."""
     workflow = schema.as_state_machine()
 
-    class AuthenticatedWorkflow(workflow):  # type: ignore[misc, valid-type]
+    class AuthenticatedWorkflow(workflow):
         def get_call_kwargs(self, case):
             return {"headers": {"Authorization": f"Token {owner_token}"}}
 
