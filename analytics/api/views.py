@@ -60,6 +60,18 @@ def _query(serializer_class: type, request: Request) -> dict[str, Any]:
     return dict(serializer.validated_data)
 
 
+DAYS = OpenApiParameter("days", int, description="Days back, 1-366 (default 30).")
+BUCKETS = (10, 30, 60, 300, 900, 3600)
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Documented error answers: ``{"error": {"code", "message", "fields"?}}``."""
+    return {code: OpenApiResponse(OpenApiTypes.OBJECT, description="Error body") for code in codes}
+
+
+OWNER_ERRORS = _errors(400, 401, 403, 404, 503)
+
+
 class PlaybackReportView(APIView):
     authentication_classes: list[type] = []
     permission_classes = (permissions.AllowAny,)
@@ -67,7 +79,10 @@ class PlaybackReportView(APIView):
 
     @extend_schema(
         request=PlaybackBatchSerializer,
-        responses={202: PlaybackAcceptedSerializer, 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+        responses={
+            202: PlaybackAcceptedSerializer,
+            **_errors(400, 404, 413, 429, 503),
+        },
         summary="Report player experience events (startup, heartbeat, rebuffer, latency, switch, error)",
     )
     def post(self, request: Request) -> Response:
@@ -121,8 +136,8 @@ class _OwnerView(APIView):
 
 class StreamAnalyticsView(_OwnerView):
     @extend_schema(
-        parameters=[STREAM_ID, OpenApiParameter("days", int, description="Days back, 1-366 (default 30).")],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="One row per UTC day.")},
+        parameters=[STREAM_ID, DAYS],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="One row per UTC day."), **OWNER_ERRORS},
         summary="Daily history of a stream (owner or staff)",
     )
     def get(self, request: Request, stream_id: int) -> Response:
@@ -140,9 +155,12 @@ class SessionAnalyticsView(_OwnerView):
         parameters=[
             STREAM_ID,
             SESSION_ID,
-            OpenApiParameter("bucket", int, description="Chart bucket in seconds: 10, 30, 60, 300, 900, 3600."),
+            OpenApiParameter("bucket", int, description="Chart bucket in seconds.", enum=list(BUCKETS)),
         ],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="summary, viewers, ingest, renditions")},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="summary, viewers, ingest, renditions"),
+            **OWNER_ERRORS,
+        },
         summary="Summary, chart series and per-rendition experience of one session (owner or staff)",
     )
     def get(self, request: Request, stream_id: int, session_id: int) -> Response:
@@ -162,7 +180,10 @@ class SessionAnalyticsView(_OwnerView):
 class LiveHealthView(_OwnerView):
     @extend_schema(
         parameters=[STREAM_ID],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="ingest, queue_depth, warnings")},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="ingest, queue_depth, warnings"),
+            **_errors(401, 403, 404, 503),
+        },
         summary="Live ingest and pipeline health of a stream (owner or staff)",
     )
     def get(self, request: Request, stream_id: int) -> Response:
@@ -177,8 +198,8 @@ class PlatformAnalyticsView(APIView):
     permission_classes = (permissions.IsAdminUser,)
 
     @extend_schema(
-        parameters=[OpenApiParameter("days", int, description="Days back, 1-366 (default 30).")],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="Platform-wide totals")},
+        parameters=[DAYS],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="Platform-wide totals"), **OWNER_ERRORS},
         summary="Platform-wide totals (staff)",
     )
     def get(self, request: Request) -> Response:
