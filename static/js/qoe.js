@@ -2,7 +2,7 @@
 // events to POST /api/v1/analytics/playback/ (see docs/analytics.md for the format).
 //
 // Attaches to window.livePlayer (static/js/player.js): .hls (hls.js instance), .video, .config
-// ({streamId, mode, sessionId?}); re-attaches on every "live-player-ready" event (a new hls.js
+// ({streamId, mode, sessionId?: sent for replays only}); re-attaches on every "live-player-ready" event (a new hls.js
 // instance after the stream comes back). Reports: startup (load -> first frame), heartbeat
 // (seconds played, every 10 s, with the rendition playing), rebuffer (stall seconds), latency
 // (distance from the live edge), switch (new rendition), error (hls.js errors, "fatal:" first).
@@ -64,7 +64,9 @@
         return out;
       }),
     };
-    if (config.sessionId) payload.session = Number(config.sessionId);
+    // Replays name their session; live pages let the server pick the session on air, which
+    // stays right when the stream ends and restarts while the page is open.
+    if (config.mode === "vod" && config.sessionId) payload.session = Number(config.sessionId);
     return JSON.stringify(payload);
   }
 
