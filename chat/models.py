@@ -2,8 +2,11 @@
 
 Messages are plain text, never HTML: clients render them with ``textContent``. Deleting or
 clearing only marks rows (``deleted_at``) so the moderation log keeps pointing at them.
+PostgreSQL triggers (pghistory) record every change of these rows; ``ModerationAction`` is
+the append-only log of who did what.
 """
 
+import pghistory
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -11,6 +14,7 @@ from django.utils import timezone
 from streams.models import Stream
 
 
+@pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent())
 class ChatSettings(models.Model):
     """Per-stream chat options; a missing row means the defaults (slow mode off)."""
 
@@ -26,6 +30,8 @@ class ChatSettings(models.Model):
         return f"chat settings of stream {self.stream_id}"
 
 
+# Inserts are the rows themselves; triggers record edits (deletion marks) and removals.
+@pghistory.track(pghistory.UpdateEvent(), pghistory.DeleteEvent())
 class Message(models.Model):
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="chat_messages")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages")
@@ -48,6 +54,7 @@ class Message(models.Model):
         return f"{self.user_id}: {self.text[:40]}"
 
 
+@pghistory.track(pghistory.InsertEvent(), pghistory.DeleteEvent())
 class Moderator(models.Model):
     """A user the streamer appointed to moderate their stream's chat."""
 
@@ -65,6 +72,7 @@ class Moderator(models.Model):
         return f"moderator {self.user_id} of stream {self.stream_id}"
 
 
+@pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent())
 class Ban(models.Model):
     """A ban (``expires_at`` empty) or a timeout (until ``expires_at``) from one stream's chat."""
 

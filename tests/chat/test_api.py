@@ -90,6 +90,8 @@ def test_streamer_appoints_moderator_who_moderates_and_everything_is_logged(setu
     assert mod_client.delete(url(stream, f"messages/{message.pk}/")).status_code == 204
     message.refresh_from_db()
     assert message.deleted_by == mod
+    # The database itself recorded the change (pghistory trigger).
+    assert message.events.filter(pgh_label="update", deleted_by=mod).exists()
     assert mod_client.delete(url(stream, "messages/424242/")).status_code == 404
 
     timeout = mod_client.post(url(stream, "bans/"), {"user": spammer.username, "duration_s": 600}, format="json")
