@@ -6,8 +6,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.template import TemplateDoesNotExist
-from django.template.loader import get_template
 from django.urls import reverse
 from django.utils.html import escape
 from django.views.decorators.clickjacking import xframe_options_exempt
@@ -102,12 +100,15 @@ def _last_broadcast(stream: Stream) -> StreamSession | None:
 
 
 def _player_config(stream: Stream, *, live: bool) -> dict[str, Any]:
-    """What static/js/player.js needs (rendered with json_script, never inline JS strings)."""
+    """What static/js/player.js (and qoe.js) need, rendered with json_script: mode, src, live,
+    streamId, statusUrl, and sessionId of the broadcast on air (null when offline)."""
+    session = selectors.open_session(stream) if live else None
     return {
         "mode": "live",
         "src": playback.playback_url(stream),
         "live": live,
         "streamId": stream.pk,
+        "sessionId": session.pk if session else None,
         "statusUrl": reverse("streams:status", kwargs={"slug": stream.slug}),
     }
 
@@ -138,17 +139,8 @@ def watch(request: HttpRequest, slug: str) -> HttpResponse:
         "replays": replays,
         "embed_url": embed_url,
         "embed_code": _embed_code(stream, embed_url),
-        "chat_panel": _template_exists("chat/panel.html"),
     }
     return render(request, "streams/watch.html", context)
-
-
-def _template_exists(name: str) -> bool:
-    try:
-        get_template(name)
-    except TemplateDoesNotExist:
-        return False
-    return True
 
 
 def _embed_code(stream: Stream, embed_url: str) -> str:
@@ -164,7 +156,13 @@ def replay(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
     session = selectors.replays_of(stream).filter(pk=session_id).first()
     if session is None:
         raise Http404("No such replay.")
-    config = {"mode": "vod", "src": playback.replay_url(session), "live": False, "streamId": stream.pk}
+    config = {
+        "mode": "vod",
+        "src": playback.replay_url(session),
+        "live": False,
+        "streamId": stream.pk,
+        "sessionId": session.pk,
+    }
     context = {"stream": stream, "session": session, "player_config": config}
     return render(request, "streams/replay.html", context)
 

@@ -9,8 +9,9 @@
 // - document fires "live-player-ready" (detail: the player) each time a new hls.js instance is
 //   attached, e.g. after the stream goes live again.
 // - Live/offline and viewer counts arrive over the page's one WebSocket (window.LiveSocket,
-//   built by the chat panel): frames "stream.live", "stream.offline", "viewers.count". Without
-//   a socket (embed page) the player polls the status URL instead.
+//   built by the chat panel, docs/chat.md): frames "stream.live", "stream.offline",
+//   "viewers.count"; the status URL is re-read after each (re)connect. Without a socket (embed
+//   page) the player polls the status URL instead. .transport says which ("socket" | "poll").
 (() => {
   "use strict";
 
@@ -60,6 +61,7 @@
       this.native = false;
       this.live = Boolean(config.live);
       this.retryTimer = null;
+      this.transport = "none"; // how live/offline news arrives: "socket" (chat panel's) or "poll"
       this.stalls = 0;
       this.bindUi();
       this.bindSocket();
@@ -181,15 +183,20 @@
         socket.on("stream.live", () => this.setLive(true));
         socket.on("stream.offline", () => this.setLive(false));
         socket.on("viewers.count", (frame) => this.setViewers(frame.count));
+        // After every (re)connect: events sent while the socket was down are lost, so re-read.
         if (typeof socket.onOpen === "function") socket.onOpen(() => this.refreshStatus());
-        this.refreshStatus();
+        this.transport = "socket";
         return true;
       };
-      if (attach()) return;
-      window.addEventListener("load", () => {
+      // chat.js is deferred: it has run by DOMContentLoaded (this script runs before it).
+      const bindOrPoll = () => {
         if (attach()) return;
+        this.transport = "poll";
+        this.refreshStatus();
         this.pollTimer = setInterval(() => this.refreshStatus(), STATUS_POLL_MS);
-      });
+      };
+      if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", bindOrPoll);
+      else bindOrPoll();
     }
 
     refreshStatus() {

@@ -49,7 +49,7 @@ def chromium(viewport: dict[str, int] | None = None) -> Iterator[Any]:
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800, **(viewport or {})},  # type: ignore[arg-type]
+            viewport={"width": 1280, "height": 800, **(viewport or {})},  # type: ignore[arg-type,typeddict-item]
         )
         try:
             yield context

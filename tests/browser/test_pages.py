@@ -86,6 +86,7 @@ def test_replays_listed_and_replay_page_plays_vod(client: Client) -> None:
         "src": f"http://127.0.0.1:8080/live/{stream.pk}/{kept.pk}/master.m3u8",
         "live": False,
         "streamId": stream.pk,
+        "sessionId": kept.pk,
     }
     assert client.get(reverse("streams:replay", args=[stream.slug, not_kept.pk])).status_code == 404
     other, _ = make_stream()

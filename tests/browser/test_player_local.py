@@ -5,12 +5,13 @@ These pin the player's behaviour independent of the pipeline; test_watch.py repe
 acceptance path end to end over RTMP and the edge.
 """
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from livestream.events import send_event_on_commit
@@ -41,10 +42,21 @@ def browser() -> Iterator[Any]:
 
 
 def _go_live(stream: Stream) -> None:
-    """What the pipeline does when a publisher connects (status + event after commit)."""
-    with transaction.atomic():
-        Stream.objects.filter(pk=stream.pk).update(status=StreamStatus.LIVE, last_live_at=timezone.now())
-        send_event_on_commit(stream.pk, "stream.live", {"stream": stream.pk})
+    """What the pipeline does when a publisher connects (status + event after commit). In a
+    thread of its own: Playwright's event loop runs in the test's thread, and the channel layer
+    is called through async_to_sync."""
+
+    def work() -> None:
+        try:
+            with transaction.atomic():
+                Stream.objects.filter(pk=stream.pk).update(status=StreamStatus.LIVE, last_live_at=timezone.now())
+                send_event_on_commit(stream.pk, "stream.live", {"stream": stream.pk})
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=30)
 
 
 def _current_time(page: Any) -> float:
@@ -100,6 +112,7 @@ def test_offline_card_switches_to_player_without_reload(web: str, hls_root: Path
         _go_live(stream)
         page.wait_for_function("() => window.livePlayer.video.currentTime > 1", timeout=45_000)
         assert page.evaluate("window.__sameDocument") == 42
+        assert page.evaluate("window.livePlayer.transport") == "socket"
         assert page.is_hidden("#offline-card")
         assert page.inner_text("#live-badge") == "LIVE"
     page.close()
