@@ -170,3 +170,21 @@ def test_user_history_hides_nothing_sensitive_and_restores_profile(admin_user: U
     person.refresh_from_db()
     assert person.display_name == "Before"
     assert person.check_password("a-new-password-123")
+
+
+def test_admin_history_of_users_and_sessions(user: User, admin_user: User) -> None:
+    stream, session = stream_with_session(user)
+    with pghistory.context(user=admin_user.pk):
+        User.objects.filter(pk=user.pk).update(display_name="Renamed")
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get(f"/admin/accounts/user/{user.pk}/history/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Renamed" in html
+    assert f"/admin/accounts/user/{user.pk}/history/" in html  # restore links of user versions
+    session_page = client.get(f"/admin/streams/streamsession/{session.pk}/history/")
+    assert session_page.status_code == 200
+    assert "cannot be restored" in session_page.content.decode()
+    assert "/restore/" not in session_page.content.decode()
+    assert client.get(f"/admin/streams/stream/{stream.pk + 10_000}/history/").status_code == 404
