@@ -12,12 +12,13 @@ from typing import Any, Generic, TypeVar
 
 import django_filters
 from django import forms
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, pagination, serializers, status
+from rest_framework import exceptions, pagination, parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -30,6 +31,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, SuspiciousOperation):  # e.g. too many fields; never a 500
+        exc = exceptions.ParseError("Malformed request.")
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)
@@ -78,6 +83,29 @@ def server_error(request: HttpRequest) -> HttpResponse:
         body = {"error": {"code": "server_error", "message": "Internal error; it has been logged."}}
         return JsonResponse(body, status=500)
     return defaults.server_error(request)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "too_large"
+
+
+class BoundedJSONParser(parsers.JSONParser):
+    """JSON bodies up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes (Django's own limit, which DRF's
+    parser does not apply); bigger ones are a 413 before anything is read."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+        request = (parser_context or {}).get("request")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if request is not None and limit is not None:
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit:
+                raise PayloadTooLarge(f"Request body too large (at most {limit} bytes).")
+        return super().parse(stream, media_type, parser_context)
 
 
 class StrictLimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -223,6 +251,7 @@ _DESCRIPTIONS = {
     "403": "Not allowed: not the owner, CSRF failure with session auth, or refused credentials.",
     "404": "No such object, or not visible to you.",
     "405": "Method not allowed.",
+    "413": "Request body too large.",
     "415": "Unsupported request content type.",
     "429": "Too many requests; retry after the Retry-After header.",
 }
@@ -231,7 +260,7 @@ _DESCRIPTIONS = {
 def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:  # noqa: FBT001 - hook signature
     """drf-spectacular hook: add the shared error body for the statuses each operation can
     return (400 with a body or query parameters, 401 and 403 always,
-    404 with path parameters, 415 with a body, 429 always)."""
+    404 with path parameters, 413/415 with a body, 429 always)."""
     result.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = _ERROR_SCHEMA
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():
@@ -245,7 +274,7 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if has_body or any(p.get("in") == "query" for p in params):
                 statuses.append("400")
             if has_body:
-                statuses.append("415")
+                statuses += ["413", "415"]
             if any(p.get("in") == "path" for p in params):
                 statuses.append("404")
             responses = operation.setdefault("responses", {})

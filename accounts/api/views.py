@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed, Throttled
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.api.serializers import MeSerializer, RegisterSerializer, TokenRequestSerializer, TokenSerializer
 from accounts.models import User
+from livestream.api import BoundedJSONParser
 from livestream.auth import request_user
 
 
@@ -23,7 +24,7 @@ class ObtainToken(APIView):
     authentication_classes = ()
     throttle_classes = (ScopedRateThrottle,)
     throttle_scope = "auth"
-    parser_classes = (JSONParser, FormParser)
+    parser_classes = (BoundedJSONParser, FormParser)
 
     def get_authenticate_header(self, request: Request) -> str:
         # No authentication classes here, so DRF would turn a refused login into a 403;
@@ -54,7 +55,7 @@ class Register(APIView):
     authentication_classes = ()
     throttle_classes = (ScopedRateThrottle,)
     throttle_scope = "auth"
-    parser_classes = (JSONParser, FormParser)
+    parser_classes = (BoundedJSONParser, FormParser)
 
     @extend_schema(request=RegisterSerializer, responses={201: MeSerializer})
     def post(self, request: Request) -> Response:
@@ -67,7 +68,7 @@ class Register(APIView):
 class Me(generics.RetrieveUpdateAPIView[User]):
     serializer_class = MeSerializer
     permission_classes = (permissions.IsAuthenticated,)
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     http_method_names = ["get", "patch", "put", "head", "options"]
 
     def get_object(self) -> User:

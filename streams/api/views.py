@@ -8,13 +8,12 @@ from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.filters import OrderingFilter
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from chat.presence import viewer_counts
-from livestream.api import StrictBooleanFilter
+from livestream.api import BoundedJSONParser, StrictBooleanFilter
 from livestream.auth import request_user
 from livestream.permissions import IsOwnerOrStaffOrReadOnly, IsStreamOwnerOrStaffOrReadOnly
 from streams import replays, selectors, services
@@ -54,7 +53,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
 
     queryset = Stream.objects.select_related("owner").order_by("-created_at")
     permission_classes = (permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaffOrReadOnly)
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     filterset_class = StreamFilter
     search_fields = ("title", "description", "owner__username")
     ordering_fields = ("created_at", "last_live_at", "title")
@@ -163,7 +162,7 @@ class _SessionsOfStream(viewsets.GenericViewSet[StreamSession]):
     subclasses' bases so its ``retrieve`` wins over RetrieveModelMixin's."""
 
     serializer_class = StreamSessionSerializer
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     filter_backends = (DjangoFilterBackend, OrderingFilter)
     ordering_fields = ("started_at", "duration_s")
     ordering = ("-started_at",)

@@ -213,3 +213,10 @@ def test_owner_list_does_not_leak_other_owners_keys(auth_client, user):
     items = auth_client.get("/api/v1/streams/").json()["results"]
     assert items
     assert all("key_hint" not in item for item in items if item["owner"]["username"] != user.username)
+
+
+def test_oversized_body_is_413_before_parsing(auth_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = '{"title": "' + "x" * 20_000 + '"}'
+    assert_error(auth_client.post("/api/v1/streams/", data=body, content_type="application/json"), 413, "too_large")
+    assert not Stream.objects.exists()

@@ -8,13 +8,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import UserRateThrottle
 
-from livestream.api import StrictBooleanFilter
+from livestream.api import BoundedJSONParser, StrictBooleanFilter
 from livestream.auth import request_user
 from webhooks import selectors, services
 from webhooks.api.serializers import (
@@ -50,7 +49,7 @@ class EndpointViewSet(viewsets.ModelViewSet[Endpoint]):
 
     serializer_class = EndpointSerializer
     permission_classes = (permissions.IsAuthenticated,)
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     filter_backends = (DjangoFilterBackend,)
     filterset_class = EndpointFilter
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
