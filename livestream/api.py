@@ -8,6 +8,7 @@ post-processing hook) documents that body for every status an operation can retu
 """
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 import django_filters
@@ -95,7 +96,7 @@ class BoundedJSONParser(parsers.JSONParser):
     """JSON bodies up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes (Django's own limit, which DRF's
     parser does not apply); bigger ones are a 413 before anything is read."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         request = (parser_context or {}).get("request")
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if request is not None and limit is not None:
