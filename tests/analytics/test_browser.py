@@ -141,3 +141,26 @@ def test_qoe_reporter_sends_player_events(
     assert any(e.kind == "switch" and e.rendition == "180p" for e in events)
     heartbeats = [e for e in events if e.kind == "heartbeat"]
     assert 0 < sum(e.value for e in heartbeats) <= 30
+
+
+def test_admin_history_page_in_the_browser(live_server: Any, browser: Any, user: User) -> None:
+    from streams import services
+    from tests.factories import UserFactory, make_stream
+
+    admin = UserFactory.create(is_staff=True, is_superuser=True)
+    stream, _ = make_stream(user, title="Before")
+    services.update_stream(stream, title="After", description="new text", keep_recordings=False)
+    _login(browser, live_server.url, admin)
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/admin/streams/stream/{stream.pk}/history/")
+    rows = page.locator("#change-history tbody tr")
+    assert rows.count() == 2
+    page.click("#change-history tbody tr:last-child a.button")  # restore the first version
+    page.wait_for_selector("input[type=submit]")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#change-history")
+    assert page.locator("#change-history tbody tr").count() == 3
+    assert "restore of version" in (page.text_content("#change-history tbody tr:first-child") or "")
+    harness.screenshot(page, "analytics-admin-history.png")
+    stream.refresh_from_db()
+    assert stream.title == "Before"
