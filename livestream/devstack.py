@@ -90,3 +90,175 @@ def run_foreground(argv: list[str], after_start: Callable[[], None] | None = Non
             logger.exception("start-up step failed; stopping %s", argv[0])
             child.terminate()
     sys.exit(child.wait())
+
+
+# --- nginx: RTMP ingest and the HLS edge cache ------------------------------------------------
+RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+
+
+def _nginx_common(prefix: Path) -> str:
+    """Top of a non-system nginx config: everything (pid, logs, temp files) under ``prefix``.
+
+    Started as root, nginx's workers drop to an unprivileged user: the cache and temp dirs are
+    made writable for it (and ``prefix`` traversable)."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    prefix.chmod(0o755)
+    for sub in ("logs", "tmp", "cache"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("tmp", "cache"):
+        (prefix / sub).chmod(0o1777)
+    return (
+        "daemon off;\n"
+        "master_process on;\n"
+        "worker_processes 1;\n"
+        f"pid {prefix / 'nginx.pid'};\n"
+        f"error_log {prefix / 'logs' / 'error.log'} info;\n"
+        "events { worker_connections 4096; }\n"
+    )
+
+
+def rtmp_config(
+    prefix: Path, *, bind: str, port: int, callback_base: str, secret: str, module: str = RTMP_MODULE
+) -> str:
+    """nginx-rtmp ingest: publish from anywhere (the key is checked by Django's on_publish),
+    play only from localhost (the ingest supervisor pulls the renamed stream)."""
+    query = f"?secret={secret}" if secret else ""
+    return (
+        f"load_module {module};\n" + _nginx_common(prefix) + "rtmp {\n"
+        "  server {\n"
+        f"    listen {bind}:{port};\n"
+        "    chunk_size 4096;\n"
+        "    timeout 15s;\n"
+        "    max_message 4M;\n"
+        "    notify_method post;\n"
+        "    application live {\n"
+        "      live on;\n"
+        "      record off;\n"
+        "      drop_idle_publisher 10s;\n"
+        "      notify_relay_redirect off;\n"
+        "      allow publish all;\n"
+        "      allow play 127.0.0.1;\n"
+        "      deny play all;\n"
+        f"      on_publish {callback_base}/internal/rtmp/on_publish{query};\n"
+        f"      on_publish_done {callback_base}/internal/rtmp/on_publish_done{query};\n"
+        "    }\n"
+        "  }\n"
+        "}\n"
+        # nginx needs an http block for its temp paths even when it only speaks RTMP.
+        "http {\n"
+        f"  client_body_temp_path {prefix / 'tmp'};\n"
+        "}\n"
+    )
+
+
+def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*") -> str:
+    """The local CDN: an nginx cache in front of the S3 origin serving the bucket at its root.
+
+    Request collapsing (``proxy_cache_lock``): N viewers asking for the same object cost one
+    origin fetch. Freshness follows the origin's Cache-Control (playlists max-age=1, segments
+    immutable); 404s are cached 1 s so polling players cannot hammer the origin.
+    """
+    origin_url = origin.rstrip("/")
+    host = origin_url.split("://", 1)[1]
+    cors = (
+        f'      add_header Access-Control-Allow-Origin "{cors_origin}" always;\n'
+        '      add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS" always;\n'
+        '      add_header Access-Control-Allow-Headers "Range" always;\n'
+        '      add_header Access-Control-Expose-Headers "Content-Length, Content-Range, Age" always;\n'
+    )
+    return (
+        _nginx_common(prefix) + "http {\n"
+        f"  access_log {prefix / 'logs' / 'access.log'};\n"
+        f"  client_body_temp_path {prefix / 'tmp' / 'body'};\n"
+        f"  proxy_temp_path {prefix / 'tmp' / 'proxy'};\n"
+        f"  fastcgi_temp_path {prefix / 'tmp' / 'fastcgi'};\n"
+        f"  uwsgi_temp_path {prefix / 'tmp' / 'uwsgi'};\n"
+        f"  scgi_temp_path {prefix / 'tmp' / 'scgi'};\n"
+        f"  proxy_cache_path {prefix / 'cache'} levels=1:2 keys_zone=hls:32m max_size=2g inactive=10m"
+        " use_temp_path=off;\n"
+        "  sendfile on;\n"
+        "  tcp_nopush on;\n"
+        "  keepalive_timeout 30s;\n"
+        "  server_tokens off;\n"
+        "  server {\n"
+        f"    listen {bind}:{port};\n"
+        "    location = /healthz { return 200 'ok\\n'; }\n"
+        "    location / {\n"
+        "      limit_except GET HEAD OPTIONS { deny all; }\n"
+        "      if ($request_method = OPTIONS) {\n"
+        f'        add_header Access-Control-Allow-Origin "{cors_origin}";\n'
+        '        add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS";\n'
+        '        add_header Access-Control-Allow-Headers "Range";\n'
+        '        add_header Access-Control-Max-Age "86400";\n'
+        "        return 204;\n"
+        "      }\n"
+        f"      proxy_pass {origin_url}/{bucket}/;\n"
+        f"      proxy_set_header Host {host};\n"
+        '      proxy_set_header Authorization "";\n'
+        "      proxy_http_version 1.1;\n"
+        '      proxy_set_header Connection "";\n'
+        "      proxy_cache hls;\n"
+        "      proxy_cache_key $uri;\n"
+        "      proxy_cache_lock on;\n"
+        "      proxy_cache_lock_timeout 5s;\n"
+        "      proxy_cache_lock_age 5s;\n"
+        "      proxy_cache_use_stale updating error timeout http_502 http_503 http_504;\n"
+        "      proxy_cache_valid 200 1s;\n"
+        "      proxy_cache_valid 403 404 1s;\n"
+        "      proxy_hide_header Access-Control-Allow-Origin;\n"
+        "      proxy_hide_header Access-Control-Allow-Methods;\n"
+        "      proxy_hide_header Access-Control-Allow-Headers;\n"
+        "      proxy_hide_header Access-Control-Expose-Headers;\n"
+        "      proxy_hide_header Access-Control-Allow-Credentials;\n"
+        "      proxy_hide_header x-amz-request-id;\n"
+        "      proxy_hide_header x-amz-id-2;\n"
+        "      proxy_hide_header Server;\n" + cors + "      add_header X-Cache-Status $upstream_cache_status always;\n"
+        "    }\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def write_nginx_config(prefix: Path, text: str) -> Path:
+    prefix.mkdir(parents=True, exist_ok=True)
+    path = prefix / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def nginx_command(prefix: Path, config: Path) -> list[str]:
+    """A non-system nginx in the foreground (``daemon off`` is in the config)."""
+    return ["nginx", "-p", str(prefix), "-e", str(prefix / "logs" / "error.log"), "-c", str(config)]
+
+
+def rtmp_prefix() -> Path:
+    return settings.VAR_DIR / "nginx-rtmp"
+
+
+def edge_prefix() -> Path:
+    return settings.VAR_DIR / "nginx-edge"
+
+
+def local_rtmp_config() -> Path:
+    """Write the ingest config from settings; returns its path."""
+    prefix = rtmp_prefix()
+    text = rtmp_config(
+        prefix,
+        bind=settings.RTMP_BIND,
+        port=settings.RTMP_PORT,
+        callback_base=settings.RTMP_CALLBACK_BASE_URL,
+        secret=settings.RTMP_CALLBACK_SECRET,
+    )
+    return write_nginx_config(prefix, text)
+
+
+def local_edge_config() -> Path:
+    prefix = edge_prefix()
+    text = edge_config(
+        prefix,
+        bind=settings.EDGE_BIND,
+        port=settings.EDGE_PORT,
+        origin=settings.S3_ENDPOINT_URL,
+        bucket=settings.S3_BUCKET,
+    )
+    return write_nginx_config(prefix, text)

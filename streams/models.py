@@ -75,10 +75,11 @@ class StreamSession(TimestampedModel):
         ordering = ("-started_at",)
         indexes = [models.Index(fields=["stream", "-started_at"])]
         constraints = [
-            # At most one unfinished session per stream.
+            # At most one session per stream that a publisher is on or may come back to. A
+            # session that is "ending" (finishing its last chunks) may overlap the next one.
             models.UniqueConstraint(
                 fields=["stream"],
-                condition=~models.Q(status="ended"),
+                condition=models.Q(status__in=["live", "reconnecting"]),
                 name="one_open_session_per_stream",
             )
         ]

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 @cache
@@ -61,3 +62,59 @@ def wait_and_ensure_bucket(timeout_s: float = 60) -> None:
         else:
             logger.info("S3 origin ready", extra={"ctx": {"bucket": settings.S3_BUCKET}})
             return
+
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_TYPE = "video/mp2t"
+# Playlists change every chunk; segments never change once written (idempotent keys).
+PLAYLIST_CACHE = "public, max-age=1"
+SEGMENT_CACHE = "public, max-age=31536000, immutable"
+
+
+def put_segment(key: str, data: bytes) -> None:
+    """Write a media segment (same key, same bytes: a retried task overwrites harmlessly)."""
+    client().put_object(
+        Bucket=settings.S3_BUCKET, Key=key, Body=data, ContentType=SEGMENT_TYPE, CacheControl=SEGMENT_CACHE
+    )
+
+
+def put_playlist(key: str, text: str) -> None:
+    client().put_object(
+        Bucket=settings.S3_BUCKET,
+        Key=key,
+        Body=text.encode("utf-8"),
+        ContentType=PLAYLIST_TYPE,
+        CacheControl=PLAYLIST_CACHE,
+    )
+
+
+def get_bytes(key: str) -> bytes | None:
+    s3 = client()
+    try:
+        return s3.get_object(Bucket=settings.S3_BUCKET, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def list_keys(prefix: str) -> list[str]:
+    s3 = client()
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.S3_BUCKET, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def delete_prefix(prefix: str) -> int:
+    """Delete every object under ``prefix`` (must end with "/"); returns how many went."""
+    if not prefix.endswith("/"):
+        raise ValueError("prefix must end with '/' so a sibling's objects are never matched")
+    s3 = client()
+    keys = list_keys(prefix)
+    for start in range(0, len(keys), 1000):
+        batch: list[ObjectIdentifierTypeDef] = [{"Key": k} for k in keys[start : start + 1000]]
+        s3.delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": batch, "Quiet": True})
+    return len(keys)
+
+
+def delete_key(key: str) -> None:
+    client().delete_object(Bucket=settings.S3_BUCKET, Key=key)

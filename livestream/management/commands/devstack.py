@@ -1,5 +1,5 @@
-"""``manage.py devstack s3`` runs one local infrastructure process in the foreground
-(used by the Procfile of ``make run``)."""
+"""``manage.py devstack s3|rtmp|edge`` runs one local infrastructure process in the foreground
+(used by the Procfile of ``make run``): SeaweedFS, nginx-rtmp ingest, the nginx HLS edge cache."""
 
 from argparse import ArgumentParser
 from typing import Any
@@ -12,10 +12,10 @@ from transcoding import storage
 
 
 class Command(BaseCommand):
-    help = "Run a local infrastructure process (s3) in the foreground."
+    help = "Run a local infrastructure process (s3, rtmp, edge) in the foreground."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("service", choices=["s3"])
+        parser.add_argument("service", choices=["s3", "rtmp", "edge"])
 
     def handle(self, *args: Any, **options: Any) -> None:
         var = settings.VAR_DIR
@@ -23,5 +23,11 @@ class Command(BaseCommand):
             config = devstack.write_s3_config(var / "seaweedfs" / "s3.json")
             argv = devstack.seaweed_command(var / "seaweedfs" / "data", config)
             devstack.run_foreground(argv, after_start=storage.wait_and_ensure_bucket)
+        elif options["service"] == "rtmp":
+            config = devstack.local_rtmp_config()
+            devstack.run_foreground(devstack.nginx_command(devstack.rtmp_prefix(), config))
+        elif options["service"] == "edge":
+            config = devstack.local_edge_config()
+            devstack.run_foreground(devstack.nginx_command(devstack.edge_prefix(), config))
         else:  # pragma: no cover - argparse restricts choices
             raise CommandError("unknown service")

@@ -1,0 +1,117 @@
+"""The streamer helper behind ``manage.py golive``: ffmpeg publishing a test pattern (or a
+file, or a V4L2 camera) over RTMP, for demos, tests and benchmarks.
+
+The test pattern is 720p30 by default with 1 s keyframes (fits both 2 s and 1 s chunks), a
+sine tone as AAC audio, and a burnt-in clock. ``clock_boxes`` adds a strip of 32 black/white
+boxes (each ``BOX`` px wide, top-left corner, MSB first) encoding the publisher's wall clock
+in milliseconds modulo 2**32 at the moment the frame was produced: a viewer decodes the bits
+from a rendered frame and subtracts from its own clock for glass-to-glass latency.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf")
+BOX = 16  # pixels per clock bit (square)
+BITS = 32
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    url: str
+    source: str = "testsrc"  # "testsrc", a file path, or a /dev/video* device
+    duration_s: float | None = None
+    width: int = 1280
+    height: int = 720
+    fps: int = 30
+    gop_s: float = 1.0
+    video_kbps: int = 2500
+    noise: bool = False
+    clock_boxes: bool = False
+
+
+def clock_strip_filter(start_ms: int, fps: int) -> str:
+    """lavfi source of the clock strip: bit k (MSB first) of (start_ms + t*1000) mod 2**32."""
+    offset = start_ms % 2**BITS
+    lum = f"255*mod(floor(mod({offset}+T*1000\\,{2**BITS})/pow(2\\,{BITS - 1}-floor(X/{BOX})))\\,2)"
+    return f"color=c=black:s={BOX * BITS}x{BOX}:r={fps},format=gray,geq=lum={lum},format=yuv420p"
+
+
+def decode_clock_boxes(bits: list[int]) -> int:
+    """Inverse of the strip (for viewers/tests): 32 bits MSB first -> ms modulo 2**32."""
+    value = 0
+    for bit in bits:
+        value = (value << 1) | (1 if bit else 0)
+    return value
+
+
+def publish_args(opts: PublishOptions, *, start_ms: int | None = None) -> list[str]:
+    """ffmpeg arguments that publish ``opts.source`` to ``opts.url`` in real time (-re)."""
+    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"]
+    if opts.source == "testsrc":
+        args += ["-re", "-f", "lavfi", "-i", f"testsrc2=size={opts.width}x{opts.height}:rate={opts.fps}"]
+        args += ["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    elif opts.source.startswith("/dev/video"):
+        args += ["-f", "v4l2", "-framerate", str(opts.fps), "-i", opts.source]
+        args += ["-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000"]
+    else:
+        args += ["-re", "-stream_loop", "-1", "-i", opts.source]
+    inputs = 2 if opts.source == "testsrc" or opts.source.startswith("/dev/video") else 1
+    chain = [f"scale={opts.width}:{opts.height}", f"fps={opts.fps}"]
+    if opts.noise:
+        chain.append("noise=alls=12:allf=t")
+    if FONT.exists():
+        chain.append(
+            f"drawtext=fontfile={FONT}:fontsize=40:fontcolor=white:box=1:boxcolor=black@0.6:x=20:y=h-70:"
+            "text='%{gmtime\\:%H\\\\\\:%M\\\\\\:%S} UTC  t=%{pts\\:hms}'"
+        )
+    graph = f"[0:v]{','.join(chain)}[main]"
+    if opts.clock_boxes:
+        strip = clock_strip_filter(start_ms if start_ms is not None else int(time.time() * 1000), opts.fps)
+        graph += f";{strip}[clock];[main][clock]overlay=0:0:shortest=1[out]"
+    else:
+        graph += ";[main]null[out]"
+    audio_map = "1:a:0" if inputs == 2 else "0:a:0?"
+    gop = max(1, round(opts.fps * opts.gop_s))
+    args += ["-filter_complex", graph, "-map", "[out]", "-map", audio_map]
+    if opts.duration_s:
+        args += ["-t", f"{opts.duration_s:g}"]
+    args += [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+        "-b:v",
+        f"{opts.video_kbps}k",
+        "-maxrate",
+        f"{opts.video_kbps}k",
+        "-bufsize",
+        f"{opts.video_kbps * 2}k",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-f",
+        "flv",
+        opts.url,
+    ]
+    return args

@@ -1,0 +1,192 @@
+"""The ingest supervisor: one segmenter (ffmpeg, stream copy) per live publisher connection.
+
+Driven by Redis: ``transcoding.services.accept_publish`` pushes a command on
+``state.INGEST_QUEUE``; any supervisor process (``manage.py run_ingest``) pops it and starts a
+``Segmenter`` thread that pulls ``rtmp://127.0.0.1:<RTMP_PORT>/live/<internal name>`` from
+nginx-rtmp (play is allowed from localhost only). Each finished chunk's bytes go to Redis and
+one ``transcode_chunk`` task is queued. Chunk files live only in this process's temporary
+directory; workers never see a local path. The segmenter ends by itself when the publisher
+leaves (``-rw_timeout``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from django.conf import settings
+
+from livestream.redis import redis_client
+from transcoding import ffmpeg, metadata, playlists, state
+
+logger = logging.getLogger(__name__)
+
+
+def rtmp_play_base() -> str:
+    return f"rtmp://127.0.0.1:{settings.RTMP_PORT}/live"
+
+
+class Segmenter(threading.Thread):
+    """Runs the segmenter ffmpeg of one publisher connection and feeds its chunks to Redis."""
+
+    def __init__(self, *, session_id: int, stream_id: int, conn: int, name: str) -> None:
+        super().__init__(name=f"segmenter-{name}", daemon=True)
+        self.session_id = session_id
+        self.stream_id = stream_id
+        self.conn = conn
+        self.input_name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.chunks = 0
+        self.last_seq = -1
+        self._anchor: float | None = None  # wall clock minus source time, per connection
+        self._lines_done = 0
+        self._bytes_since_sample = 0
+        self._durations: deque[float] = deque(maxlen=10)
+        self._stderr: deque[str] = deque(maxlen=20)
+
+    @property
+    def ctx(self) -> dict[str, object]:
+        return {"stream": self.stream_id, "session": self.session_id, "ctx": {"connection": self.conn}}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def _read_stderr(self) -> None:
+        if self.proc is None or self.proc.stderr is None:
+            return
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._stderr.append(line)
+
+    def run(self) -> None:
+        state.set_ingest(self.session_id, self.conn, "running")
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"ingest-{self.session_id}-{self.conn}-") as tmp:
+                self._run(Path(tmp))
+        except Exception:
+            logger.exception("segmenter crashed", extra=self.ctx)
+        finally:
+            state.set_ingest(self.session_id, self.conn, f"ended:{self.last_seq}")
+            logger.info("segmenter finished after %d chunks", self.chunks, extra=self.ctx)
+
+    def _run(self, work: Path) -> None:
+        args = ffmpeg.segmenter_args(
+            f"{rtmp_play_base()}/{self.input_name}", work, settings.CHUNK_SECONDS, settings.SEGMENTER_RW_TIMEOUT_S
+        )
+        logger.info("segmenter starting", extra=self.ctx)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        reader = threading.Thread(target=self._read_stderr, daemon=True)
+        reader.start()
+        next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
+        while self.proc.poll() is None:
+            self._drain(work)
+            if time.monotonic() >= next_sample:
+                self._sample()
+                next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
+            time.sleep(0.05)
+        reader.join(timeout=2)
+        self._drain(work)
+        level = logging.INFO if self.proc.returncode in (0, 255) or self.chunks else logging.WARNING
+        logger.log(
+            level,
+            "segmenter ffmpeg exited with %s: %s",
+            self.proc.returncode,
+            " | ".join(self._stderr) or "no output",
+            extra=self.ctx,
+        )
+
+    def _drain(self, work: Path) -> None:
+        listing = work / "chunks.csv"
+        if not listing.exists():
+            return
+        lines = listing.read_text().split("\n")
+        complete = lines[:-1]  # the last element is "" or a line still being written
+        for line in complete[self._lines_done :]:
+            self._lines_done += 1
+            name, start_s, end_s = line.rsplit(",", 2)
+            self._publish_chunk(work / name, float(start_s), float(end_s))
+
+    def _publish_chunk(self, path: Path, start: float, end: float) -> None:
+        now = time.time()
+        # The list line appears when the keyframe that starts the next chunk arrives, i.e. at
+        # source time ``end``; the smallest offset seen is the least delayed estimate.
+        offset = now - end
+        self._anchor = offset if self._anchor is None else min(self._anchor, offset)
+        data = path.read_bytes()
+        path.unlink(missing_ok=True)
+        seq = state.add_chunk(
+            self.session_id,
+            data=data,
+            start=start,
+            end=end,
+            wall=self._anchor + start,
+            conn=self.conn,
+            disc=self.conn > 1 and self.chunks == 0,
+        )
+        self.chunks += 1
+        self.last_seq = seq
+        self._bytes_since_sample += len(data)
+        self._durations.append(end - start)
+        from transcoding.tasks import transcode_chunk
+
+        transcode_chunk.delay(self.session_id, seq)
+
+    def _sample(self) -> None:
+        """One IngestSample: received bitrate, fps, keyframe interval, lag per rendition, backlog."""
+        interval = settings.INGEST_SAMPLE_SECONDS
+        source = state.source(self.session_id)
+        entries = playlists.published(self.session_id)
+        lag: dict[str, float] = {}
+        if entries:
+            last = entries[-1]
+            behind = round(time.time() - (last.wall + last.duration), 3)
+            lag = dict.fromkeys(last.sizes, behind)
+        gaps = sum(1 for seq in range(state.chunk_count(self.session_id)) if state.is_gap(self.session_id, seq))
+        metadata.record_sample(
+            self.stream_id,
+            self.session_id,
+            bitrate=int(self._bytes_since_sample * 8 / interval),
+            fps=source.fps if source else None,
+            keyframe_interval_s=round(sum(self._durations) / len(self._durations), 3) if self._durations else None,
+            dropped_chunks=gaps,
+            lag_s=lag,
+            queue_depth=state.chunk_count(self.session_id) - len(entries) - gaps,
+        )
+        self._bytes_since_sample = 0
+
+
+def serve(stop: threading.Event) -> None:
+    """Pop ingest commands and supervise segmenters until ``stop`` is set; then stop them."""
+    r = redis_client()
+    running: list[Segmenter] = []
+    logger.info("ingest supervisor ready (RTMP %s)", rtmp_play_base())
+    while not stop.is_set():
+        item = r.blpop([state.INGEST_QUEUE], timeout=1)
+        running = [s for s in running if s.is_alive()]
+        if item is None:
+            continue
+        try:
+            command = json.loads(item[1])
+            segmenter = Segmenter(
+                session_id=int(command["session"]),
+                stream_id=int(command["stream"]),
+                conn=int(command["conn"]),
+                name=str(command["name"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            logger.error("malformed ingest command ignored: %r", item[1][:200])
+            continue
+        segmenter.start()
+        running.append(segmenter)
+    for segmenter in running:
+        segmenter.stop()
+    for segmenter in running:
+        segmenter.join(timeout=10)

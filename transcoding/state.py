@@ -1,0 +1,198 @@
+"""Live pipeline state in Redis (the only state shared by ingest, workers and the assembler).
+
+Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECONDS``):
+
+- ``seq``             INCR counter: next chunk number of the session (continues across reconnects)
+- ``chunk:<seq>``     hash: start, end (source seconds), wall (ingest wall clock of the first
+                      frame, epoch s), conn, disc ("1" on the first chunk of a reconnect), queued
+- ``data:<seq>``      raw chunk bytes (TTL ``CHUNK_TTL_SECONDS``)
+- ``done:<seq>``      JSON result of the transcode: per rendition bytes and duration
+- ``gap:<seq>``       "1" when the chunk missed its deadline or failed for good
+- ``cc:<seq>``        JSON continuity-counter state after the chunk, per rendition
+- ``ladder``          JSON renditions, decided once from the first chunk's probe
+- ``source``          JSON probed SourceInfo
+- ``codecs``          hash rendition -> RFC 6381 codecs string
+- ``published``       list of JSON entries of segments published so far (the assembler's log)
+- ``next``            the next seq the assembler waits for
+- ``ingest:<conn>``   "running" / last seq when the segmenter of that connection finished
+- ``ended``           "1" once the session's publisher is gone for good (finalising)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from livestream.redis import redis_client
+from transcoding.ladder import Rendition, SourceInfo, dumps, loads
+
+INGEST_QUEUE = "pipe:ingest:queue"
+
+
+def key(session_id: int, name: str) -> str:
+    return f"pipe:{session_id}:{name}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ttl() -> int:
+    return int(settings.PIPELINE_STATE_TTL_SECONDS)
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    seq: int
+    start: float
+    end: float
+    wall: float
+    conn: int
+    disc: bool
+    queued: float
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+def add_chunk(session_id: int, *, data: bytes, start: float, end: float, wall: float, conn: int, disc: bool) -> int:
+    """Store a finished chunk and return its session-wide sequence number."""
+    r = redis_client()
+    seq = int(r.incr(key(session_id, "seq"))) - 1
+    pipe = r.pipeline()
+    pipe.expire(key(session_id, "seq"), _ttl())
+    pipe.set(key(session_id, f"data:{seq}"), data, ex=int(settings.CHUNK_TTL_SECONDS))
+    pipe.hset(
+        key(session_id, f"chunk:{seq}"),
+        mapping={
+            "start": repr(start),
+            "end": repr(end),
+            "wall": repr(wall),
+            "conn": conn,
+            "disc": "1" if disc else "0",
+            "queued": repr(time.time()),
+        },
+    )
+    pipe.expire(key(session_id, f"chunk:{seq}"), _ttl())
+    pipe.execute()
+    return seq
+
+
+def chunk_meta(session_id: int, seq: int) -> ChunkMeta | None:
+    raw = redis_client().hgetall(key(session_id, f"chunk:{seq}"))
+    if not raw:
+        return None
+    d = {_text(k): _text(v) for k, v in raw.items()}
+    return ChunkMeta(
+        seq=seq,
+        start=float(d["start"]),
+        end=float(d["end"]),
+        wall=float(d["wall"]),
+        conn=int(d["conn"]),
+        disc=d["disc"] == "1",
+        queued=float(d["queued"]),
+    )
+
+
+def chunk_data(session_id: int, seq: int) -> bytes | None:
+    value = redis_client().get(key(session_id, f"data:{seq}"))
+    if value is None:
+        return None
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def chunk_count(session_id: int) -> int:
+    value = redis_client().get(key(session_id, "seq"))
+    return int(value) if value else 0
+
+
+def set_json(session_id: int, name: str, value: Any, *, only_if_new: bool = False) -> bool:
+    """Store JSON; with ``only_if_new`` the first writer wins (returns whether this call wrote)."""
+    return bool(redis_client().set(key(session_id, name), json.dumps(value), ex=_ttl(), nx=only_if_new))
+
+
+def get_json(session_id: int, name: str) -> Any:
+    value = redis_client().get(key(session_id, name))
+    return json.loads(value) if value is not None else None
+
+
+def decide_ladder(session_id: int, renditions: list[Rendition]) -> list[Rendition]:
+    """The session's ladder: the first decision wins so every chunk uses the same renditions."""
+    r = redis_client()
+    r.set(key(session_id, "ladder"), dumps(renditions), ex=_ttl(), nx=True)
+    raw = r.get(key(session_id, "ladder"))
+    return loads(raw) if raw else renditions
+
+
+def ladder(session_id: int) -> list[Rendition] | None:
+    raw = redis_client().get(key(session_id, "ladder"))
+    return loads(raw) if raw else None
+
+
+def store_source(session_id: int, source: SourceInfo) -> None:
+    set_json(session_id, "source", source.__dict__, only_if_new=True)
+
+
+def source(session_id: int) -> SourceInfo | None:
+    data = get_json(session_id, "source")
+    return SourceInfo(**data) if data else None
+
+
+def set_codecs(session_id: int, codecs: dict[str, str]) -> None:
+    r = redis_client()
+    for name, value in codecs.items():
+        r.hsetnx(key(session_id, "codecs"), name, value)
+    r.expire(key(session_id, "codecs"), _ttl())
+
+
+def codecs(session_id: int) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in redis_client().hgetall(key(session_id, "codecs")).items()}
+
+
+def is_settled(session_id: int, seq: int) -> bool:
+    """Done or given up: nothing more will happen to this chunk."""
+    r = redis_client()
+    return bool(r.exists(key(session_id, f"done:{seq}")) or r.exists(key(session_id, f"gap:{seq}")))
+
+
+def mark_done(session_id: int, seq: int, result: dict[str, Any]) -> None:
+    redis_client().set(key(session_id, f"done:{seq}"), json.dumps(result), ex=_ttl())
+
+
+def done(session_id: int, seq: int) -> dict[str, Any] | None:
+    return get_json(session_id, f"done:{seq}")
+
+
+def mark_gap(session_id: int, seq: int, reason: str) -> bool:
+    """Give up on a chunk (first call wins; False if it was already done or a gap)."""
+    r = redis_client()
+    if r.exists(key(session_id, f"done:{seq}")):
+        return False
+    return bool(r.set(key(session_id, f"gap:{seq}"), reason, ex=_ttl(), nx=True))
+
+
+def is_gap(session_id: int, seq: int) -> bool:
+    return bool(redis_client().exists(key(session_id, f"gap:{seq}")))
+
+
+def set_ingest(session_id: int, conn: int, value: str) -> None:
+    redis_client().set(key(session_id, f"ingest:{conn}"), value, ex=_ttl())
+
+
+def ingest_running(session_id: int) -> bool:
+    """True while any segmenter of the session still runs."""
+    r = redis_client()
+    return any(r.get(k) == b"running" for k in r.scan_iter(key(session_id, "ingest:*")))
+
+
+def purge(session_id: int) -> None:
+    """Delete every Redis key of the session (idempotent)."""
+    r = redis_client()
+    keys = list(r.scan_iter(key(session_id, "*"), count=500))
+    if keys:
+        r.delete(*keys)

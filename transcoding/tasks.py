@@ -1,0 +1,257 @@
+"""Celery tasks of the live pipeline. They take ids, re-read state and are idempotent.
+
+- ``transcode_chunk(session_id, seq)`` (queue ``transcode``): one chunk, every rendition from a
+  single decode; segments PUT under deterministic keys; then the assembler advances.
+- ``finalize_session(session_id)``: runs after the reconnect grace period; finishes the
+  session (ENDLIST + replay, or deletion of its objects).
+- ``purge_stream_objects(stream_id)`` / ``purge_session_objects(session_id, stream_id=None)``:
+  delete stored HLS objects (stream deletion, replay deletion).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import redis.exceptions
+from celery import shared_task
+from django.conf import settings
+
+from streams import playback, sessions
+from streams.models import SessionStatus, StreamSession
+from transcoding import ffmpeg, metadata, mpegts, playlists, state, storage
+from transcoding.ladder import Rendition, SourceInfo, ladder_for
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, redis.exceptions.ConnectionError)
+# How long finalisation waits for the ingest and the last chunks before forcing the end.
+FINALIZE_MAX_ATTEMPTS = 90
+
+
+def layout_for(session_id: int) -> playlists.Layout | None:
+    """The session's object layout; cached in Redis so hot paths skip the database."""
+    cached = state.get_json(session_id, "stream")
+    if cached is None:
+        session = StreamSession.objects.filter(pk=session_id).only("stream_id").first()
+        if session is None:
+            return None
+        cached = session.stream_id
+        state.set_json(session_id, "stream", cached)
+    stream_id = int(cached)
+    return playlists.Layout(
+        stream_prefix=playback.stream_prefix(stream_id),
+        session_prefix=playback.session_prefix(stream_id, session_id),
+        session_id=session_id,
+    )
+
+
+def _probe_source(session_id: int, chunk_path: Path, meta: state.ChunkMeta, ctx: dict[str, Any]) -> SourceInfo:
+    source = ffmpeg.probe(chunk_path, context=ctx)
+    if not source.video_bitrate and meta.duration > 0:
+        bits = chunk_path.stat().st_size * 8
+        source = SourceInfo(**{**source.__dict__, "video_bitrate": int(bits / meta.duration)})
+    return source
+
+
+def _ladder(
+    session_id: int, stream_id: int, chunk_path: Path, meta: state.ChunkMeta, ctx: dict[str, Any]
+) -> tuple[list[Rendition], SourceInfo]:
+    renditions = state.ladder(session_id)
+    source = state.source(session_id)
+    if renditions is not None and source is not None:
+        return renditions, source
+    probed = _probe_source(session_id, chunk_path, meta, ctx)
+    state.store_source(session_id, probed)
+    renditions = state.decide_ladder(session_id, ladder_for(probed))
+    source = state.source(session_id) or probed
+    logger.info(
+        "source probed: %s %sx%s@%s, audio %s; ladder %s",
+        source.video_codec,
+        source.width,
+        source.height,
+        source.fps,
+        source.audio_codec or "none",
+        ",".join(r.name for r in renditions),
+        extra={"session": session_id},
+    )
+    metadata.record_source(stream_id, session_id, source, renditions)
+    return renditions, source
+
+
+def _counter_start(session_id: int, meta: state.ChunkMeta) -> dict[str, dict[int, int]]:
+    """Continuity counters the chunk's segments start from: where the previous chunk's ended.
+    Waits (bounded by the live deadline) for the previous chunk; a gap or a reconnect starts at 0
+    (that segment carries a discontinuity anyway)."""
+    if meta.seq == 0 or meta.disc:
+        return {}
+    deadline = meta.queued + settings.LIVE_DEADLINE_SECONDS
+    while time.time() < deadline:
+        previous = state.get_json(session_id, f"cc:{meta.seq - 1}")
+        if previous is not None:
+            return {name: {int(pid): cc for pid, cc in counters.items()} for name, counters in previous.items()}
+        if state.is_gap(session_id, meta.seq - 1):
+            return {}
+        time.sleep(0.05)
+    logger.warning("previous chunk still unfinished; counters restart", extra={"session": session_id, "seq": meta.seq})
+    return {}
+
+
+def _give_up(session_id: int, seq: int, reason: str) -> None:
+    if state.mark_gap(session_id, seq, reason):
+        logger.warning("chunk dropped: %s", reason, extra={"session": session_id, "seq": seq})
+    layout = layout_for(session_id)
+    if layout is not None:
+        playlists.advance(layout)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=1,
+    retry_backoff_max=4,
+    max_retries=3,
+    soft_time_limit=settings.TRANSCODE_TIMEOUT_S + 30,
+    time_limit=settings.TRANSCODE_TIMEOUT_S + 60,
+)
+def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
+    """Transcode chunk ``seq`` of ``session_id`` into every rendition and publish what is ready.
+
+    Idempotent: a settled chunk is skipped; segment keys are deterministic. A chunk past its live
+    deadline (or whose bytes expired) becomes a gap. ffmpeg failures are logged with stderr and
+    the chunk becomes a gap (a corrupt chunk would fail again on retry).
+    """
+    ctx = {"session": session_id, "seq": seq}
+    if state.is_settled(session_id, seq):
+        return "settled"
+    meta = state.chunk_meta(session_id, seq)
+    data = state.chunk_data(session_id, seq)
+    layout = layout_for(session_id)
+    if meta is None or data is None or layout is None:
+        _give_up(session_id, seq, "chunk expired or session gone")
+        return "gap"
+    if time.time() > meta.queued + settings.LIVE_DEADLINE_SECONDS:
+        _give_up(session_id, seq, "missed the live deadline before transcoding")
+        return "gap"
+    stream_id = int(layout.stream_prefix.rsplit("/", 1)[1])
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"chunk-{session_id}-{seq}-") as tmp:
+        work = Path(tmp)
+        chunk_path = work / "chunk.ts"
+        chunk_path.write_bytes(data)
+        try:
+            renditions, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+            args = ffmpeg.transcode_args(chunk_path, renditions, work, source.fps or 30, has_audio=source.has_audio)
+            ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context=ctx)
+        except (ffmpeg.FFmpegError, ValueError) as exc:
+            _give_up(session_id, seq, f"transcode failed: {exc}")
+            return "gap"
+        outputs = {r.name: (work / f"{r.name}.ts").read_bytes() for r in renditions}
+    codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
+    state.set_codecs(session_id, codecs)
+    start = _counter_start(session_id, meta)
+    counters: dict[str, dict[int, int]] = {}
+    sizes: dict[str, dict[str, int]] = {}
+    for name, out in outputs.items():
+        fixed, counters[name] = mpegts.continue_counters(out, start.get(name, {}))
+        storage.put_segment(f"{layout.session_prefix}/{name}/{playlists.segment_name(seq)}", fixed)
+        sizes[name] = {"bytes": len(fixed)}
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    state.set_json(session_id, f"cc:{seq}", {name: {str(p): c for p, c in cc.items()} for name, cc in counters.items()})
+    state.mark_done(session_id, seq, {"renditions": sizes, "ms": elapsed_ms})
+    metadata.record_chunk(session_id, elapsed_ms)
+    playlists.advance(layout)
+    logger.info("chunk transcoded in %d ms", elapsed_ms, extra=ctx)
+    return "done"
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=1, max_retries=5)
+def finalize_session(session_id: int, attempt: int = 0) -> str:  # noqa: PLR0911 - one exit per state
+    """End a session whose publisher did not come back within the grace period.
+
+    Reschedules itself while the grace period runs or the last chunks are still being
+    transcoded (bounded), then writes ENDLIST playlists and either keeps the replay or deletes
+    the session's objects. A no-op for a resumed or already ended session.
+    """
+    session = StreamSession.objects.filter(pk=session_id).first()
+    if session is None:
+        state.purge(session_id)
+        return "gone"
+    if session.status == SessionStatus.RECONNECTING:
+        remaining = sessions.grace_remaining(session)
+        if remaining > 0:
+            finalize_session.apply_async((session_id, attempt), countdown=remaining + 0.2)
+            return "waiting"
+        if sessions.begin_ending(session_id) is None:
+            return "resumed"
+    elif session.status != SessionStatus.ENDING:
+        return "not ending"
+    layout = layout_for(session_id)
+    if layout is None:
+        return "gone"
+    busy = state.ingest_running(session_id) or playlists.advance(layout) < _settled_target(session_id)
+    if busy and attempt < FINALIZE_MAX_ATTEMPTS:
+        finalize_session.apply_async((session_id, attempt + 1), countdown=1)
+        return "draining"
+    playlists.advance(layout, final=True, force=True)
+    summary = playlists.summary(session_id)
+    ended = sessions.end_session(session_id, duration_s=summary["duration_s"])
+    if ended is None:
+        return "not ending"
+    metadata.record_final(session_id, summary, state.codecs(session_id), ended.connections - 1)
+    if not ended.is_replay:
+        _delete_session_objects(ended.stream_id, session_id)
+    state.purge(session_id)
+    logger.info(
+        "session finalised (%s)",
+        "replay kept" if ended.is_replay else "objects deleted",
+        extra={"stream": ended.stream_id, "session": session_id, "ctx": summary},
+    )
+    return "ended"
+
+
+def _settled_target(session_id: int) -> int:
+    """Segments the session will publish if every chunk succeeds (for the drain check)."""
+    return state.chunk_count(session_id) - sum(
+        1 for seq in range(state.chunk_count(session_id)) if state.is_gap(session_id, seq)
+    )
+
+
+def _delete_session_objects(stream_id: int, session_id: int) -> int:
+    deleted = storage.delete_prefix(playback.session_prefix(stream_id, session_id) + "/")
+    stable = f"{playback.stream_prefix(stream_id)}/master.m3u8"
+    master = storage.get_bytes(stable)
+    if master is not None and f"{session_id}/".encode() in master:
+        storage.delete_key(stable)
+        deleted += 1
+    return deleted
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5)
+def purge_stream_objects(stream_id: int) -> int:
+    """Delete every stored object of a (deleted) stream. Idempotent."""
+    deleted = storage.delete_prefix(playback.stream_prefix(stream_id) + "/")
+    logger.info("stream objects purged", extra={"stream": stream_id, "ctx": {"objects": deleted}})
+    return deleted
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5)
+def purge_session_objects(session_id: int, stream_id: int | None = None) -> int:
+    """Delete a session's (replay's) objects. Pass ``stream_id`` when the session row is already
+    deleted; otherwise it is read from the database. Idempotent."""
+    if stream_id is None:
+        session = StreamSession.objects.filter(pk=session_id).only("stream_id").first()
+        if session is None:
+            logger.warning("purge_session_objects: unknown session and no stream id", extra={"session": session_id})
+            return 0
+        stream_id = session.stream_id
+    deleted = _delete_session_objects(stream_id, session_id)
+    logger.info(
+        "session objects purged", extra={"stream": stream_id, "session": session_id, "ctx": {"objects": deleted}}
+    )
+    return deleted

@@ -1,0 +1,61 @@
+"""nginx-rtmp callbacks. Only nginx calls these: the shared secret travels in the callback
+URL's query string (``RTMP_CALLBACK_SECRET``; when empty only loopback callers are accepted).
+CSRF is exempt here and nowhere else: nginx posts forms without a browser session.
+
+on_publish answers 302 with ``Location: <internal name>``: nginx-rtmp then renames the
+publish, so the secret key never appears in stream names, logs or the segmenter's URL.
+"""
+
+import hmac
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from streams.sessions import PublishRefused
+from transcoding import services
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def _from_nginx(request: HttpRequest) -> bool:
+    secret = settings.RTMP_CALLBACK_SECRET
+    if secret:
+        return hmac.compare_digest(request.GET.get("secret", ""), secret)
+    return request.META.get("REMOTE_ADDR") in LOOPBACK
+
+
+@csrf_exempt
+@require_POST
+def on_publish(request: HttpRequest) -> HttpResponse:
+    addr = request.POST.get("addr", "?")[:64]
+    if not _from_nginx(request):
+        logger.warning("rtmp callback refused: bad or missing secret", extra={"addr": request.META.get("REMOTE_ADDR")})
+        return HttpResponse("forbidden\n", status=403, content_type="text/plain")
+    if request.POST.get("call") != "publish":
+        return HttpResponse("unexpected call\n", status=400, content_type="text/plain")
+    try:
+        name = services.accept_publish(key=request.POST.get("name", ""), client_id=request.POST.get("clientid", ""))
+    except PublishRefused as exc:
+        logger.warning("publish refused: %s", exc.reason, extra={"addr": addr, "stream": exc.stream_id or "-"})
+        return HttpResponse(f"refused: {exc.reason}\n", status=403, content_type="text/plain")
+    response = HttpResponse(status=302)
+    response["Location"] = name
+    return response
+
+
+@csrf_exempt
+@require_POST
+def on_publish_done(request: HttpRequest) -> HttpResponse:
+    if not _from_nginx(request):
+        logger.warning("rtmp callback refused: bad or missing secret", extra={"addr": request.META.get("REMOTE_ADDR")})
+        return HttpResponse("forbidden\n", status=403, content_type="text/plain")
+    session_id = services.publish_done(key=request.POST.get("name", ""), client_id=request.POST.get("clientid", ""))
+    logger.info(
+        "publisher disconnected", extra={"session": session_id or "-", "addr": request.POST.get("addr", "?")[:64]}
+    )
+    return HttpResponse("ok\n", content_type="text/plain")
