@@ -298,3 +298,17 @@ def _record(delivery_id: int, result: _Result, outcome: Outcome) -> None:
             )
     except IntegrityError:  # pragma: no cover - a duplicate run recorded the same attempt number
         logger.warning("duplicate webhook attempt record", extra={"ctx": {"delivery": delivery_id}})
+
+
+def prune_delivery_log(*, older_than_days: int) -> int:
+    """Delete finished deliveries (and their attempts) created more than ``older_than_days``
+    ago; pending and retrying ones stay whatever their age. Returns how many deliveries went."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    finished = Delivery.objects.filter(
+        created_at__lt=cutoff, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+    )
+    deleted = finished.count()
+    finished.delete()
+    if deleted:
+        logger.info("webhook delivery log pruned", extra={"ctx": {"deliveries": deleted, "days": older_than_days}})
+    return deleted

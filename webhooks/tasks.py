@@ -33,3 +33,9 @@ def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-d
     if outcome is services.Outcome.RETRY:
         raise RetryableDeliveryError(f"delivery {delivery_id} will be retried")
     return str(outcome)
+
+
+@shared_task(acks_late=True, time_limit=600)
+def prune_delivery_log() -> int:
+    """Daily (beat): keep ``WEBHOOK_LOG_RETENTION_DAYS`` of finished deliveries."""
+    return services.prune_delivery_log(older_than_days=settings.WEBHOOK_LOG_RETENTION_DAYS)

@@ -330,6 +330,12 @@ WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600
 WEBHOOK_MAX_ENDPOINTS_PER_USER = env.int("WEBHOOK_MAX_ENDPOINTS_PER_USER", default=20)
 # "Send test event" calls allowed per user (DRF rate syntax).
 WEBHOOK_TEST_RATE = env.str("WEBHOOK_TEST_RATE", default="10/min")
+# Delivery log rows (and their attempts) older than this many days are deleted daily.
+WEBHOOK_LOG_RETENTION_DAYS = env.int("WEBHOOK_LOG_RETENTION_DAYS", default=30)
+CELERY_BEAT_SCHEDULE["webhooks-prune-delivery-log"] = {
+    "task": "webhooks.tasks.prune_delivery_log",
+    "schedule": 24 * 3600.0,
+}
 
 # --- REST API schema (added with the webhooks/API work) --------------------------------------
 # Every operation documents the shared error body (livestream.api.ErrorResponse) for the

@@ -220,3 +220,27 @@ def test_oversized_body_is_413_before_parsing(auth_client, settings):
     body = '{"title": "' + "x" * 20_000 + '"}'
     assert_error(auth_client.post("/api/v1/streams/", data=body, content_type="application/json"), 413, "too_large")
     assert not Stream.objects.exists()
+
+
+def test_lists_use_a_constant_number_of_queries(api_client, user, django_assert_max_num_queries):
+    from webhooks import services as webhook_services
+
+    for i in range(15):
+        make_stream(UserFactory.create(), title=f"S{i}")
+    with django_assert_max_num_queries(3):  # count + page (owners joined)
+        assert len(api_client.get("/api/v1/streams/?limit=50").json()["results"]) == 15
+
+    stream, _ = make_stream(user)
+    from tests.api.test_sessions_api import _session
+
+    for hours in range(1, 12):
+        _session(stream, hours_ago=hours)
+    with django_assert_max_num_queries(4):
+        assert len(api_client.get(f"/api/v1/streams/{stream.pk}/replays/?limit=50").json()["results"]) == 11
+
+    endpoint = webhook_services.create_endpoint(user, url="https://93.184.216.34/h", events=["stream.live"]).endpoint
+    for _ in range(10):
+        webhook_services.send_test_event(endpoint)
+    api_client.force_authenticate(user)
+    with django_assert_max_num_queries(6):  # user + endpoint + count + page + attempts (prefetched)
+        assert len(api_client.get(f"/api/v1/webhooks/{endpoint.pk}/deliveries/").json()["results"]) == 10

@@ -115,3 +115,20 @@ def test_private_addresses_refused_unless_allowed(url, settings):
 def test_public_address_literal_is_allowed(settings):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     check_url_target("https://93.184.216.34/hook")  # a literal resolves without DNS
+
+
+def test_prune_keeps_recent_and_unfinished_deliveries(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webhooks.models import Delivery
+    from webhooks.tasks import prune_delivery_log
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_LOG_RETENTION_DAYS = 30
+    old_done, old_pending, recent_done = (_delivery("http://127.0.0.1:9/") for _ in range(3))
+    Delivery.objects.filter(pk__in=[old_done.pk, recent_done.pk]).update(status=DeliveryStatus.SUCCEEDED)
+    Delivery.objects.filter(pk__in=[old_done.pk, old_pending.pk]).update(created_at=timezone.now() - timedelta(days=31))
+    assert prune_delivery_log() == 1
+    assert set(Delivery.objects.values_list("pk", flat=True)) == {old_pending.pk, recent_done.pk}
