@@ -6,14 +6,18 @@ exist. Platform totals are staff-only (checked by the views). Every function rai
 ``AnalyticsOffError`` when MongoDB is unreachable so callers can say so plainly.
 """
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
+from pymongo.errors import PyMongoError
 
 from accounts.models import User
 from analytics import aggregations
@@ -22,6 +26,9 @@ from livestream import mongo
 from streams import selectors as stream_selectors
 from streams.models import SessionStatus, Stream, StreamSession
 
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 MAX_HISTORY_DAYS = 366
 # Sessions a publisher is on or may come back to (an "ending" one may overlap the next).
 OPEN_STATUSES = (SessionStatus.LIVE, SessionStatus.RECONNECTING)
@@ -31,9 +38,21 @@ def analytics_enabled() -> bool:
     return mongo.is_enabled()
 
 
-def _require_mongo() -> None:
-    if not mongo.is_enabled():
-        raise AnalyticsOffError
+def _mongo_read(fn: Callable[P, R]) -> Callable[P, R]:
+    """Raise AnalyticsOffError when MongoDB is off at start-up or fails now (a server that
+    went away answers with PyMongoError: the page says analytics are off, never a 500)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not mongo.is_enabled():
+            raise AnalyticsOffError
+        try:
+            return fn(*args, **kwargs)
+        except PyMongoError as exc:
+            logger.warning("MongoDB read failed (%s): analytics shown as off", type(exc).__name__)
+            raise AnalyticsOffError from exc
+
+    return wrapper
 
 
 def get_stream(user: User, stream_id: int) -> Stream:
@@ -57,9 +76,9 @@ def session_duration_s(session: StreamSession, now: datetime | None = None) -> f
     return max(0.0, (end - session.started_at).total_seconds())
 
 
+@_mongo_read
 def session_report(session: StreamSession, *, bucket_s: int = 60) -> dict[str, Any]:
     """Summary, chart series and per-rendition experience of one session."""
-    _require_mongo()
     return {
         "summary": aggregations.session_summary(session.pk, duration_s=session_duration_s(session)),
         "viewers": aggregations.viewer_series(session.pk, bucket_s=bucket_s),
@@ -68,13 +87,13 @@ def session_report(session: StreamSession, *, bucket_s: int = 60) -> dict[str, A
     }
 
 
+@_mongo_read
 def stream_history(stream: Stream, *, days: int) -> list[dict[str, Any]]:
-    _require_mongo()
     return aggregations.stream_history(stream.pk, days=max(1, min(days, MAX_HISTORY_DAYS)))
 
 
+@_mongo_read
 def platform_totals(*, days: int) -> dict[str, Any]:
-    _require_mongo()
     since = datetime.now(UTC) - timedelta(days=max(1, min(days, MAX_HISTORY_DAYS)))
     totals = aggregations.platform_totals(since=since, sample_s=settings.ANALYTICS_VIEWER_SAMPLE_S)
     titles = dict(
@@ -140,10 +159,10 @@ def health_warnings(
     return warnings
 
 
+@_mongo_read
 def live_health(stream: Stream) -> dict[str, Any]:
     """The live panel's data: the open session's newest ingest sample, the queue depth, the
     current viewer count and warnings. ``live`` is False when no session is open."""
-    _require_mongo()
     from analytics.documents import SessionMetadata
     from chat import presence
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from pymongo.errors import PyMongoError
 
 from analytics.documents import ChatStats, IngestSample, PlaybackEvent, SessionMetadata, ViewerSample
 from livestream import mongo, ratelimit
@@ -92,7 +93,11 @@ def record_playback_batch(
         for report in reports
     ]
     if docs:
-        PlaybackEvent.objects.insert(docs, load_bulk=False)
+        try:
+            PlaybackEvent.objects.insert(docs, load_bulk=False)
+        except PyMongoError as exc:  # the server went away after start-up: same answer as "off"
+            logger.warning("could not store player reports (%s)", type(exc).__name__, extra={"stream": stream_id})
+            raise AnalyticsOffError from exc
     return len(docs)
 
 

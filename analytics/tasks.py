@@ -7,13 +7,14 @@ changes nothing (samples are upserted per period, retention deletes by age).
 from typing import Any
 
 from celery import shared_task
+from pymongo.errors import PyMongoError
 
 from analytics import services
 
 
 @shared_task(
     name="analytics.tasks.sample_viewers",
-    autoretry_for=(ConnectionError, TimeoutError),
+    autoretry_for=(ConnectionError, TimeoutError, PyMongoError),
     retry_backoff=True,
     max_retries=2,
     soft_time_limit=20,
@@ -28,7 +29,7 @@ def sample_viewers() -> int:
 
 @shared_task(
     name="analytics.tasks.enforce_retention",
-    autoretry_for=(ConnectionError, TimeoutError),
+    autoretry_for=(ConnectionError, TimeoutError, PyMongoError),
     retry_backoff=True,
     max_retries=3,
     soft_time_limit=300,

@@ -251,3 +251,32 @@ def test_reads_without_mongodb_say_analytics_are_off(user: User, mongo_off: None
         response = client.get(url)
         assert response.status_code == 503, url
         assert response.json()["error"]["code"] == "analytics_off"
+
+
+def test_mongodb_failing_after_start_up_answers_503_not_500(
+    api_client: APIClient, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the server goes away mid-flight (mongomock cannot be made to fail)."""
+    from mongoengine.queryset import QuerySet
+    from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+
+    from analytics import aggregations
+
+    stream, session = stream_with_session(user)
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise ServerSelectionTimeoutError("no servers")
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise AutoReconnect("connection lost")
+
+    monkeypatch.setattr(aggregations, "_aggregate", unreachable)
+    monkeypatch.setattr(QuerySet, "insert", lost)
+    status, answer = _post(api_client, _batch(stream.pk, [{"kind": "heartbeat", "value": 1}]))
+    assert status == 503
+    assert answer["error"]["code"] == "analytics_off"
+    client = APIClient()
+    client.force_authenticate(user)
+    response = client.get(f"/api/v1/streams/{stream.pk}/sessions/{session.pk}/analytics/")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "analytics_off"

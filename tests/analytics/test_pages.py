@@ -88,3 +88,18 @@ def test_pages_say_plainly_that_analytics_are_off(user: User, mongo_off: None) -
     assert client.get(f"/s/{stream.slug}/").status_code == 200
     staff = _client(UserFactory.create(is_staff=True))
     assert "Analytics are off" in staff.get("/analytics/platform/").content.decode()
+
+
+def test_page_says_off_when_mongodb_fails_mid_flight(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from analytics import aggregations
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise ServerSelectionTimeoutError("no servers")
+
+    stream, _ = stream_with_session(user)
+    monkeypatch.setattr(aggregations, "_aggregate", unreachable)
+    response = _client(user).get(f"/analytics/streams/{stream.pk}/")
+    assert response.status_code == 200
+    assert "Analytics are off" in response.content.decode()
