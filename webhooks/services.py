@@ -110,11 +110,24 @@ def _create_delivery(endpoint: Endpoint, event: str, stream_id: int | None, data
     )
 
 
-def _enqueue_on_commit(delivery_ids: list[int]) -> None:
+def _enqueue(delivery_id: int) -> None:
+    """Hand one delivery to Celery; if the broker refuses, the log says so (no silent pending)."""
     from webhooks.tasks import deliver_webhook
 
+    try:
+        deliver_webhook.delay(delivery_id)
+    except Exception as exc:
+        logger.exception("could not queue webhook delivery", extra={"ctx": {"delivery": delivery_id}})
+        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.FAILED,
+            error=f"could not queue: {type(exc).__name__}"[:500],
+            updated_at=timezone.now(),
+        )
+
+
+def _enqueue_on_commit(delivery_ids: list[int]) -> None:
     for delivery_id in delivery_ids:
-        transaction.on_commit(lambda pk=delivery_id: deliver_webhook.delay(pk))  # type: ignore[misc]
+        transaction.on_commit(lambda pk=delivery_id: _enqueue(pk))  # type: ignore[misc]
 
 
 def enqueue_deliveries(stream_id: int, event: str, data: dict[str, Any]) -> None:

@@ -132,3 +132,25 @@ def test_prune_keeps_recent_and_unfinished_deliveries(settings):
     Delivery.objects.filter(pk__in=[old_done.pk, old_pending.pk]).update(created_at=timezone.now() - timedelta(days=31))
     assert prune_delivery_log() == 1
     assert set(Delivery.objects.values_list("pk", flat=True)) == {old_pending.pk, recent_done.pk}
+
+
+def test_broker_down_marks_the_delivery_failed_instead_of_a_500(
+    auth_client, user, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from webhooks.models import Delivery
+    from webhooks.tasks import deliver_webhook
+
+    def broker_down(*args, **kwargs):  # failure injection: what kombu raises when Redis is gone
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    endpoint = services.create_endpoint(user, url="http://127.0.0.1:9/", events=["stream.live"]).endpoint
+    monkeypatch.setattr(deliver_webhook, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client.post(f"/api/v1/webhooks/{endpoint.pk}/test/")
+    assert response.status_code == 202
+    delivery = Delivery.objects.get(endpoint=endpoint)
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.error == "could not queue: OperationalError"
