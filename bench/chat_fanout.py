@@ -52,6 +52,8 @@ class Result:
     p99_ms: float
     cpu_us: float
     connect_s: float
+    server_cores: float
+    load_cores: float
 
     @property
     def ratio(self) -> float:
@@ -62,7 +64,8 @@ class Result:
         return (
             f"chat fan-out {self.name:8s} N={self.viewers:5d}: delivered {self.delivered}/{self.sent * self.viewers} "
             f"({self.ratio:.1%}), p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, "
-            f"server CPU {self.cpu_us:.1f} us/delivered msg (connect {self.connect_s:.1f} s)"
+            f"server CPU {self.cpu_us:.1f} us/delivered msg; cores used: server {self.server_cores:.2f}, "
+            f"load generator {self.load_cores:.2f} (connect {self.connect_s:.1f} s)"
         )
 
 
@@ -269,8 +272,12 @@ def _measure(
         connect_s = time.monotonic() - t0
         time.sleep(1.0)
         cpu0 = _tree_cpu(server.pid)
+        load0 = sum(_tree_cpu(p.pid) for p in procs if p.pid)
+        wall0 = time.monotonic()
         sent = asyncio.run(_senders(url, tokens, duration))
         cpu = _tree_cpu(server.pid) - cpu0
+        load_cores = (sum(_tree_cpu(p.pid) for p in procs if p.pid) - load0) / (time.monotonic() - wall0)
+        server_cores = cpu / (time.monotonic() - wall0)
         delivered, samples = 0, []
         for pipe in pipes:
             pipe.send("stop")
@@ -293,6 +300,8 @@ def _measure(
         p99_ms=_percentile(samples, 0.99) * 1000,
         cpu_us=cpu / delivered * 1e6 if delivered else float("inf"),
         connect_s=connect_s,
+        server_cores=server_cores,
+        load_cores=load_cores,
     )
 
 

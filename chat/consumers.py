@@ -1,8 +1,10 @@
 """The chat socket ``/ws/streams/<id>/chat/``: chat plus the watch page's live channel.
 
 Thin: it authenticates, validates the frame, calls ``chat.services.post_message`` in a thread
-(``database_sync_to_async``), and registers itself with the process's ``chat.fanout.Hub``,
-which delivers every broadcast (chat, moderation, ``stream.live``, ``viewers.count``...).
+(``database_sync_to_async``; not thread-sensitive, so joins and posts of different sockets run
+in parallel in the executor's threads while each socket's frames stay sequential), and
+registers itself with the process's ``chat.fanout.Hub``, which delivers every broadcast
+(chat, moderation, ``stream.live``, ``viewers.count``...).
 The consumer has no channel-layer channel of its own (``channel_layer_alias`` names no layer):
 the hub's one subscription per room replaces thousands of per-socket ones.
 
@@ -42,7 +44,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("invalid_token", "The token in the Authorization header is not valid.")
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        state = await database_sync_to_async(selectors.join_state)(
+        state = await database_sync_to_async(selectors.join_state, thread_sensitive=False)(
             self.stream_id, self.user, settings.CHAT_HISTORY_SIZE
         )
         if state is None:
@@ -78,7 +80,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.member is None:
             return
         try:
-            await database_sync_to_async(services.post_message)(
+            await database_sync_to_async(services.post_message, thread_sensitive=False)(
                 stream_id=self.stream_id, user=self.user, text=frame.get("text")
             )
         except services.ChatError as exc:

@@ -74,7 +74,7 @@ def post_message(*, stream_id: int, user: User, text: object) -> Message:
     per-user rate limit (``rate_limited``). A refused message leaves no row.
     """
     cleaned = clean_text(text)
-    stream = Stream.objects.select_related("owner").filter(pk=stream_id).first()
+    stream = Stream.objects.select_related("owner", "chat_settings").filter(pk=stream_id).first()
     if stream is None:
         raise ChatError("not_found", "No such stream.", status=404)
     ban = selectors.active_ban(stream.pk, user.pk)
@@ -89,7 +89,8 @@ def post_message(*, stream_id: int, user: User, text: object) -> Message:
     digest = hashlib.sha256(cleaned.casefold().encode()).hexdigest()
     if r.get(dup_key) == digest.encode():
         raise ChatError("duplicate", "You just sent that message.", status=429)
-    slow = selectors.slow_mode_s(stream.pk)
+    chat_settings = getattr(stream, "chat_settings", None)
+    slow = chat_settings.slow_mode_s if isinstance(chat_settings, ChatSettings) else 0
     if slow and not privileged and not r.set(f"chat:slow:{stream.pk}:{user.pk}", 1, nx=True, ex=slow):
         wait = max(1, int(r.ttl(f"chat:slow:{stream.pk}:{user.pk}")))
         raise ChatError("slow_mode", f"Slow mode is on: wait {wait} s before your next message.", status=429)
