@@ -96,7 +96,7 @@ def run_foreground(argv: list[str], after_start: Callable[[], None] | None = Non
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 
 
-def _nginx_common(prefix: Path) -> str:
+def _nginx_common(prefix: Path, log_level: str = "info") -> str:
     """Top of a non-system nginx config: everything (pid, logs, temp files) under ``prefix``.
 
     Started as root, nginx's workers drop to an unprivileged user: the cache and temp dirs are
@@ -112,7 +112,7 @@ def _nginx_common(prefix: Path) -> str:
         "master_process on;\n"
         "worker_processes 1;\n"
         f"pid {prefix / 'nginx.pid'};\n"
-        f"error_log {prefix / 'logs' / 'error.log'} info;\n"
+        f"error_log {prefix / 'logs' / 'error.log'} {log_level};\n"
         "events { worker_connections 4096; }\n"
     )
 
@@ -124,7 +124,8 @@ def rtmp_config(
     play only from localhost (the ingest supervisor pulls the renamed stream)."""
     query = f"?secret={secret}" if secret else ""
     return (
-        f"load_module {module};\n" + _nginx_common(prefix) + "rtmp {\n"
+        # notice, not info: nginx-rtmp logs the publish name (the secret key) at info level.
+        f"load_module {module};\n" + _nginx_common(prefix, "notice") + "rtmp {\n"
         "  server {\n"
         f"    listen {bind}:{port};\n"
         "    chunk_size 4096;\n"
