@@ -163,7 +163,7 @@ def health_warnings(
 def live_health(stream: Stream) -> dict[str, Any]:
     """The live panel's data: the open session's newest ingest sample, the queue depth, the
     current viewer count and warnings. ``live`` is False when no session is open."""
-    from analytics.documents import SessionMetadata
+    from analytics.documents import SessionMetadata, ViewerSample
     from chat import presence
 
     session = stream.sessions.filter(status__in=OPEN_STATUSES).order_by("-started_at").first()
@@ -173,7 +173,9 @@ def live_health(stream: Stream) -> dict[str, Any]:
     queue = ingest["queue_depth"] if ingest and ingest.get("queue_depth") is not None else queue_depth()
     meta = SessionMetadata.objects(session_id=session.pk).only("fps").first()
     warnings = health_warnings(ingest, queue=queue, source_fps=meta.fps if meta else None)
+    latest_viewers = ViewerSample.objects(session_id=session.pk).order_by("-at").only("per_rendition").first()
     return {
+        "per_rendition": dict(latest_viewers.per_rendition or {}) if latest_viewers else {},
         "live": True,
         "session_id": session.pk,
         "status": session.status,

@@ -104,6 +104,8 @@
     set("lag", worst ? `${worst[1].toFixed(1)} s (${worst[0]})` : "–");
     set("queue", data.queue_depth == null ? "–" : String(data.queue_depth));
     set("viewers", data.viewers == null ? "–" : String(data.viewers));
+    const renditions = Object.entries(data.per_rendition || {}).sort((a, b) => b[1] - a[1]);
+    set("renditions", renditions.length ? renditions.map(([name, n]) => `${name}: ${n}`).join(" · ") : "–");
     set("updated", !data.live ? "The stream is not live." : ingestNow.at ? `Sample of ${clock(ingestNow.at)} UTC` : "No ingest sample yet.");
     const list = field("warnings");
     list.replaceChildren(

@@ -219,6 +219,11 @@ def test_live_health_warns_when_the_pipeline_falls_behind(user: User, settings) 
     assert healthy["live"] is True
     assert healthy["ingest"]["bitrate"] == 3_000_000
     assert healthy["warnings"] == []
+    assert healthy["per_rendition"] == {}
+    ViewerSample(
+        stream_id=stream.pk, session_id=session.pk, at=now, viewers=3, per_rendition={"720p": 2, "480p": 1}
+    ).save()
+    assert client.get(f"/api/v1/streams/{stream.pk}/analytics/live/").json()["per_rendition"] == {"720p": 2, "480p": 1}
     IngestSample(
         stream_id=stream.pk,
         session_id=session.pk,
