@@ -337,7 +337,8 @@ def run(args: Any) -> list[str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         f"chat fan-out: {SENDERS} senders x {SENDER_RATE} msg/s for {duration:.0f} s, uvicorn --workers {WORKERS}, "
-        f"batch tick {settings.CHAT_BATCH_TICK_MS} ms, cores {os.cpu_count()}"
+        f"batch tick {settings.CHAT_BATCH_TICK_MS} ms, cores {os.cpu_count()}, "
+        f"load average before {os.getloadavg()[0]:.1f}"
     ]
     _progress(lines[0])
     for n in sizes:
@@ -349,7 +350,7 @@ def run(args: Any) -> list[str]:
             finally:
                 stream.delete()
             pair.append(result)
-            lines.append(result.line())
+            lines.append(f"{result.line()}, load avg {os.getloadavg()[0]:.1f}")
             _progress(lines[-1])
         ours, base = pair
         speed = (ours.ratio / base.ratio) if base.ratio else float("inf")
