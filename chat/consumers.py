@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_UNAVAILABLE = 1011
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -54,7 +55,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Join before sending history: a message posted in between arrives twice at worst,
         # and clients dedupe by id; never lost.
         self.member = uuid.uuid4().hex
-        await get_hub().join(self.stream_id, self.member, self.base_send)
+        try:
+            await get_hub().join(self.stream_id, self.member, self.base_send)
+        except Exception:
+            logger.exception("chat join failed", extra={"stream": self.stream_id})
+            await self.send_error("unavailable", "Live chat is unavailable right now; retrying helps.")
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
         await self.send(text_data=json.dumps(state, ensure_ascii=False))
 
     async def disconnect(self, code: int) -> None:

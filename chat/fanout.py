@@ -65,6 +65,10 @@ def encode(frame: dict[str, Any]) -> dict[str, Any]:
     return {"type": "websocket.send", "text": json.dumps(frame, separators=(",", ":"), ensure_ascii=False)}
 
 
+class HubUnavailableError(Exception):
+    """The process could not subscribe a room to the channel layer (Redis unreachable)."""
+
+
 class Hub:
     """Rooms of one event loop. Use ``get_hub()``; never share a Hub across loops."""
 
@@ -84,13 +88,26 @@ class Hub:
         room = self.rooms.get(stream_id)
         if room is None:
             room = self.rooms[stream_id] = Room(stream_id)
-            await self._open(room)
+            try:
+                await self._open(room)
+            except BaseException:
+                self.rooms.pop(stream_id, None)
+                if room.deliverer is not None:
+                    room.deliverer.cancel()
+                room.ready.set()  # wake other joiners; they see the room is gone
+                raise
         else:
             await room.ready.wait()
+            if self.rooms.get(stream_id) is not room:
+                raise HubUnavailableError("the room could not subscribe to the channel layer")
         room.sockets[member] = send
-        await presence.add_members(self.redis, stream_id, [member])
-        counts = await presence.acounts(self.redis, [stream_id])
-        await self._safe_send(send, encode({"type": "viewers.count", "count": counts[stream_id]}))
+        try:
+            await presence.add_members(self.redis, stream_id, [member])
+            count = (await presence.acounts(self.redis, [stream_id]))[stream_id]
+        except Exception:  # chat works without presence; the count catches up on the next poll
+            logger.warning("presence update failed", extra={"stream": stream_id})
+        else:
+            await self._safe_send(send, encode({"type": "viewers.count", "count": count}))
         if self._presence_task is None or self._presence_task.done():
             self._presence_task = asyncio.get_running_loop().create_task(self._presence_loop())
 

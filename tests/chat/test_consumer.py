@@ -292,3 +292,17 @@ async def test_messages_within_one_tick_arrive_as_one_batch_in_order(connect, se
     assert [first["id"]] + [m["id"] for m in batch["messages"]] == ids
     assert all(m["type"] == "chat.message" for m in batch["messages"])
     assert await viewer.chat_count(0.5) == 5
+
+
+async def test_unreachable_channel_layer_gives_a_clear_error(connect, settings):
+    stream = await new_stream()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:1/0", "socket_timeout": 1}]},
+        }
+    }
+    socket = await connect(stream, join=False)
+    error = await socket.wait_type("error", timeout=10)
+    assert error["code"] == "unavailable"
+    assert await socket.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1011}
