@@ -5,6 +5,7 @@ within the limit; ``peek`` reads without counting; ``reset`` clears a key (e.g. 
 successful login).
 """
 
+import hashlib
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -17,7 +18,10 @@ class Limit:
     window_s: int
 
     def key(self, ident: str) -> str:
-        return f"rl:{self.scope}:{ident}"
+        # Idents are user input (usernames, addresses): hash them so any text makes a valid,
+        # bounded cache key (memcached-safe, no control characters or spaces).
+        digest = hashlib.blake2b(ident.encode("utf-8"), digest_size=16).hexdigest()
+        return f"rl:{self.scope}:{digest}"
 
 
 def hit(limit: Limit, ident: str) -> bool:
