@@ -14,6 +14,7 @@ Frames the server sends: see docs/chat.md. On join: ``viewers.count`` and ``chat
 
 import json
 import logging
+import time
 import uuid
 
 from channels.db import database_sync_to_async
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 1011
+# Posts slower than this are logged (database or Redis trouble shows up here first).
+SLOW_POST_MS = 250
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -86,12 +89,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self.member is None:
             return
+        started = time.monotonic()
         try:
             await database_sync_to_async(services.post_message, thread_sensitive=False)(
                 stream_id=self.stream_id, user=self.user, text=frame.get("text")
             )
         except services.ChatError as exc:
             await self.send_error(exc.code, exc.message)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if elapsed_ms > SLOW_POST_MS:
+            logger.warning("slow chat post", extra={"stream": self.stream_id, "ctx": {"ms": round(elapsed_ms)}})
 
     async def send_error(self, code: str, message: str) -> None:
         """An error frame to this socket only."""

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _HEARTBEAT_EVERY = max(1, int(presence.PRESENCE_TTL_S / 3))
+# Sockets written between two yields to the event loop during a fan-out.
+_YIELD_EVERY = 100
 
 
 @dataclass(eq=False)
@@ -207,11 +209,14 @@ class Hub:
     async def _deliver(self, room: Room) -> None:
         while True:
             message = await room.outbox.get()
-            for send in list(room.sockets.values()):
+            for index, send in enumerate(list(room.sockets.values()), start=1):
                 try:
                     await send(message)
                 except Exception:  # noqa: S112 - closed socket; its disconnect removes it
                     continue
+                if index % _YIELD_EVERY == 0:
+                    # uvicorn's send does not suspend: let posts, reads and other rooms run.
+                    await asyncio.sleep(0)
 
     @staticmethod
     async def _safe_send(send: Send, message: dict[str, Any]) -> None:

@@ -4,11 +4,13 @@
 moderators the owner appointed, and staff. Only the owner and staff manage moderators.
 """
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import User
@@ -143,3 +145,42 @@ def get_user_by_username(username: object) -> User:
     if user is None:
         raise Http404("No such user.")
     return user
+
+
+@dataclass(frozen=True)
+class PosterState:
+    """What ``post_message`` needs to know about a user in a stream's chat."""
+
+    is_moderator: bool
+    banned: bool
+    banned_until: datetime | None
+    slow_mode_s: int
+
+
+def stream_for_poster(stream_id: int, user_id: int) -> tuple[Stream, PosterState] | None:
+    """The stream (with owner) and the poster's moderator/ban state and the slow mode, in ONE
+    query: posting is on the chat's latency path. None if the stream does not exist."""
+    now = timezone.now()
+    bans = Ban.objects.filter(stream=OuterRef("pk"), user_id=user_id).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    stream = (
+        Stream.objects.select_related("owner")
+        .annotate(
+            poster_is_moderator=Exists(Moderator.objects.filter(stream=OuterRef("pk"), user_id=user_id)),
+            poster_banned=Exists(bans),
+            poster_banned_until=Subquery(bans.values("expires_at")[:1]),
+            chat_slow_mode_s=Subquery(ChatSettings.objects.filter(stream=OuterRef("pk")).values("slow_mode_s")[:1]),
+        )
+        .filter(pk=stream_id)
+        .first()
+    )
+    if stream is None:
+        return None
+    state = PosterState(
+        is_moderator=bool(stream.poster_is_moderator),
+        banned=bool(stream.poster_banned),
+        banned_until=stream.poster_banned_until,
+        slow_mode_s=int(stream.chat_slow_mode_s or 0),
+    )
+    return stream, state

@@ -74,23 +74,22 @@ def post_message(*, stream_id: int, user: User, text: object) -> Message:
     per-user rate limit (``rate_limited``). A refused message leaves no row.
     """
     cleaned = clean_text(text)
-    stream = Stream.objects.select_related("owner", "chat_settings").filter(pk=stream_id).first()
-    if stream is None:
+    found = selectors.stream_for_poster(stream_id, user.pk)
+    if found is None:
         raise ChatError("not_found", "No such stream.", status=404)
-    ban = selectors.active_ban(stream.pk, user.pk)
-    if ban is not None:
-        if ban.expires_at is None:
+    stream, poster = found
+    if poster.banned:
+        if poster.banned_until is None:
             raise ChatError("banned", "You are banned from this chat.", status=403)
-        raise ChatError("timed_out", f"You are timed out until {ban.expires_at:%H:%M:%S} UTC.", status=403)
-    moderators = selectors.moderator_ids(stream)
-    privileged = user.is_staff or stream.owner_id == user.pk or user.pk in moderators
+        raise ChatError("timed_out", f"You are timed out until {poster.banned_until:%H:%M:%S} UTC.", status=403)
+    moderators = {user.pk} if poster.is_moderator else set()
+    privileged = user.is_staff or stream.owner_id == user.pk or poster.is_moderator
     r = redis_client()
     dup_key = f"chat:dup:{stream.pk}:{user.pk}"
     digest = hashlib.sha256(cleaned.casefold().encode()).hexdigest()
     if r.get(dup_key) == digest.encode():
         raise ChatError("duplicate", "You just sent that message.", status=429)
-    chat_settings = getattr(stream, "chat_settings", None)
-    slow = chat_settings.slow_mode_s if isinstance(chat_settings, ChatSettings) else 0
+    slow = poster.slow_mode_s
     if slow and not privileged and not r.set(f"chat:slow:{stream.pk}:{user.pk}", 1, nx=True, ex=slow):
         wait = max(1, int(r.ttl(f"chat:slow:{stream.pk}:{user.pk}")))
         raise ChatError("slow_mode", f"Slow mode is on: wait {wait} s before your next message.", status=429)
