@@ -306,3 +306,22 @@ async def test_unreachable_channel_layer_gives_a_clear_error(connect, settings):
     error = await socket.wait_type("error", timeout=10)
     assert error["code"] == "unavailable"
     assert await socket.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1011}
+
+
+async def test_open_watch_pages_show_in_the_stream_api(connect):
+    stream = await new_stream()
+
+    @database_sync_to_async
+    def api_count():
+        from rest_framework.test import APIClient
+
+        from streams.models import Stream, StreamStatus
+
+        Stream.objects.filter(pk=stream.pk).update(status=StreamStatus.LIVE)
+        return APIClient().get(f"/api/v1/streams/{stream.pk}/").json()["viewer_count"]
+
+    first = await connect(stream)
+    await connect(stream)
+    assert await api_count() == 2
+    await first.close()
+    assert await api_count() == 1
