@@ -16,9 +16,11 @@ import json
 import logging
 import time
 import uuid
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
@@ -32,6 +34,16 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 1011
 # Posts slower than this are logged (database or Redis trouble shows up here first).
 SLOW_POST_MS = 250
+
+
+def _frame_send(send: Any) -> Any:
+    """The server's own ``send`` for broadcast frames. Channels' SessionMiddleware wraps
+    ``send`` to save sessions on HTTP responses, which WebSocket frames never need; skipping it
+    saves ~3.6 us of the ~20 us each delivery costs (bench/chat_fanout.py)."""
+    owner = getattr(send, "__self__", None)
+    if isinstance(owner, InstanceSessionWrapper):
+        return owner.real_send
+    return send
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -59,7 +71,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # and clients dedupe by id; never lost.
         self.member = uuid.uuid4().hex
         try:
-            await get_hub().join(self.stream_id, self.member, self.base_send)
+            await get_hub().join(self.stream_id, self.member, _frame_send(self.base_send))
         except Exception:
             logger.exception("chat join failed", extra={"stream": self.stream_id})
             await self.send_error("unavailable", "Live chat is unavailable right now; retrying helps.")
