@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -247,9 +248,15 @@ def write_playlists(layout: Layout, entries: list[Entry], *, ended: bool) -> Non
         for r in renditions
     }
     event = {r.name: render_media(entries, 0, 0, target=target, kind="event", ended=ended) for r in renditions}
-    for name, text in live.items():
-        storage.put_playlist(f"{layout.session_prefix}/{name}/live.m3u8", text)
-        storage.put_playlist(f"{layout.session_prefix}/{name}/index.m3u8", event[name])
+    puts = [(f"{layout.session_prefix}/{name}/live.m3u8", text) for name, text in live.items()]
+    puts += [(f"{layout.session_prefix}/{name}/index.m3u8", text) for name, text in event.items()]
+    with ThreadPoolExecutor(max_workers=len(puts)) as pool:
+        list(pool.map(lambda item: storage.put_playlist(*item), puts))
+    # Masters change only with the measured bandwidths: refresh them early, then now and then.
+    written = r.exists(state.key(session_id, "masters"))
+    if written and not ended and len(entries) % 10:
+        return
+    r.set(state.key(session_id, "masters"), "1", ex=settings.PIPELINE_STATE_TTL_SECONDS)
     codecs = state.codecs(session_id)
     storage.put_playlist(
         f"{layout.session_prefix}/master.m3u8",

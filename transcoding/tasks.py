@@ -163,7 +163,7 @@ def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
         sizes[name] = {"bytes": len(fixed)}
     elapsed_ms = int((time.monotonic() - started) * 1000)
     state.set_json(session_id, f"cc:{seq}", {name: {str(p): c for p, c in cc.items()} for name, cc in counters.items()})
-    state.mark_done(session_id, seq, {"renditions": sizes, "ms": elapsed_ms})
+    state.mark_done(session_id, seq, {"renditions": sizes, "ms": elapsed_ms, "at": time.time()})
     metadata.record_chunk(session_id, elapsed_ms)
     playlists.advance(layout)
     logger.info("chunk transcoded in %d ms", elapsed_ms, extra=ctx)

@@ -1,0 +1,385 @@
+"""Live pipeline benchmark (issue 3): transcoding speed against one ffmpeg, worker scaling, and
+live latency through the whole stack.
+
+1. Speed, side by side on the same 60 s 720p30 noisy source (``--quick``: 20 s), the same ladder
+   (source copy + 480p + 360p, x264 veryfast, AAC copied):
+   - baseline: ONE ffmpeg producing the whole ladder (Owncast-style);
+   - ours: the source cut into 2 s GOP chunks (the segmenter's command), every chunk's bytes in
+     Redis and one ``transcode_chunk`` task each, run by real Celery worker processes
+     (prefork, x264 ``-threads 1``) until the assembler published every segment.
+   Real-time factor = source seconds / wall seconds. Ours is measured with 1 and 2 worker
+   processes; the ratio line compares 2 workers (= cores) against the baseline.
+2. Live latency: publish the golive test pattern in real time to nginx-rtmp (callbacks served by
+   Django in this process), ingest supervisor in this process, 2 worker processes; poll every
+   rendition's live playlist at the edge every 50 ms. Latency of a segment = the moment it is
+   listed in EVERY rendition's playlist at the edge minus the moment its first frame entered
+   RTMP (publish start + the frame's RTMP timestamp). Chunks of 2 s and 1 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from livestream import devstack
+
+ROOT = Path(__file__).resolve().parent.parent
+LADDER = ["480p:480:1400:128", "360p:360:800:96"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(predicate: Any, timeout: float, what: str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _make_source(path: Path, seconds: int) -> None:
+    from transcoding.golive import PublishOptions, publish_args
+
+    args = publish_args(PublishOptions(url=str(path), duration_s=seconds, noise=True, gop_s=2.0, video_kbps=3500))
+    args = [a for a in args if a != "-re"]
+    subprocess.run(args, check=True, timeout=600)
+
+
+def _baseline(source: Path, work: Path) -> float:
+    """Wall seconds of one ffmpeg producing the ladder (HLS TS output like ours)."""
+    from transcoding.ffmpeg import transcode_args
+    from transcoding.ladder import SourceInfo, ladder_for
+
+    info = SourceInfo("h264", "High", 1280, 720, 30.0, 3_500_000, "aac", "LC", 2, "stereo", 48000, 128000)
+    renditions = ladder_for(info)
+    args = transcode_args(source, renditions, work, 30.0, has_audio=True)
+    # The one-process baseline keeps ffmpeg's default threading (all cores), as Owncast runs it.
+    cleaned: list[str] = []
+    skip = 0
+    for arg in args:
+        if skip:
+            skip -= 1
+        elif arg in ("-threads", "-filter_threads"):
+            skip = 1
+        elif arg != "-copyts":
+            cleaned.append(arg)
+    start = time.monotonic()
+    subprocess.run(cleaned, check=True, timeout=900)
+    return time.monotonic() - start
+
+
+@contextlib.contextmanager
+def _workers(processes: int, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    argv = [
+        str(ROOT / ".venv" / "bin" / "celery"),
+        "-A",
+        "livestream",
+        "worker",
+        "-Q",
+        "transcode,default",
+        "--concurrency",
+        str(processes),
+        "-P",
+        "prefork",
+        "-l",
+        "WARNING",
+        "-n",
+        f"bench-{secrets.token_hex(3)}@%h",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            time.sleep(4)  # worker boot (Django setup in each process)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _purge_broker() -> None:
+    from livestream.celery import app
+
+    with app.connection() as conn:
+        for queue in ("transcode", "default"):
+            with contextlib.suppress(Exception):
+                conn.default_channel.queue_purge(queue)  # type: ignore[attr-defined]
+
+
+def _chunk(source: Path, out: Path, chunk_s: float) -> list[tuple[Path, float, float]]:
+    out.mkdir(parents=True, exist_ok=True)
+    args = [
+        "ffmpeg", "-v", "error", "-i", str(source), "-map", "0:v:0", "-map", "0:a:0", "-c", "copy",
+        "-f", "segment", "-segment_time", f"{chunk_s:g}", "-reset_timestamps", "0", "-segment_format", "mpegts",
+        "-segment_list", str(out / "chunks.csv"), "-segment_list_type", "csv", str(out / "chunk_%06d.ts"),
+    ]  # fmt: skip
+    subprocess.run(args, check=True, timeout=300)
+    rows = []
+    for line in (out / "chunks.csv").read_text().split("\n"):
+        if line:
+            name, start, end = line.rsplit(",", 2)
+            rows.append((out / name, float(start), float(end)))
+    return rows
+
+
+def _pipeline_run(chunks: list[tuple[Path, float, float]], session_id: int, stream_id: int) -> float:
+    """Wall seconds from queuing every chunk to the last segment being published."""
+    from transcoding import playlists, state
+    from transcoding.tasks import transcode_chunk
+
+    state.purge(session_id)
+    state.set_json(session_id, "stream", stream_id)
+    start = time.monotonic()
+    for path, begin, end in chunks:
+        seq = state.add_chunk(
+            session_id, data=path.read_bytes(), start=begin, end=end, wall=time.time(), conn=1, disc=False
+        )
+        transcode_chunk.delay(session_id, seq)
+    _wait(lambda: len(playlists.published(session_id)) >= len(chunks), 900, "all segments published", step=0.05)
+    elapsed = time.monotonic() - start
+    gaps = sum(1 for seq in range(len(chunks)) if state.is_gap(session_id, seq))
+    if gaps:
+        raise RuntimeError(f"{gaps} chunks became gaps during the throughput run")
+    state.purge(session_id)
+    return elapsed
+
+
+def _speed(args: Any, work: Path, seconds: int, env: dict[str, str]) -> list[str]:
+    from transcoding import storage
+
+    source = work / "source.flv"
+    _make_source(source, seconds)
+    chunks = _chunk(source, work / "chunks", 2.0)
+    base = _baseline(source, work)
+    lines = [f"baseline one ffmpeg ladder (source+480p+360p): {seconds / base:.2f}x real time ({base:.1f} s)"]
+    results: dict[int, float] = {}
+    for processes in (1, 2):
+        _purge_broker()
+        with _workers(processes, {**env, "LIVE_DEADLINE_SECONDS": "3600", "X264_THREADS": "1"}, work / "worker.log"):
+            stream_id = 990_000 + processes
+            elapsed = _pipeline_run(chunks, 990_000_000 + processes, stream_id)
+        storage.delete_prefix(f"live/{stream_id}/")
+        results[processes] = seconds / elapsed
+        lines.append(
+            f"pipeline chunked, {processes} worker process(es): {results[processes]:.2f}x real time ({elapsed:.1f} s)"
+        )
+    lines.append(
+        f"pipeline (2 workers) vs one-ffmpeg baseline: ratio {results[2] / (seconds / base):.2f} (target >= 1.0)"
+    )
+    lines.append(f"throughput 2 workers vs 1 worker: {results[2] / results[1]:.2f}x (should be > 1)")
+    return lines
+
+
+class _Web(threading.Thread):
+    """Django (WSGI) in this process, for nginx-rtmp's callbacks."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from django.core.wsgi import get_wsgi_application
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self.server = make_server("127.0.0.1", port, get_wsgi_application(), handler_class=Quiet)
+
+    def run(self) -> None:
+        self.server.serve_forever(poll_interval=0.2)
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - our own edge
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def _latency(chunk_s: float, seconds: int, rtmp_url: str, edge_url: str) -> tuple[list[float], dict[str, float]]:
+    """Publish ``seconds`` of test pattern; latency of each segment at the edge."""
+    from accounts.models import User
+    from streams import services
+    from streams.models import StreamSession
+    from transcoding import state
+    from transcoding.golive import PublishOptions, publish_args
+
+    settings.CHUNK_SECONDS = chunk_s
+    user, _ = User.objects.get_or_create(username="bench-pipeline", defaults={"email": "bench@example.com"})
+    created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False)
+    stream = created.stream
+    publisher = subprocess.Popen(
+        publish_args(PublishOptions(url=f"{rtmp_url}/{created.key}", duration_s=seconds, gop_s=min(1.0, chunk_s))),
+        stderr=subprocess.DEVNULL,
+    )
+    seen: dict[str, dict[str, float]] = {}
+    starts: dict[str, float] = {}
+    stages: dict[str, tuple[float, float, float]] = {}  # end, queued, done (epoch s)
+    session = None
+    t0 = 0.0
+    base = f"{edge_url}/live/{stream.pk}"
+    try:
+        while publisher.poll() is None:
+            if session is None:
+                session = StreamSession.objects.filter(stream=stream).first()
+                if session is None:
+                    time.sleep(0.02)
+                    continue
+                t0 = session.started_at.timestamp()
+            for rendition in ("source", "480p", "360p"):
+                text = _get(f"{base}/{session.pk}/{rendition}/live.m3u8")
+                now = time.time()
+                for line in (text or "").splitlines():
+                    if line.startswith("seg_"):
+                        seen.setdefault(line, {}).setdefault(rendition, now)
+                        if line not in starts:
+                            meta = state.chunk_meta(session.pk, int(line[4:10]))
+                            done = state.done(session.pk, int(line[4:10]))
+                            if meta is not None and done is not None:
+                                starts[line] = meta.start
+                                stages[line] = (t0 + meta.end, meta.queued, float(done["at"]))
+            time.sleep(0.05)
+    finally:
+        publisher.wait(timeout=seconds + 30)
+    complete = [name for name, r in seen.items() if len(r) == 3 and name in starts][1:]
+    # (The first segment includes joining the stream mid-GOP: steady state only.)
+    lat = sorted(max(seen[name].values()) - (t0 + starts[name]) for name in complete)
+    breakdown = {
+        "ingest": statistics.median([stages[n][1] - stages[n][0] for n in complete] or [float("nan")]),
+        "transcode": statistics.median([stages[n][2] - stages[n][1] for n in complete] or [float("nan")]),
+        "edge": statistics.median([max(seen[n].values()) - stages[n][2] for n in complete] or [float("nan")]),
+    }
+    return lat, breakdown
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
+    from transcoding import ingest, storage
+
+    rtmp_port, edge_port, web_port = _free_port(), _free_port(), _free_port()
+    secret = secrets.token_urlsafe(12)
+    patched = {
+        "RTMP_PORT": rtmp_port,
+        "RTMP_CALLBACK_SECRET": secret,
+        "RECONNECT_GRACE_SECONDS": 2,
+        "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
+    }
+    saved = {k: getattr(settings, k) for k in (*patched, "CHUNK_SECONDS")}
+    for k, v in patched.items():
+        setattr(settings, k, v)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    web = _Web(web_port)
+    web.start()
+    rtmp_prefix, edge_prefix = work / "rtmp", work / "edge"
+    rtmp_conf = devstack.write_nginx_config(
+        rtmp_prefix,
+        devstack.rtmp_config(
+            rtmp_prefix, bind="127.0.0.1", port=rtmp_port, callback_base=f"http://127.0.0.1:{web_port}", secret=secret
+        ),
+    )
+    edge_conf = devstack.write_nginx_config(
+        edge_prefix,
+        devstack.edge_config(
+            edge_prefix, bind="127.0.0.1", port=edge_port, origin=settings.S3_ENDPOINT_URL, bucket=settings.S3_BUCKET
+        ),
+    )
+    procs = [
+        subprocess.Popen(devstack.nginx_command(rtmp_prefix, rtmp_conf), stderr=subprocess.DEVNULL),
+        subprocess.Popen(devstack.nginx_command(edge_prefix, edge_conf), stderr=subprocess.DEVNULL),
+    ]
+    stop = threading.Event()
+    supervisor = threading.Thread(target=ingest.serve, args=(stop,), daemon=True)
+    supervisor.start()
+    seconds = 16 if args.quick else 40
+    lines = []
+    try:
+        time.sleep(1)
+        for chunk_s in (2.0, 1.0):
+            _purge_broker()
+            worker_env = {**env, "CHUNK_SECONDS": f"{chunk_s:g}", "RECONNECT_GRACE_SECONDS": "2"}
+            with _workers(2, worker_env, work / "worker.log"):
+                lat, parts = _latency(
+                    chunk_s, seconds, f"rtmp://127.0.0.1:{rtmp_port}/live", f"http://127.0.0.1:{edge_port}"
+                )
+                time.sleep(6)  # let the session finish (grace 2 s + drain) before the workers stop
+            p50, p95 = statistics.median(lat) if lat else float("nan"), _pct(lat, 0.95)
+            lines.append(
+                f"live latency {chunk_s:g} s chunks (frame into RTMP -> segment in every rendition at the edge): "
+                f"median {p50:.2f} s, p95 {p95:.2f} s over {len(lat)} segments; target p95 <= {chunk_s + 1:.1f} s "
+                f"(nginx-rtmp HLS reference: 2.0 s median with 2 s fragments)"
+            )
+            lines.append(
+                f"  where it goes ({chunk_s:g} s chunks, medians): chunk complete -> queued {parts['ingest']:.2f} s, "
+                f"queued -> transcoded+published {parts['transcode']:.2f} s, published -> seen at edge "
+                f"{parts['edge']:.2f} s (plus the chunk's own {chunk_s:g} s)"
+            )
+    finally:
+        stop.set()
+        supervisor.join(timeout=15)
+        web.server.shutdown()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+        for k, v in saved.items():
+            setattr(settings, k, v)
+        with contextlib.suppress(Exception):
+            storage.delete_prefix("live/")
+    return lines
+
+
+def run(args: Any) -> list[str]:
+    from transcoding import storage
+
+    storage.wait_and_ensure_bucket(30)
+    seconds = 20 if args.quick else 60
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "livestream.settings.bench",
+        "TRANSCODE_LADDER": ",".join(LADDER),
+        "PYTHONPATH": str(ROOT),
+    }
+    settings.TRANSCODE_LADDER = LADDER
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    work.chmod(0o755)
+    try:
+        lines = _speed(args, work, seconds, env)
+        lines += _live(args, work, env)
+    except Exception:
+        log = work / "worker.log"
+        if log.exists():
+            sys.stderr.write(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return lines
