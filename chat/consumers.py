@@ -60,15 +60,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("invalid_token", "The token in the Authorization header is not valid.")
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        state = await database_sync_to_async(selectors.join_state, thread_sensitive=False)(
-            self.stream_id, self.user, settings.CHAT_HISTORY_SIZE
-        )
-        if state is None:
-            await self.send_error("not_found", "No such stream.")
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        # Join before sending history: a message posted in between arrives twice at worst,
-        # and clients dedupe by id; never lost.
+        # Join the room BEFORE reading the history: a message committed in between then arrives
+        # both live and in the history (clients dedupe by id) instead of in neither.
         self.member = uuid.uuid4().hex
         try:
             await get_hub().join(self.stream_id, self.member, _frame_send(self.base_send))
@@ -76,6 +69,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.exception("chat join failed", extra={"stream": self.stream_id})
             await self.send_error("unavailable", "Live chat is unavailable right now; retrying helps.")
             await self.close(code=CLOSE_UNAVAILABLE)
+            return
+        state = await database_sync_to_async(selectors.join_state, thread_sensitive=False)(
+            self.stream_id, self.user, settings.CHAT_HISTORY_SIZE
+        )
+        if state is None:
+            await self.disconnect(CLOSE_NOT_FOUND)
+            await self.send_error("not_found", "No such stream.")
+            await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.send(text_data=json.dumps(state, ensure_ascii=False))
 

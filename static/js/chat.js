@@ -178,18 +178,25 @@
     this.api = "/api/v1/streams/" + this.streamId + "/chat/";
     this.socket = window.LiveSocket.forStream(this.streamId);
     this.lastText = "";
+    this.fresh = new Set(); // ids received live on the current connection
     this.bind();
   }
 
   ChatPanel.prototype.bind = function () {
     var self = this;
     var s = this.socket;
-    s.on("socket.open", function () { self.setStatus("live", "is-open"); });
+    s.on("socket.open", function () {
+      self.fresh = new Set();
+      self.setStatus("live", "is-open");
+    });
     s.on("socket.closed", function (f) {
       self.setStatus(f.code === 4404 ? "no such stream" : "reconnecting…", "is-closed");
     });
     s.on("chat.history", function (f) { self.onHistory(f); });
-    s.on("chat.message", function (m) { self.add(m); });
+    s.on("chat.message", function (m) {
+      if (m && typeof m.id === "number") self.fresh.add(m.id);
+      self.add(m);
+    });
     s.on("chat.delete", function (f) { self.remove(f.id); });
     s.on("chat.clear", function (f) {
       self.rows.forEach(function (li) { li.remove(); });
@@ -263,18 +270,17 @@
     this.setSlowMode(f.slow_mode_s);
     if (this.me.banned) this.setBanned(this.me.banned_until);
     if (this.input && f.max_length) this.input.maxLength = f.max_length;
-    var ids = new Set((f.messages || []).map(function (m) { return m.id; }));
-    // After a reconnect: rows newer than the oldest history message that the server no longer
-    // has were deleted while we were away.
-    if (f.messages && f.messages.length) {
-      var oldest = f.messages[0].id;
-      this.rows.forEach(function (li, id) {
-        if (id >= oldest && !ids.has(id)) self.remove(id);
-      });
-    } else {
-      this.rows.forEach(function (li, id) { self.remove(id); });
-    }
-    (f.messages || []).forEach(function (m) { self.add(m); });
+    var messages = f.messages || [];
+    var ids = new Set(messages.map(function (m) { return m.id; }));
+    // After a reconnect: a row the history should contain (not older than its oldest message)
+    // but does not was deleted while we were away. Rows that arrived live on this connection
+    // are newer than the history query and stay.
+    var oldest = messages.length ? messages[0].id : -Infinity;
+    var fresh = this.fresh;
+    this.rows.forEach(function (li, id) {
+      if (id >= oldest && !ids.has(id) && !fresh.has(id)) self.remove(id);
+    });
+    messages.forEach(function (m) { self.add(m); });
   };
 
   ChatPanel.prototype.atBottom = function () {
