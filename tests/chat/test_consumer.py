@@ -325,3 +325,25 @@ async def test_open_watch_pages_show_in_the_stream_api(connect):
     assert await api_count() == 2
     await first.close()
     assert await api_count() == 1
+
+
+async def test_other_events_flush_pending_chat_first_so_order_holds(connect, settings):
+    settings.CHAT_BATCH_TICK_MS = 500
+    owner = await new_user()
+    stream = await new_stream(owner)
+    viewer = await connect(stream)
+
+    @database_sync_to_async
+    def burst_then_delete():
+        ids = [services.post_message(stream_id=stream.pk, user=owner, text=f"x{i}").pk for i in range(3)]
+        services.delete_message(actor=owner, stream=stream, message_id=ids[-1])
+        return ids
+
+    ids = await burst_then_delete()
+    deleted = await viewer.wait_type("chat.delete", timeout=2)
+    assert deleted["id"] == ids[-1]
+    kinds = [f["type"] for f in viewer.frames if f["type"] in {"chat.message", "chat.batch", "chat.delete"}]
+    # The delete did not wait for the tick, and the batch holding the message went out before it.
+    assert kinds == ["chat.message", "chat.batch", "chat.delete"]
+    batch = next(f for f in viewer.frames if f["type"] == "chat.batch")
+    assert [m["id"] for m in batch["messages"]] == ids[1:]
