@@ -1,0 +1,251 @@
+"""The platform's live path for benchmarks, outside pytest: the same pieces as the pipeline's
+``live_stack`` test fixture (tests/fixtures/pipeline.py), on free ports.
+
+- the web app under uvicorn (nginx-rtmp's on_publish callbacks, against the bench database);
+- nginx-rtmp (``devstack.rtmp_config``) and the edge cache (``devstack.edge_config``) in front
+  of the S3 origin (SeaweedFS; started here if none answers at S3_ENDPOINT_URL);
+- the ingest supervisor (``transcoding.ingest.serve``) in a thread and a real Celery worker
+  (``start_worker``, 2 threads, queues transcode + default) in this process.
+
+Settings are patched in this process for the run (ports, edge URL, callback secret) and
+``CHUNK_SECONDS`` per measurement (``LiveStack.set_chunk``), then restored.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from livestream import devstack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own edge)
+            return int(response.status), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), ""
+    except (urllib.error.URLError, OSError):
+        return 0, ""
+
+
+@contextmanager
+def _process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@dataclass
+class LiveStack:
+    rtmp_url: str
+    edge_url: str
+    workdir: Path
+    saved: dict[str, Any] = field(default_factory=dict)
+
+    def set_chunk(self, seconds: float) -> None:
+        settings.CHUNK_SECONDS = seconds
+
+    def new_stream(self, title: str) -> tuple[int, str]:
+        """A fresh stream (own session, own playlists) and the RTMP URL to publish it to."""
+        from accounts.models import User
+        from streams import services
+
+        user, _ = User.objects.get_or_create(username="bench-g2g", defaults={"email": "bench-g2g@example.com"})
+        created = services.create_stream(user, title=title, keep_recordings=False)
+        return created.stream.pk, f"{self.rtmp_url}/{created.key}"
+
+    def playback_url(self, stream_id: int) -> str:
+        return f"{self.edge_url}/live/{stream_id}/master.m3u8"
+
+    def wait_playable(self, stream_id: int, *, timeout: float = 60, segments: int = 2) -> None:
+        """Until the edge serves the master and every rendition lists ``segments`` segments."""
+        base = f"{self.edge_url}/live/{stream_id}/"
+        seen: dict[str, object] = {}
+
+        def ready() -> bool:
+            status, master = _get(base + "master.m3u8")
+            uris = [line for line in master.splitlines() if line and not line.startswith("#")]
+            seen["master"] = status
+            if status != 200 or not uris:
+                return False
+            for uri in uris:
+                status, text = _get(base + uri)
+                seen[uri] = (status, text.count("#EXTINF"))
+                if status != 200 or text.count("#EXTINF") < segments:
+                    return False
+            return True
+
+        try:
+            _wait(ready, timeout, f"stream {stream_id} playable at the edge")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; last seen {seen}") from None
+
+
+def _purge_broker() -> None:
+    """Drop tasks a previous (interrupted) run left in the queues: they would only be dropped
+    late by the live deadline, after costing the worker time."""
+    from livestream.celery import app
+
+    with app.connection() as conn:
+        channel = conn.default_channel
+        for queue in ("transcode", "default"):
+            try:
+                channel.queue_purge(queue)  # type: ignore[attr-defined]
+            except Exception:  # noqa: S112 (the queue may not exist yet)
+                continue
+
+
+def _ensure_database() -> None:
+    """Create the bench database if missing, then migrate it."""
+    import psycopg2
+    from django.core.management import call_command
+    from django.db import OperationalError, connection
+
+    try:
+        connection.ensure_connection()
+    except OperationalError:
+        db = settings.DATABASES["default"]
+        admin = psycopg2.connect(
+            host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname="postgres"
+        )
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{db["NAME"]}"')
+        finally:
+            admin.close()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+@contextmanager
+def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
+    from celery.contrib.testing.worker import start_worker
+
+    from livestream.celery import app
+    from transcoding import ingest, storage
+
+    var = workdir or Path(tempfile.mkdtemp(prefix="g2g-stack-"))
+    var.mkdir(parents=True, exist_ok=True)
+    var.chmod(0o755)  # nginx workers run unprivileged when started as root
+    rtmp_port, edge_port, web_port = _free_port(), _free_port(), _free_port()
+    secret = secrets.token_urlsafe(16)
+    patch = {
+        "RTMP_PORT": rtmp_port,
+        "RTMP_PUBLIC_URL": f"rtmp://127.0.0.1:{rtmp_port}/live",
+        "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
+        "RTMP_CALLBACK_SECRET": secret,
+        "CHUNK_SECONDS": settings.CHUNK_SECONDS,
+    }
+    saved = {name: getattr(settings, name) for name in patch}
+    for name, value in patch.items():
+        setattr(settings, name, value)
+    stop = threading.Event()
+    supervisor = threading.Thread(target=ingest.serve, args=(stop,), name="ingest-supervisor", daemon=True)
+    try:
+        with ExitStack() as running:
+            _ensure_database()
+            if not _port_open(devstack.s3_port()):
+                config = devstack.write_s3_config(var / "s3.json")
+                running.enter_context(_process(devstack.seaweed_command(var / "s3", config), var / "weed.log"))
+            storage.wait_and_ensure_bucket(60)
+            env = {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "livestream.settings.bench"),
+                "RTMP_CALLBACK_SECRET": secret,
+                "RTMP_PORT": str(rtmp_port),
+                "RTMP_PUBLIC_URL": patch["RTMP_PUBLIC_URL"],
+                "HLS_EDGE_URL": patch["HLS_EDGE_URL"],
+            }
+            web = [sys.executable, "-m", "uvicorn", "livestream.asgi:application", "--host", "127.0.0.1",
+                   "--port", str(web_port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            running.enter_context(_process(web, var / "web.log", env))
+            rtmp_prefix, edge_prefix = var / "rtmp", var / "edge"
+            rtmp_conf = devstack.write_nginx_config(
+                rtmp_prefix,
+                devstack.rtmp_config(
+                    rtmp_prefix,
+                    bind="127.0.0.1",
+                    port=rtmp_port,
+                    callback_base=f"http://127.0.0.1:{web_port}",
+                    secret=secret,
+                ),
+            )
+            edge_conf = devstack.write_nginx_config(
+                edge_prefix,
+                devstack.edge_config(
+                    edge_prefix,
+                    bind="127.0.0.1",
+                    port=edge_port,
+                    origin=settings.S3_ENDPOINT_URL,
+                    bucket=settings.S3_BUCKET,
+                ),
+            )
+            running.enter_context(_process(devstack.nginx_command(rtmp_prefix, rtmp_conf), var / "rtmp.log"))
+            running.enter_context(_process(devstack.nginx_command(edge_prefix, edge_conf), var / "edge.log"))
+            _wait(lambda: _port_open(web_port) and _port_open(rtmp_port) and _port_open(edge_port), 30, "stack")
+            _purge_broker()
+            supervisor.start()
+            running.enter_context(
+                start_worker(
+                    app,
+                    pool="threads",
+                    concurrency=2,
+                    perform_ping_check=False,
+                    queues=["transcode", "default"],
+                    shutdown_timeout=30,
+                )
+            )
+            yield LiveStack(patch["RTMP_PUBLIC_URL"], patch["HLS_EDGE_URL"], var, saved)
+    finally:
+        stop.set()
+        if supervisor.is_alive():
+            supervisor.join(timeout=15)
+        for name, value in saved.items():
+            setattr(settings, name, value)
