@@ -400,7 +400,19 @@
   };
 
   ChatPanel.prototype.setBanned = function (until, lifted) {
+    var self = this;
     if (!this.form) return;
+    window.clearTimeout(this.unbanTimer);
+    if (until && !lifted) {
+      // A timeout ends by itself: re-enable the input when it does.
+      var ms = new Date(until).getTime() - Date.now();
+      if (ms > 0 && ms < 2147483647) {
+        this.unbanTimer = window.setTimeout(function () {
+          self.me.banned = false;
+          self.setBanned(null, true);
+        }, ms + 500);
+      }
+    }
     this.input.disabled = !lifted;
     this.form.classList.toggle("is-disabled", !lifted);
     if (lifted) {
