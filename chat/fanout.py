@@ -16,8 +16,9 @@ web process holds one ``Hub`` (per event loop) that:
 - writes the same encoded text to every local socket from one delivery task per room (frames
   reach each socket in order);
 - keeps presence: each socket is a member of ``presence:<id>`` (chat.presence), refreshed in
-  one pipeline per heartbeat; counts of its rooms are re-read every ``CHAT_PRESENCE_POLL_S``
-  and a changed count is pushed as ``{"type": "viewers.count", "count": N}``.
+  one pipeline per heartbeat (every 15 s, when each socket also gets a ``heartbeat`` frame);
+  counts of its rooms are re-read every ``CHAT_PRESENCE_POLL_S`` and a changed count is pushed
+  as ``{"type": "viewers.count", "count": N}``.
 
 Sockets register a ``send`` callable (the ASGI send of the connection). A send that raises
 (closed socket) is ignored; the consumer's disconnect removes it.
@@ -67,6 +68,11 @@ def encode(frame: dict[str, Any]) -> dict[str, Any]:
     return {"type": "websocket.send", "text": json.dumps(frame, separators=(",", ":"), ensure_ascii=False)}
 
 
+# Sent to every socket each heartbeat so clients can tell a silently dead connection (no frame
+# for a while) from a quiet room, and reconnect.
+_HEARTBEAT_FRAME = encode({"type": "heartbeat"})
+
+
 class HubUnavailableError(Exception):
     """The process could not subscribe a room to the channel layer (Redis unreachable)."""
 
@@ -80,6 +86,7 @@ class Hub:
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, health_check_interval=30)
         self.tick_s = settings.CHAT_BATCH_TICK_MS / 1000
         self.poll_s = settings.CHAT_PRESENCE_POLL_S
+        self.heartbeat_s: float = _HEARTBEAT_EVERY
         self._presence_task: asyncio.Task[None] | None = None
 
     # --- sockets -------------------------------------------------------------------------
@@ -230,9 +237,13 @@ class Hub:
         while self.rooms:
             await asyncio.sleep(self.poll_s)
             polls += 1
+            heartbeat = polls * self.poll_s >= self.heartbeat_s
+            if heartbeat:
+                polls = 0
+                for open_room in self.rooms.values():
+                    open_room.outbox.put_nowait(_HEARTBEAT_FRAME)
             try:
-                if polls * self.poll_s >= _HEARTBEAT_EVERY:
-                    polls = 0
+                if heartbeat:
                     await presence.refresh(self.redis, {sid: list(r.sockets) for sid, r in self.rooms.items()})
                 counts = await presence.acounts(self.redis, list(self.rooms))
             except Exception:

@@ -10,7 +10,8 @@
  *                                   "socket.closed" report the connection)
  *   .send(obj) -> bool               false while disconnected
  *   .isOpen()
- * It reconnects by itself (backoff 0.5 s .. 10 s, jittered) except after 4401/4404 closes.
+ * It reconnects by itself (backoff 0.5 s .. 10 s, jittered) except after 4401/4404 closes, also
+ * when no frame (not even the server's 15 s "heartbeat") arrived for 40 s.
  * The page's other scripts may also wait for document event "livesocket:ready" (detail.socket).
  *
  * Safety: every piece of server text goes into the DOM through textContent / createTextNode,
@@ -20,6 +21,7 @@
   "use strict";
 
   var sockets = {};
+  var SILENCE_MS = 40000;
 
   function LiveSocket(streamId) {
     this.streamId = streamId;
@@ -44,6 +46,7 @@
       self.emit("socket.open", { type: "socket.open" });
     };
     ws.onmessage = function (event) {
+      self.lastFrameAt = Date.now();
       var frame;
       try {
         frame = JSON.parse(event.data);
@@ -61,13 +64,30 @@
     };
     ws.onclose = function (event) {
       if (self.ws !== ws) return;
-      self.ws = null;
-      self.emit("socket.closed", { type: "socket.closed", code: event.code });
-      if (self.stopped || event.code === 4401 || event.code === 4404) return;
-      var delay = Math.min(10000, 500 * Math.pow(2, self.attempt));
-      self.attempt += 1;
-      window.setTimeout(function () { self.connect(); }, delay / 2 + Math.random() * delay / 2);
+      self.lost(event.code);
     };
+    this.lastFrameAt = Date.now();
+    if (!this.watchdog) {
+      // The server sends a frame at least every 15 s ("heartbeat"); silence means the
+      // network dropped without a close: give up on this socket and reconnect.
+      this.watchdog = window.setInterval(function () {
+        if (self.ws && self.ws.readyState === WebSocket.OPEN && Date.now() - self.lastFrameAt > SILENCE_MS) {
+          var dead = self.ws;
+          self.lost(4000);
+          try { dead.close(); } catch (e) { /* already closing */ }
+        }
+      }, 5000);
+    }
+  };
+
+  LiveSocket.prototype.lost = function (code) {
+    var self = this;
+    this.ws = null;
+    this.emit("socket.closed", { type: "socket.closed", code: code });
+    if (this.stopped || code === 4401 || code === 4404) return;
+    var delay = Math.min(10000, 500 * Math.pow(2, this.attempt));
+    this.attempt += 1;
+    window.setTimeout(function () { self.connect(); }, delay / 2 + Math.random() * delay / 2);
   };
 
   LiveSocket.prototype.on = function (type, fn) {

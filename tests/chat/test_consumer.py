@@ -347,3 +347,13 @@ async def test_other_events_flush_pending_chat_first_so_order_holds(connect, set
     assert kinds == ["chat.message", "chat.batch", "chat.delete"]
     batch = next(f for f in viewer.frames if f["type"] == "chat.batch")
     assert [m["id"] for m in batch["messages"]] == ids[1:]
+
+
+async def test_heartbeat_frames_reach_quiet_rooms(connect, settings):
+    from chat.fanout import get_hub
+
+    settings.CHAT_PRESENCE_POLL_S = 0.1
+    get_hub().heartbeat_s = 0.3
+    stream = await new_stream()
+    socket = await connect(stream)
+    assert await socket.wait_type("heartbeat", timeout=3) == {"type": "heartbeat"}
