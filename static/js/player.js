@@ -36,6 +36,9 @@
       },
     },
   };
+  // Target distance behind the newest segment, in segments (measured from the playlist, not
+  // from EXT-X-TARGETDURATION: a 1 s chunk stream may announce a target of 2).
+  const LIVE_SYNC_CHUNKS = 1.5;
   const VOD_CONFIG = { startPosition: 0, backBufferLength: 60, capLevelToPlayerSize: true };
   const RETRY_MS = 2000;
   const STATUS_POLL_MS = 10000;
@@ -102,6 +105,9 @@
         });
       });
       hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => this.onLevelSwitched(data.level));
+      hls.on(Hls.Events.LEVEL_UPDATED, (_e, data) => this.tuneLatency(data.details));
+      this.tunedLatency = 0;
+      this.snapped = false;
       hls.on(Hls.Events.ERROR, (_e, data) => this.onHlsError(data));
       hls.attachMedia(this.video);
       hls.loadSource(src);
@@ -119,6 +125,28 @@
         this.video.load();
         this.native = false;
       }
+    }
+
+    // Live latency: aim LIVE_SYNC_CHUNKS typical segments behind the edge (hls.targetLatency),
+    // and once playback has started, jump there if the start position was further back.
+    tuneLatency(details) {
+      if (!details || !details.live || !this.hls) return;
+      const durations = details.fragments.slice(-6).map((f) => f.duration).sort((a, b) => a - b);
+      const chunk = durations[Math.floor(durations.length / 2)];
+      if (!chunk) return;
+      const target = Math.max(1, LIVE_SYNC_CHUNKS * chunk);
+      if (Math.abs(this.tunedLatency - target) > 0.2) {
+        this.hls.targetLatency = target;
+        this.tunedLatency = target;
+      }
+    }
+
+    snapToLive() {
+      if (this.snapped || this.config.mode !== "live" || !this.hls) return;
+      const position = this.hls.liveSyncPosition;
+      if (position == null || this.video.currentTime <= 0) return;
+      this.snapped = true;
+      if (position - this.video.currentTime > 1) this.video.currentTime = position;
     }
 
     announceReady() {
@@ -223,7 +251,10 @@
       this.video.addEventListener("waiting", () => {
         if (!this.video.seeking && this.video.currentTime > 0) this.root.dataset.buffering = "true";
       });
-      this.video.addEventListener("playing", () => delete this.root.dataset.buffering);
+      this.video.addEventListener("playing", () => {
+        delete this.root.dataset.buffering;
+        this.snapToLive();
+      });
       this.video.addEventListener("ended", () => {
         if (this.config.mode === "live") this.showOffline();
       });
