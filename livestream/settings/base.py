@@ -390,3 +390,13 @@ SEGMENTER_RW_TIMEOUT_S = env.float("SEGMENTER_RW_TIMEOUT_S", default=5.0)
 INGEST_SAMPLE_SECONDS = env.float("INGEST_SAMPLE_SECONDS", default=5.0)
 # Hard limit of one chunk's transcode (ffmpeg is killed after it).
 TRANSCODE_TIMEOUT_S = env.float("TRANSCODE_TIMEOUT_S", default=60.0)
+
+# --- Viewer (watch page, directory) -------------------------------------------------------
+# Seconds between refreshes of the directory thumbnails of live streams (Celery beat).
+THUMBNAIL_REFRESH_S = env.float("THUMBNAIL_REFRESH_S", default=20.0)
+# The thumbnail tasks live outside tasks.py (transcoding/thumbnails.py): import them explicitly.
+CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "transcoding.thumbnails"]
+CELERY_BEAT_SCHEDULE["viewer-refresh-thumbnails"] = {
+    "task": "transcoding.thumbnails.refresh_thumbnails",
+    "schedule": THUMBNAIL_REFRESH_S,
+}
