@@ -1,15 +1,34 @@
 """Directory thumbnails: one small JPEG per live stream, cut from its newest segment.
 
 The object ``live/<stream_id>/thumb.jpg`` sits next to the stream's stable live master, so the
-edge serves it like the playlists (short cache). The directory page links it directly and hides
-the image when it is missing (a stream that has just gone live).
+edge serves it like the playlists (short cache) and deleting the stream's prefix removes it.
+The directory page links it directly and hides the image when it is missing (a stream that has
+just gone live).
+
+``refresh_thumbnails`` (Celery beat, every THUMBNAIL_REFRESH_S) enqueues one
+``make_thumbnail(session_id)`` per live session; that task reads the newest published segment of
+the smallest rendition from S3 (bytes travel through S3, never a local path shared with the
+ingest), decodes its first frame with ffmpeg and PUTs the JPEG. Idempotent: the same segment
+gives the same object; a session that is not live any more is skipped.
 """
 
+import logging
+import subprocess
+
+from celery import shared_task
 from django.conf import settings
 
-from streams.playback import stream_prefix
+from streams.models import SessionStatus, StreamSession, StreamStatus
+from streams.playback import session_prefix, stream_prefix
+from transcoding import playlists, state, storage
+
+logger = logging.getLogger(__name__)
 
 THUMBNAIL_NAME = "thumb.jpg"
+THUMBNAIL_TYPE = "image/jpeg"
+THUMBNAIL_CACHE = "public, max-age=10"
+THUMBNAIL_WIDTH = 320
+FFMPEG_TIMEOUT_S = 20
 
 
 def thumbnail_key(stream_id: int) -> str:
@@ -18,3 +37,82 @@ def thumbnail_key(stream_id: int) -> str:
 
 def thumbnail_url(stream_id: int) -> str:
     return f"{settings.HLS_EDGE_URL}/{thumbnail_key(stream_id)}"
+
+
+def frame_from_segment(segment: bytes, *, width: int = THUMBNAIL_WIDTH) -> bytes:
+    """The first video frame of an MPEG-TS segment as a JPEG ``width`` pixels wide.
+
+    Raises ``ValueError`` when ffmpeg cannot decode a frame (its stderr is logged)."""
+    args = [
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "mpegts", "-i", "pipe:0",
+        "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
+        "-q:v", "5", "-f", "image2", "-c:v", "mjpeg", "pipe:1",
+    ]  # fmt: skip
+    result = subprocess.run(args, input=segment, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    if result.returncode != 0 or not result.stdout:
+        stderr = result.stderr.decode(errors="replace")[-500:]
+        logger.warning("thumbnail: ffmpeg could not decode a frame", extra={"ctx": {"stderr": stderr}})
+        raise ValueError("no decodable video frame in the segment")
+    return result.stdout
+
+
+def newest_segment_key(session: StreamSession) -> str | None:
+    """S3 key of the newest published segment of the session's smallest rendition, or None
+    before the first segment is out."""
+    entries = playlists.published(session.pk)
+    ladder = state.ladder(session.pk)
+    if not entries or not ladder:
+        return None
+    smallest = min(ladder, key=lambda r: r.height)
+    prefix = session.storage_prefix or session_prefix(session.stream_id, session.pk)
+    return f"{prefix}/{smallest.name}/{playlists.segment_name(entries[-1].seq)}"
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(ConnectionError, TimeoutError),
+    retry_backoff=True,
+    max_retries=2,
+    soft_time_limit=40,
+    time_limit=60,
+)
+def make_thumbnail(session_id: int) -> str:
+    """Cut and upload the thumbnail of a live session's stream. Returns what happened."""
+    session = StreamSession.objects.select_related("stream").filter(pk=session_id).first()
+    if session is None or session.status == SessionStatus.ENDED or session.stream.status != StreamStatus.LIVE:
+        return "not live"
+    key = newest_segment_key(session)
+    if key is None:
+        return "no segment yet"
+    segment = storage.get_bytes(key)
+    if segment is None:
+        return "segment missing"
+    extra = {"stream": session.stream_id, "session": session.pk}
+    try:
+        image = frame_from_segment(segment)
+    except (ValueError, subprocess.TimeoutExpired):
+        logger.warning("thumbnail skipped", extra=extra)
+        return "undecodable"
+    storage.client().put_object(
+        Bucket=settings.S3_BUCKET,
+        Key=thumbnail_key(session.stream_id),
+        Body=image,
+        ContentType=THUMBNAIL_TYPE,
+        CacheControl=THUMBNAIL_CACHE,
+    )
+    logger.info("thumbnail updated", extra=extra)
+    return "updated"
+
+
+@shared_task(soft_time_limit=20, time_limit=30)
+def refresh_thumbnails() -> int:
+    """Enqueue ``make_thumbnail`` for every live session; returns how many."""
+    ids = list(
+        StreamSession.objects.exclude(status=SessionStatus.ENDED)
+        .filter(stream__status=StreamStatus.LIVE)
+        .values_list("pk", flat=True)
+    )
+    for session_id in ids:
+        make_thumbnail.delay(session_id)
+    return len(ids)
