@@ -5,8 +5,8 @@ watch page while the stream is offline; the streamer publishes over RTMP (nginx-
 Celery transcoding ladder, S3, edge cache); the page switches to the player by itself (the
 ``stream.live`` event over the chat panel's WebSocket, no reload); video.currentTime advances by
 5 s; the quality menu lists every rendition of the master and switching one works; the
-publisher stops; the page returns to the offline card; the replay plays from the start and
-seeks to the middle.
+directory shows the stream live with its thumbnail; the publisher stops; the page returns to
+the offline card; the replay plays from the start and seeks to the middle.
 """
 
 from collections.abc import Iterator
@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from streams.models import StreamSession
+from streams.models import SessionStatus, StreamSession
 from tests.browser import harness
 from tests.factories import make_stream
+from transcoding import thumbnails
 
 pytestmark = [pytest.mark.browser, pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -84,6 +85,20 @@ def test_watch_live_quality_offline_and_replay(live_stack: Any, web: str, browse
         page.wait_for_function(f"() => window.livePlayer.video.currentTime >= {resumed + 1}", timeout=20_000)
         shot = harness.screenshot(page, "watch-playing.png")
         assert shot.stat().st_size > 10_000
+
+        # The directory lists it live, with a thumbnail cut from its newest segment.
+        session_id = StreamSession.objects.get(stream=stream, status=SessionStatus.LIVE).pk
+        assert thumbnails.make_thumbnail(session_id) == "updated"
+        directory = browser.new_page()
+        directory.goto(web + "/")
+        directory.wait_for_function(
+            "() => { const img = document.querySelector('.live-tiles img');"
+            " return img && img.complete && img.naturalWidth === 320; }",
+            timeout=15_000,
+        )
+        assert "Pipeline to browser" in directory.inner_text(".live-tiles")
+        harness.screenshot(directory, "directory-live.png")
+        directory.close()
 
         assert publisher.wait(timeout=BROADCAST_S + 60) == 0
     finally:
