@@ -104,6 +104,15 @@ class LiveStack:
     def playback_url(self, stream_id: int) -> str:
         return f"{self.edge_url}/live/{stream_id}/master.m3u8"
 
+    def media_playlist_url(self, stream_id: int) -> str:
+        """The first rendition's live media playlist at the edge (from the master)."""
+        base = f"{self.edge_url}/live/{stream_id}/"
+        _, master = _get(base + "master.m3u8")
+        uris = [line for line in master.splitlines() if line and not line.startswith("#")]
+        if not uris:
+            raise RuntimeError(f"no variants in the master of stream {stream_id}")
+        return base + uris[0]
+
     def wait_playable(self, stream_id: int, *, timeout: float = 60, segments: int = 2) -> None:
         """Until the edge serves the master and every rendition lists ``segments`` segments."""
         base = f"{self.edge_url}/live/{stream_id}/"

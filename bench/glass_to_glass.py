@@ -33,10 +33,14 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +107,54 @@ class Result:
     hls_median: float
     stalls: int
     frames: int
+    # Median seconds from a segment's last ingested frame (PROGRAM-DATE-TIME + EXTINF) to its
+    # first listing at the edge: the pipeline's share of the latency (ours only).
+    listed_after: float | None = None
 
     def line(self) -> str:
+        listed = "" if self.listed_after is None else f"; segments listed at the edge {self.listed_after:.2f} s "
+        listed += "after their last frame was ingested" if listed else ""
         return (
             f"g2g {self.name:<5} chunk {self.chunk:g}s: median {self.median:.2f} s, p95 {self.p95:.2f} s, "
-            f"stalls {self.stalls} in {WINDOW_S:.0f} s (hls.js latency says {self.hls_median:.2f} s; "
+            f"stalls {self.stalls} in {WINDOW_S:.0f} s (hls.js latency says {self.hls_median:.2f} s{listed}; "
             f"{self.frames} frames decoded)"
         )
+
+
+class ListingWatch(threading.Thread):
+    """Polls a live media playlist at the edge every 100 ms and records, per segment, how long
+    after its last ingested frame (PROGRAM-DATE-TIME + EXTINF) it was first listed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.delays: dict[str, float] = {}
+
+    def run(self) -> None:
+        seen: set[str] = set()
+        first = True
+        while not self.stop.wait(0.1):
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:  # noqa: S310 (our edge)
+                    text = response.read().decode()
+            except (urllib.error.URLError, OSError):
+                continue
+            now, pdt, duration = time.time(), None, 0.0
+            for line in text.splitlines():
+                if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+                    pdt = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
+                elif line.startswith("#EXTINF:"):
+                    duration = float(line[8:].split(",")[0])
+                elif line and not line.startswith("#"):
+                    if line not in seen and not first and pdt is not None:
+                        self.delays[line] = now - (pdt + duration)
+                    seen.add(line)
+                    pdt = None
+            first = False  # segments already listed at the first look have unknown listing times
+
+    def median(self) -> float | None:
+        return statistics.median(self.delays.values()) if self.delays else None
 
 
 def publisher_command(url: str, origin_ms: int) -> list[str]:
@@ -281,9 +326,17 @@ def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) ->
     origin = int(time.time() * 1000)
     with running(publisher_command(publish_url, origin), base / f"publish-ours{chunk}.log"):
         live.wait_playable(stream_id, timeout=60)
-        time.sleep(RUNNING_BEFORE_JOIN_S)
-        page = write_page(base / "www", f"ours{chunk}", live.playback_url(stream_id))
-        return measure(context, f"http://127.0.0.1:{http_port}{page}", "ours", chunk)
+        watch = ListingWatch(live.media_playlist_url(stream_id))
+        watch.start()
+        try:
+            time.sleep(RUNNING_BEFORE_JOIN_S)
+            page = write_page(base / "www", f"ours{chunk}", live.playback_url(stream_id))
+            result = measure(context, f"http://127.0.0.1:{http_port}{page}", "ours", chunk)
+        finally:
+            watch.stop.set()
+            watch.join(timeout=5)
+        result.listed_after = watch.median()
+        return result
 
 
 def run(args: argparse.Namespace) -> list[str]:
