@@ -102,7 +102,7 @@ def _workers(processes: int, env: dict[str, str], log: Path) -> Iterator[subproc
         "-P",
         "prefork",
         "-l",
-        "WARNING",
+        "INFO",
         "-n",
         f"bench-{secrets.token_hex(3)}@%h",
     ]

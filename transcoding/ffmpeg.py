@@ -118,6 +118,9 @@ def transcode_args(
         "-loglevel",
         "error",
         "-copyts",
+        # One decoder thread too: a task is one core's work, workers = cores (FIELD-NOTES).
+        "-threads",
+        str(settings.X264_THREADS),
         "-i",
         str(input_path),
     ]

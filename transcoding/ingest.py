@@ -23,7 +23,8 @@ from pathlib import Path
 from django.conf import settings
 
 from livestream.redis import redis_client
-from transcoding import ffmpeg, metadata, playlists, state
+from streams import playback
+from transcoding import ffmpeg, metadata, playlists, state, storage
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class Segmenter(threading.Thread):
 
     def run(self) -> None:
         state.set_ingest(self.session_id, self.conn, "running")
+        if self.conn == 1:
+            # A new broadcast: the stable master must not keep pointing at the last one.
+            try:
+                storage.delete_key(f"{playback.stream_prefix(self.stream_id)}/master.m3u8")
+            except Exception:
+                logger.warning("could not remove the previous live master", extra=self.ctx, exc_info=True)
         try:
             with tempfile.TemporaryDirectory(prefix=f"ingest-{self.session_id}-{self.conn}-") as tmp:
                 self._run(Path(tmp))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -154,19 +155,37 @@ def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
         outputs = {r.name: (work / f"{r.name}.ts").read_bytes() for r in renditions}
     codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
     state.set_codecs(session_id, codecs)
+    transcoded = time.monotonic()
     start = _counter_start(session_id, meta)
     counters: dict[str, dict[int, int]] = {}
-    sizes: dict[str, dict[str, int]] = {}
+    fixed: dict[str, bytes] = {}
     for name, out in outputs.items():
-        fixed, counters[name] = mpegts.continue_counters(out, start.get(name, {}))
-        storage.put_segment(f"{layout.session_prefix}/{name}/{playlists.segment_name(seq)}", fixed)
-        sizes[name] = {"bytes": len(fixed)}
-    elapsed_ms = int((time.monotonic() - started) * 1000)
+        fixed[name], counters[name] = mpegts.continue_counters(out, start.get(name, {}))
+    # Publish the counter state before uploading so the next chunk's task need not wait for S3.
     state.set_json(session_id, f"cc:{seq}", {name: {str(p): c for p, c in cc.items()} for name, cc in counters.items()})
+    counted = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(fixed)) as pool:
+        list(
+            pool.map(
+                lambda item: storage.put_segment(
+                    f"{layout.session_prefix}/{item[0]}/{playlists.segment_name(seq)}", item[1]
+                ),
+                fixed.items(),
+            )
+        )
+    sizes = {name: {"bytes": len(data)} for name, data in fixed.items()}
+    uploaded = time.monotonic()
+    elapsed_ms = int((uploaded - started) * 1000)
     state.mark_done(session_id, seq, {"renditions": sizes, "ms": elapsed_ms, "at": time.time()})
     metadata.record_chunk(session_id, elapsed_ms)
     playlists.advance(layout)
-    logger.info("chunk transcoded in %d ms", elapsed_ms, extra=ctx)
+    timings = {
+        "ffmpeg_ms": int((transcoded - started) * 1000),
+        "wait_ms": int((counted - transcoded) * 1000),
+        "upload_ms": int((uploaded - counted) * 1000),
+        "publish_ms": int((time.monotonic() - uploaded) * 1000),
+    }
+    logger.info("chunk transcoded in %d ms", elapsed_ms, extra={**ctx, "ctx": timings})
     return "done"
 
 

@@ -35,7 +35,7 @@ def test_transcode_arguments_exact():
     renditions = [Rendition("source", 1280, 720, 0, 0, copy=True), Rendition("360p", 640, 360, 800, 96)]
     args = ffmpeg.transcode_args(Path("/w/chunk.ts"), renditions, Path("/w"), 30.0, has_audio=True)
     assert args == [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", "/w/chunk.ts",
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-threads", "1", "-i", "/w/chunk.ts",
         "-filter_threads", "1", "-filter_complex", "[0:v:0]split=1[s0];[s0]scale=640:360:flags=bicubic[v0]",
         "-map", "0:v:0", "-c:v", "copy", "-map", "0:a:0", "-c:a", "copy",
         "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", "/w/source.ts",
