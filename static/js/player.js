@@ -41,6 +41,9 @@
   const LIVE_SYNC_CHUNKS = 1.5;
   const VOD_CONFIG = { startPosition: 0, backBufferLength: 60, capLevelToPlayerSize: true };
   const RETRY_MS = 2000;
+  // After "stream.offline", the card comes back at the latest this long after (normally the
+  // buffered end plays out and "ended" or a 404 brings it earlier).
+  const OFFLINE_GRACE_MS = 30000;
   const STATUS_POLL_MS = 10000;
 
   function levelLabel(level) {
@@ -182,8 +185,14 @@
         this.badge.classList.toggle("live", live);
         this.badge.dataset.live = String(live);
       }
+      clearTimeout(this.offlineTimer);
       if (live && !was) this.start();
       // Going offline: let the buffered end play out; "ended" or a 404 then shows the card.
+      if (!live && was && this.config.mode === "live") {
+        this.offlineTimer = setTimeout(() => {
+          if (!this.live) this.showOffline();
+        }, OFFLINE_GRACE_MS);
+      }
     }
 
     showOffline() {
