@@ -1,6 +1,7 @@
 """The platform's live path for benchmarks, outside pytest: the same pieces as the pipeline's
 ``live_stack`` test fixture (tests/fixtures/pipeline.py), on free ports.
 
+- the bench bucket made anonymously readable if the gateway refuses anonymous reads;
 - the web app under uvicorn (nginx-rtmp's on_publish callbacks, against the bench database);
 - nginx-rtmp (``devstack.rtmp_config``) and the edge cache (``devstack.edge_config``) in front
   of the S3 origin (SeaweedFS; started here if none answers at S3_ENDPOINT_URL);
@@ -11,6 +12,7 @@ Settings are patched in this process for the run (ports, edge URL, callback secr
 ``CHUNK_SECONDS`` per measurement (``LiveStack.set_chunk``), then restored.
 """
 
+import json
 import os
 import secrets
 import subprocess
@@ -151,6 +153,29 @@ def _purge_broker() -> None:
                 continue
 
 
+def _ensure_anonymous_read() -> None:
+    """The edge reads the bucket without credentials (as a CDN reads a public origin). A gateway
+    whose config does not list the bench bucket for anonymous reads answers 403: grant
+    s3:GetObject on the bucket's objects with a bucket policy (bench bucket only)."""
+    from transcoding import storage
+
+    probe = "bench-probe/anonymous.m3u8"
+    storage.put_playlist(probe, "#EXTM3U\n")
+    url = f"{settings.S3_ENDPOINT_URL.rstrip('/')}/{settings.S3_BUCKET}/{probe}"
+    try:
+        if _get(url)[0] == 403:
+            statement = {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{settings.S3_BUCKET}/*"],
+            }
+            policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+            storage.client().put_bucket_policy(Bucket=settings.S3_BUCKET, Policy=policy)
+    finally:
+        storage.delete_key(probe)
+
+
 def _ensure_database() -> None:
     """Create the bench database if missing, then migrate it."""
     import psycopg2
@@ -204,6 +229,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
                 config = devstack.write_s3_config(var / "s3.json")
                 running.enter_context(_process(devstack.seaweed_command(var / "s3", config), var / "weed.log"))
             storage.wait_and_ensure_bucket(60)
+            _ensure_anonymous_read()
             env = {
                 **os.environ,
                 "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "livestream.settings.bench"),
