@@ -28,7 +28,7 @@ from typing import Any
 from django.conf import settings
 
 from livestream.redis import redis_client
-from transcoding import state, storage
+from transcoding import mpegts, state, storage
 from transcoding.ladder import Rendition, SourceInfo
 from transcoding.mpegts import aac_codec_string
 
@@ -107,6 +107,11 @@ def render_media(
     return "\n".join(lines) + "\n"
 
 
+def extinf_total(text: str) -> float:
+    """Sum of the EXTINF durations of a media playlist."""
+    return sum(float(line[8:].split(",")[0]) for line in text.splitlines() if line.startswith("#EXTINF:"))
+
+
 def bandwidths(entries: list[Entry], rendition: Rendition) -> tuple[int, int]:
     """(peak, average) bits/s measured over published segments; configured values before."""
     measured = [(e.sizes.get(rendition.name, 0) * 8, e.duration) for e in entries if e.duration >= 0.2]
@@ -155,11 +160,14 @@ class Layout:
 
 
 def _settle(session_id: int, nxt: int, *, force: bool) -> str:
-    """'done', 'gap' or 'wait' for chunk ``nxt``; gives it up past its deadline (or if forced)."""
+    """'done', 'gap', 'ready' (transcoded, to commit) or 'wait' for chunk ``nxt``; gives it up
+    past its deadline (or if forced)."""
     if state.done(session_id, nxt) is not None:
         return "done"
     if state.is_gap(session_id, nxt):
         return "gap"
+    if state.has_outputs(session_id, nxt):
+        return "ready"
     meta = state.chunk_meta(session_id, nxt)
     overdue = meta is None or time.time() > meta.queued + settings.LIVE_DEADLINE_SECONDS
     if force or overdue:
@@ -169,6 +177,36 @@ def _settle(session_id: int, nxt: int, *, force: bool) -> str:
             return "gap"
         return "done" if state.done(session_id, nxt) is not None else "gap"
     return "wait"
+
+
+def _commit(layout: Layout, seq: int) -> bool:
+    """Continue the TS continuity counters of chunk ``seq``'s segments from the previous
+    committed chunk, PUT them (immutable, deterministic keys) and mark the chunk done. Runs under
+    the assembler lock, strictly in order, so no worker ever waits for another chunk."""
+    session_id = layout.session_id
+    taken = state.take_outputs(session_id, seq)
+    if taken is None:
+        return False
+    outputs, transcode_ms = taken
+    previous = state.get_json(session_id, "ccstate") or {}
+    counters: dict[str, dict[str, int]] = {}
+    fixed: dict[str, bytes] = {}
+    for name, data in outputs.items():
+        start = {int(pid): cc for pid, cc in previous.get(name, {}).items()}
+        fixed[name], after = mpegts.continue_counters(data, start)
+        counters[name] = {str(pid): cc for pid, cc in after.items()}
+    with ThreadPoolExecutor(max_workers=len(fixed)) as pool:
+        list(
+            pool.map(
+                lambda item: storage.put_segment(f"{layout.session_prefix}/{item[0]}/{segment_name(seq)}", item[1]),
+                fixed.items(),
+            )
+        )
+    state.set_json(session_id, "ccstate", counters)
+    sizes = {name: {"bytes": len(data)} for name, data in fixed.items()}
+    state.mark_done(session_id, seq, {"renditions": sizes, "ms": transcode_ms, "at": time.time()})
+    state.drop_outputs(session_id, seq)
+    return True
 
 
 def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
@@ -191,6 +229,10 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
             if outcome == "wait":
                 break
             if outcome == "gap":
+                pending_disc = True
+                nxt += 1
+                continue
+            if outcome == "ready" and not _commit(layout, nxt):
                 pending_disc = True
                 nxt += 1
                 continue

@@ -8,7 +8,8 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``data:<seq>``      raw chunk bytes (TTL ``CHUNK_TTL_SECONDS``)
 - ``done:<seq>``      JSON result of the transcode: per rendition bytes and duration
 - ``gap:<seq>``       "1" when the chunk missed its deadline or failed for good
-- ``cc:<seq>``        JSON continuity-counter state after the chunk, per rendition
+- ``out:<seq>``       hash rendition -> transcoded TS bytes awaiting the in-order commit
+- ``ccstate``         JSON continuity-counter state after the last committed chunk, per rendition
 - ``ladder``          JSON renditions, decided once from the first chunk's probe
 - ``source``          JSON probed SourceInfo
 - ``codecs``          hash rendition -> RFC 6381 codecs string
@@ -152,6 +153,36 @@ def set_codecs(session_id: int, codecs: dict[str, str]) -> None:
 
 def codecs(session_id: int) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in redis_client().hgetall(key(session_id, "codecs")).items()}
+
+
+def store_outputs(session_id: int, seq: int, outputs: dict[str, bytes], transcode_ms: int) -> None:
+    """Transcoded segments (counters not yet continued) waiting for the in-order commit."""
+    r = redis_client()
+    name = key(session_id, f"out:{seq}")
+    pipe = r.pipeline()
+    pipe.delete(name)
+    mapping: dict[str | bytes, bytes | str] = {"_ms": str(transcode_ms)}
+    mapping.update(outputs)
+    pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
+    pipe.expire(name, int(settings.CHUNK_TTL_SECONDS))
+    pipe.execute()
+
+
+def take_outputs(session_id: int, seq: int) -> tuple[dict[str, bytes], int] | None:
+    raw = redis_client().hgetall(key(session_id, f"out:{seq}"))
+    if not raw:
+        return None
+    outputs = {_text(k): bytes(v) if isinstance(v, bytes) else v.encode() for k, v in raw.items()}
+    ms = int(outputs.pop("_ms", b"0"))
+    return outputs, ms
+
+
+def drop_outputs(session_id: int, seq: int) -> None:
+    redis_client().delete(key(session_id, f"out:{seq}"))
+
+
+def has_outputs(session_id: int, seq: int) -> bool:
+    return bool(redis_client().exists(key(session_id, f"out:{seq}")))
 
 
 def is_settled(session_id: int, seq: int) -> bool:

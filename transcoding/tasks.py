@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,24 +83,6 @@ def _ladder(
     return renditions, source
 
 
-def _counter_start(session_id: int, meta: state.ChunkMeta) -> dict[str, dict[int, int]]:
-    """Continuity counters the chunk's segments start from: where the previous chunk's ended.
-    Waits (bounded by the live deadline) for the previous chunk; a gap or a reconnect starts at 0
-    (that segment carries a discontinuity anyway)."""
-    if meta.seq == 0 or meta.disc:
-        return {}
-    deadline = meta.queued + settings.LIVE_DEADLINE_SECONDS
-    while time.time() < deadline:
-        previous = state.get_json(session_id, f"cc:{meta.seq - 1}")
-        if previous is not None:
-            return {name: {int(pid): cc for pid, cc in counters.items()} for name, counters in previous.items()}
-        if state.is_gap(session_id, meta.seq - 1):
-            return {}
-        time.sleep(0.05)
-    logger.warning("previous chunk still unfinished; counters restart", extra={"session": session_id, "seq": meta.seq})
-    return {}
-
-
 def _give_up(session_id: int, seq: int, reason: str) -> None:
     if state.mark_gap(session_id, seq, reason):
         logger.warning("chunk dropped: %s", reason, extra={"session": session_id, "seq": seq})
@@ -156,36 +137,13 @@ def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
     codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
-    start = _counter_start(session_id, meta)
-    counters: dict[str, dict[int, int]] = {}
-    fixed: dict[str, bytes] = {}
-    for name, out in outputs.items():
-        fixed[name], counters[name] = mpegts.continue_counters(out, start.get(name, {}))
-    # Publish the counter state before uploading so the next chunk's task need not wait for S3.
-    state.set_json(session_id, f"cc:{seq}", {name: {str(p): c for p, c in cc.items()} for name, cc in counters.items()})
-    counted = time.monotonic()
-    with ThreadPoolExecutor(max_workers=len(fixed)) as pool:
-        list(
-            pool.map(
-                lambda item: storage.put_segment(
-                    f"{layout.session_prefix}/{item[0]}/{playlists.segment_name(seq)}", item[1]
-                ),
-                fixed.items(),
-            )
-        )
-    sizes = {name: {"bytes": len(data)} for name, data in fixed.items()}
-    uploaded = time.monotonic()
-    elapsed_ms = int((uploaded - started) * 1000)
-    state.mark_done(session_id, seq, {"renditions": sizes, "ms": elapsed_ms, "at": time.time()})
+    elapsed_ms = int((transcoded - started) * 1000)
+    state.store_outputs(session_id, seq, outputs, elapsed_ms)
     metadata.record_chunk(session_id, elapsed_ms)
+    # The assembler commits (counters, upload) every chunk that is ready, in order.
     playlists.advance(layout)
-    timings = {
-        "ffmpeg_ms": int((transcoded - started) * 1000),
-        "wait_ms": int((counted - transcoded) * 1000),
-        "upload_ms": int((uploaded - counted) * 1000),
-        "publish_ms": int((time.monotonic() - uploaded) * 1000),
-    }
-    logger.info("chunk transcoded in %d ms", elapsed_ms, extra={**ctx, "ctx": timings})
+    publish_ms = int((time.monotonic() - transcoded) * 1000)
+    logger.info("chunk transcoded in %d ms", elapsed_ms, extra={**ctx, "ctx": {"publish_ms": publish_ms}})
     return "done"
 
 

@@ -1,0 +1,74 @@
+"""transcode_chunk and the assembler against real Redis, S3 and ffmpeg, run inline (task logic
+only; the live path with a real worker is in test_live_e2e)."""
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from transcoding import playlists, state, storage
+from transcoding.tasks import transcode_chunk
+
+SESSION, STREAM = 987_650, 98_765
+
+
+@pytest.fixture
+def chunks(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]:
+    """Three 1 s GOP chunks of a 320x240 source, cut like the segmenter does."""
+    src = tmp_path / "src.flv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i",
+         "sine", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac", str(src)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(src), "-c", "copy", "-f", "segment", "-segment_time", "1",
+         "-reset_timestamps", "0", "-segment_list", str(tmp_path / "l.csv"), "-segment_list_type", "csv",
+         str(tmp_path / "c%03d.ts")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    out = []
+    for line in (tmp_path / "l.csv").read_text().split():
+        name, start, end = line.rsplit(",", 2)
+        out.append(((tmp_path / name).read_bytes(), float(start), float(end)))
+    state.set_json(SESSION, "stream", STREAM)
+    yield out
+    storage.delete_prefix(f"live/{STREAM}/")
+
+
+def _add(chunk: tuple[bytes, float, float]) -> int:
+    data, start, end = chunk
+    return state.add_chunk(SESSION, data=data, start=start, end=end, wall=time.time(), conn=1, disc=False)
+
+
+def test_transcode_is_idempotent_and_publishes_in_order(chunks):
+    seqs = [_add(c) for c in chunks]
+    # Out of order: chunk 1 first; nothing can be published before chunk 0.
+    assert transcode_chunk(SESSION, seqs[1]) == "done"
+    assert playlists.published(SESSION) == []
+    assert transcode_chunk(SESSION, seqs[0]) == "done"
+    assert [e.seq for e in playlists.published(SESSION)] == [0, 1]
+    assert transcode_chunk(SESSION, seqs[0]) == "settled"  # redelivered task: no-op
+    assert transcode_chunk(SESSION, seqs[2]) == "done"
+    text = storage.get_bytes(f"live/{STREAM}/{SESSION}/source/live.m3u8").decode()
+    assert playlists.extinf_total(text) == pytest.approx(3.0, abs=0.1)
+    assert "#EXT-X-DISCONTINUITY" not in text
+
+
+def test_late_chunk_becomes_a_gap_and_the_edge_moves_on(chunks, settings):
+    settings.LIVE_DEADLINE_SECONDS = 5
+    seqs = [_add(c) for c in chunks]
+    from livestream.redis import redis_client
+
+    redis_client().hset(state.key(SESSION, f"chunk:{seqs[1]}"), "queued", repr(time.time() - 60))
+    assert transcode_chunk(SESSION, seqs[0]) == "done"
+    assert transcode_chunk(SESSION, seqs[2]) == "done"  # chunk 1 is overdue: given up
+    assert state.is_gap(SESSION, seqs[1])
+    published = playlists.published(SESSION)
+    assert [(e.seq, e.disc) for e in published] == [(0, False), (2, True)]
+    assert transcode_chunk(SESSION, seqs[1]) == "settled"  # the late task finds the gap
+    text = storage.get_bytes(f"live/{STREAM}/{SESSION}/source/live.m3u8").decode()
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    assert "seg_000001.ts" not in text
