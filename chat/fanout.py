@@ -9,10 +9,13 @@ web process holds one ``Hub`` (per event loop) that:
   (``livestream.events.stream_group``), whatever the number of local sockets;
 - turns each ``{"type": "stream.event", "event": name, "data": {...}}`` into the browser frame
   ``{"type": name, **data}`` and encodes it ONCE per room;
-- sends chat at most once per ``CHAT_BATCH_TICK_MS`` per room: a message to a quiet room
-  goes out at once, messages arriving sooner after the previous frame wait for the end of the
-  tick and go out together as one ``chat.batch`` frame (a single message as a plain
-  ``chat.message``); any other event first flushes the pending batch so order is kept;
+- sends chat at most once per tick per room: a message to a quiet room goes out at once,
+  messages arriving sooner after the previous frame wait for the end of the tick and go out
+  together as one ``chat.batch`` frame (a single message as a plain ``chat.message``); any
+  other event first flushes the pending batch so order is kept. The tick is
+  ``CHAT_BATCH_TICK_MS``, stretched for big rooms so that one process writes at most
+  ``CHAT_FANOUT_WRITES_PER_S`` chat frames per second per room (e.g. 1,000 local sockets and
+  5,000/s give 200 ms): a bigger room gets fuller batches instead of a saturated process;
 - writes the same encoded text to every local socket from one delivery task per room (frames
   reach each socket in order);
 - keeps presence: each socket is a member of ``presence:<id>`` (chat.presence), refreshed in
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _HEARTBEAT_EVERY = max(1, int(presence.PRESENCE_TTL_S / 3))
+# Upper bound of the adaptive batching tick (Hub.room_tick).
+MAX_TICK_S = 1.0
 # Sockets written between two yields to the event loop during a fan-out.
 _YIELD_EVERY = 100
 
@@ -85,6 +90,7 @@ class Hub:
         self.layer = get_channel_layer()
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, health_check_interval=30)
         self.tick_s = settings.CHAT_BATCH_TICK_MS / 1000
+        self.writes_per_s = settings.CHAT_FANOUT_WRITES_PER_S
         self.poll_s = settings.CHAT_PRESENCE_POLL_S
         self.heartbeat_s: float = _HEARTBEAT_EVERY
         self._presence_task: asyncio.Task[None] | None = None
@@ -191,7 +197,7 @@ class Hub:
             if room.flush_handle is None:
                 # Leading edge: a quiet room sends at once; a busy one at most once per tick.
                 loop = asyncio.get_running_loop()
-                wait = room.last_flush + self.tick_s - loop.time()
+                wait = room.last_flush + self.room_tick(room) - loop.time()
                 if wait <= 0:
                     self._flush(room)
                 else:
@@ -199,6 +205,12 @@ class Hub:
             return
         self._flush(room)
         room.outbox.put_nowait(encode(frame))
+
+    def room_tick(self, room: Room) -> float:
+        """Shortest time between two chat frames of ``room``: CHAT_BATCH_TICK_MS, stretched so
+        the room's socket writes in this process stay within CHAT_FANOUT_WRITES_PER_S (a big
+        room batches more instead of saturating the process), at most MAX_TICK_S."""
+        return min(MAX_TICK_S, max(self.tick_s, len(room.sockets) / self.writes_per_s))
 
     def _flush(self, room: Room) -> None:
         if room.flush_handle is not None:

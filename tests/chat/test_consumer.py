@@ -357,3 +357,21 @@ async def test_heartbeat_frames_reach_quiet_rooms(connect, settings):
     stream = await new_stream()
     socket = await connect(stream)
     assert await socket.wait_type("heartbeat", timeout=3) == {"type": "heartbeat"}
+
+
+async def test_big_rooms_stretch_the_tick_to_the_write_budget(settings):
+    from chat.fanout import MAX_TICK_S, Hub, Room
+
+    settings.CHAT_BATCH_TICK_MS = 100
+    settings.CHAT_FANOUT_WRITES_PER_S = 5000
+    hub = Hub()
+
+    def room_with(n: int) -> Room:
+        room = Room(1)
+        room.sockets = {str(i): None for i in range(n)}  # type: ignore[misc]
+        return room
+
+    assert hub.room_tick(room_with(10)) == 0.1
+    assert hub.room_tick(room_with(1000)) == 0.2
+    assert hub.room_tick(room_with(10**6)) == MAX_TICK_S
+    await hub.redis.aclose()
