@@ -106,6 +106,7 @@ def test_offline_card_switches_to_player_without_reload(web: str, hls_root: Path
     assert page.is_visible("#offline-card")
     assert page.is_hidden("#player")
     assert page.inner_text("#live-badge") == "OFFLINE"
+    harness.screenshot(page, "local-watch-offline.png")
     page.evaluate("window.__sameDocument = 42")
 
     with live_ladder(hls_root / "live" / str(stream.pk)):
