@@ -10,8 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -52,6 +52,18 @@ class NewestFirst(CursorPagination):
         return super().get_page_size(request)
 
 
+def cursor_page(name: str, item: serializers.BaseSerializer[Any]) -> serializers.Serializer[Any]:
+    """Schema of a cursor page (``next``/``previous`` links and ``results``)."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item,
+        },
+    )
+
+
 class StreamChatView(APIView):
     permission_classes = (permissions.IsAuthenticatedOrReadOnly,)
 
@@ -68,7 +80,10 @@ class StreamChatView(APIView):
 
 
 class MessagesView(StreamChatView):
-    @extend_schema(responses=MessageSerializer(many=True), summary="Chat history, newest first (cursor pages)")
+    @extend_schema(
+        responses=cursor_page("MessagePage", MessageSerializer(many=True)),
+        summary="Chat history, newest first (cursor pages)",
+    )
     def get(self, request: Request, stream_pk: int) -> Response:
         stream = self.stream()
         paginator = NewestFirst()
@@ -202,7 +217,10 @@ class ModerationLogPagination(CursorPagination):
 
 
 class ModerationLogView(StreamChatView):
-    @extend_schema(responses=ModerationActionSerializer(many=True), summary="Moderation log (moderators)")
+    @extend_schema(
+        responses=cursor_page("ModerationActionPage", ModerationActionSerializer(many=True)),
+        summary="Moderation log (moderators)",
+    )
     def get(self, request: Request, stream_pk: int) -> Response:
         stream = self.moderated_stream()
         paginator = ModerationLogPagination()
