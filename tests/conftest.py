@@ -11,6 +11,14 @@ from tests.factories import UserFactory
 pytest_plugins = ["tests.fixtures.services", "tests.fixtures.pipeline"]
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that use the session-wide live stack last (after pytest-django's own
+    ordering): its Celery worker thread keeps consuming the broker until the session ends,
+    and must not take tasks meant for other tests' workers (e.g. webhook retries)."""
+    items.sort(key=lambda item: "live_stack" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
     """Each test starts with empty live state and rate-limit counters (test Redis DB only)."""
