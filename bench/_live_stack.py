@@ -15,11 +15,9 @@ Settings are patched in this process for the run (ports, edge URL, callback secr
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,31 +33,6 @@ from livestream import devstack
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own edge)
@@ -68,20 +41,6 @@ def _get(url: str) -> tuple[int, str]:
         return int(exc.code), ""
     except (urllib.error.URLError, OSError):
         return 0, ""
-
-
-@contextmanager
-def _process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @dataclass
@@ -134,23 +93,9 @@ class LiveStack:
             return True
 
         try:
-            _wait(ready, timeout, f"stream {stream_id} playable at the edge")
+            devstack.wait_until(ready, timeout, f"stream {stream_id} playable at the edge")
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; last seen {seen}") from None
-
-
-def _purge_broker() -> None:
-    """Drop tasks a previous (interrupted) run left in the queues: they would only be dropped
-    late by the live deadline, after costing the worker time."""
-    from livestream.celery import app
-
-    with app.connection() as conn:
-        channel = conn.default_channel
-        for queue in ("transcode", "default"):
-            try:
-                channel.queue_purge(queue)  # type: ignore[attr-defined]
-            except Exception:  # noqa: S112 (the queue may not exist yet)
-                continue
 
 
 def _ensure_anonymous_read() -> None:
@@ -208,7 +153,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
     var = workdir or Path(tempfile.mkdtemp(prefix="g2g-stack-"))
     var.mkdir(parents=True, exist_ok=True)
     var.chmod(0o755)  # nginx workers run unprivileged when started as root
-    rtmp_port, edge_port, web_port = _free_port(), _free_port(), _free_port()
+    rtmp_port, edge_port, web_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
     secret = secrets.token_urlsafe(16)
     patch = {
         "RTMP_PORT": rtmp_port,
@@ -225,9 +170,11 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
     try:
         with ExitStack() as running:
             _ensure_database()
-            if not _port_open(devstack.s3_port()):
+            if not devstack.port_open(devstack.s3_port()):
                 config = devstack.write_s3_config(var / "s3.json")
-                running.enter_context(_process(devstack.seaweed_command(var / "s3", config), var / "weed.log"))
+                running.enter_context(
+                    devstack.running(devstack.seaweed_command(var / "s3", config), var / "weed.log", cwd=ROOT)
+                )
             storage.wait_and_ensure_bucket(60)
             _ensure_anonymous_read()
             env = {
@@ -240,7 +187,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
             }
             web = [sys.executable, "-m", "uvicorn", "livestream.asgi:application", "--host", "127.0.0.1",
                    "--port", str(web_port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
-            running.enter_context(_process(web, var / "web.log", env))
+            running.enter_context(devstack.running(web, var / "web.log", env=env, cwd=ROOT))
             rtmp_prefix, edge_prefix = var / "rtmp", var / "edge"
             rtmp_conf = devstack.write_nginx_config(
                 rtmp_prefix,
@@ -262,10 +209,20 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
                     bucket=settings.S3_BUCKET,
                 ),
             )
-            running.enter_context(_process(devstack.nginx_command(rtmp_prefix, rtmp_conf), var / "rtmp.log"))
-            running.enter_context(_process(devstack.nginx_command(edge_prefix, edge_conf), var / "edge.log"))
-            _wait(lambda: _port_open(web_port) and _port_open(rtmp_port) and _port_open(edge_port), 30, "stack")
-            _purge_broker()
+            running.enter_context(
+                devstack.running(devstack.nginx_command(rtmp_prefix, rtmp_conf), var / "rtmp.log", cwd=ROOT)
+            )
+            running.enter_context(
+                devstack.running(devstack.nginx_command(edge_prefix, edge_conf), var / "edge.log", cwd=ROOT)
+            )
+            devstack.wait_until(
+                lambda: (
+                    devstack.port_open(web_port) and devstack.port_open(rtmp_port) and devstack.port_open(edge_port)
+                ),
+                30,
+                "stack",
+            )
+            devstack.purge_broker()
             supervisor.start()
             running.enter_context(
                 start_worker(

@@ -31,7 +31,6 @@ with 2 s chunks, <= 3 s with 1 s, no stalls.
 import argparse
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from django.template.loader import render_to_string
+
+from livestream import devstack
 
 ROOT = Path(__file__).resolve().parents[1]
 # The clock strip of transcoding.golive (BOX px per bit on a WIDTH-wide source, BITS bits).
@@ -182,37 +183,6 @@ def publisher_lag(progress: Path, origin_ms: int) -> float:
     return max(0.0, time.time() - origin_ms / 1000 - out_us / 1e6)
 
 
-@contextmanager
-def running(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def nginx_config(base: Path, rtmp_port: int, http_port: int) -> Path:
     """nginx-rtmp with ``hls on`` per chunk length (the peer), and an HTTP server for its HLS
     and the bench pages (one origin, so no CORS in the peer's path)."""
@@ -328,9 +298,9 @@ def run_peer(context: Any, base: Path, rtmp_port: int, http_port: int, chunk: in
     origin = int(time.time() * 1000)
     url = f"rtmp://127.0.0.1:{rtmp_port}/peer{chunk}/bench"
     progress = base / f"progress-peer{chunk}.txt"
-    with running(publisher_command(url, origin, progress), base / f"publish-peer{chunk}.log"):
+    with devstack.running(publisher_command(url, origin, progress), base / f"publish-peer{chunk}.log"):
         playlist = base / "www" / f"peer{chunk}" / "bench.m3u8"
-        wait_until(playlist.exists, 30, "nginx-rtmp HLS playlist")
+        devstack.wait_until(playlist.exists, 30, "nginx-rtmp HLS playlist")
         time.sleep(RUNNING_BEFORE_JOIN_S)
         page = write_page(base / "www", f"peer{chunk}", f"/peer{chunk}/bench.m3u8")
         result = measure(context, f"http://127.0.0.1:{http_port}{page}", "peer", chunk)
@@ -344,7 +314,7 @@ def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) ->
     stream_id, publish_url = live.new_stream(f"g2g {chunk}s")
     origin = int(time.time() * 1000)
     progress = base / f"progress-ours{chunk}.txt"
-    with running(publisher_command(publish_url, origin, progress), base / f"publish-ours{chunk}.log"):
+    with devstack.running(publisher_command(publish_url, origin, progress), base / f"publish-ours{chunk}.log"):
         live.wait_playable(stream_id, timeout=60)
         watch = ListingWatch(live.media_playlist_url(stream_id))
         watch.start()
@@ -372,14 +342,16 @@ def run(args: argparse.Namespace) -> list[str]:
         base.chmod(0o755)  # the stack's nginx workers run unprivileged when started as root
         (base / "www").mkdir()
         copy_static(base / "www")
-        rtmp_port, http_port = free_port(), free_port()
+        rtmp_port, http_port = devstack.free_port(), devstack.free_port()
         config = nginx_config(base, rtmp_port, http_port)
         with (
-            running(["nginx", "-p", str(base), "-c", str(config)], base / "nginx.log"),
+            devstack.running(["nginx", "-p", str(base), "-c", str(config)], base / "nginx.log"),
             _live_stack.stack(base / "stack") as live,
             browser() as context,
         ):
-            wait_until(lambda: _port_open(http_port) and _port_open(rtmp_port), 10, "nginx-rtmp")
+            devstack.wait_until(
+                lambda: devstack.port_open(http_port) and devstack.port_open(rtmp_port), 10, "nginx-rtmp"
+            )
             for chunk in (2, 1):
                 try:
                     peer = run_peer(context, base, rtmp_port, http_port, chunk)
@@ -397,11 +369,3 @@ def run(args: argparse.Namespace) -> list[str]:
                     f"{peer.stalls}; {verdict} target median <= {target:g} s, no stalls"
                 )
     return lines
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -22,7 +22,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,21 +39,6 @@ from livestream import devstack
 
 ROOT = Path(__file__).resolve().parent.parent
 LADDER = ["480p:480:1400:128", "360p:360:800:96"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(predicate: Any, timeout: float, what: str, step: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _make_source(path: Path, seconds: int) -> None:
@@ -119,15 +103,6 @@ def _workers(processes: int, env: dict[str, str], log: Path) -> Iterator[subproc
                 proc.kill()
 
 
-def _purge_broker() -> None:
-    from livestream.celery import app
-
-    with app.connection() as conn:
-        for queue in ("transcode", "default"):
-            with contextlib.suppress(Exception):
-                conn.default_channel.queue_purge(queue)  # type: ignore[attr-defined]
-
-
 def _chunk(source: Path, out: Path, chunk_s: float) -> list[tuple[Path, float, float]]:
     out.mkdir(parents=True, exist_ok=True)
     args = [
@@ -157,7 +132,9 @@ def _pipeline_run(chunks: list[tuple[Path, float, float]], session_id: int, stre
             session_id, data=path.read_bytes(), start=begin, end=end, wall=time.time(), conn=1, disc=False
         )
         transcode_chunk.delay(session_id, seq)
-    _wait(lambda: len(playlists.published(session_id)) >= len(chunks), 900, "all segments published", step=0.05)
+    devstack.wait_until(
+        lambda: len(playlists.published(session_id)) >= len(chunks), 900, "all segments published", step=0.05
+    )
     elapsed = time.monotonic() - start
     gaps = sum(1 for seq in range(len(chunks)) if state.is_gap(session_id, seq))
     if gaps:
@@ -176,7 +153,7 @@ def _speed(args: Any, work: Path, seconds: int, env: dict[str, str]) -> list[str
     lines = [f"baseline one ffmpeg ladder (source+480p+360p): {seconds / base:.2f}x real time ({base:.1f} s)"]
     results: dict[int, float] = {}
     for processes in (1, 2):
-        _purge_broker()
+        devstack.purge_broker()
         with _workers(processes, {**env, "LIVE_DEADLINE_SECONDS": "3600", "X264_THREADS": "1"}, work / "worker.log"):
             stream_id = 990_000 + processes
             elapsed = _pipeline_run(chunks, 990_000_000 + processes, stream_id)
@@ -284,7 +261,7 @@ def _pct(values: list[float], q: float) -> float:
 def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
     from transcoding import ingest, storage
 
-    rtmp_port, edge_port, web_port = _free_port(), _free_port(), _free_port()
+    rtmp_port, edge_port, web_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
     secret = secrets.token_urlsafe(12)
     patched = {
         "RTMP_PORT": rtmp_port,
@@ -325,7 +302,7 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
     try:
         time.sleep(1)
         for chunk_s in (2.0, 1.0):
-            _purge_broker()
+            devstack.purge_broker()
             worker_env = {**env, "CHUNK_SECONDS": f"{chunk_s:g}", "RECONNECT_GRACE_SECONDS": "2"}
             with _workers(2, worker_env, work / "worker.log"):
                 lat, parts = _latency(

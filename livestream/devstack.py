@@ -1,17 +1,22 @@
 """Local stand-ins for production infrastructure, generated from settings.
 
-``make run`` and the integration tests start the same processes through these helpers:
-SeaweedFS as the S3 origin (nginx-rtmp and the edge cache are added by the pipeline). Each
-``*_command`` returns an argument list for ``subprocess`` (never a shell string).
+``make run``, the integration tests and the benchmarks start the same processes through these
+helpers: SeaweedFS as the S3 origin, nginx-rtmp for ingest, nginx as the edge cache. Each
+``*_command`` returns an argument list for ``subprocess`` (never a shell string). The process
+and port helpers at the end serve the test fixtures and benchmarks.
 """
 
+import contextlib
 import json
 import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
@@ -263,3 +268,68 @@ def local_edge_config() -> Path:
         bucket=settings.S3_BUCKET,
     )
     return write_nginx_config(prefix, text)
+
+
+# --- Process and port helpers shared by the test fixtures and the benchmarks ---------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.2) -> None:
+    """Poll ``predicate`` until it is truthy; TimeoutError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def running(
+    argv: list[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stop_timeout: float = 10,
+) -> Iterator["subprocess.Popen[bytes]"]:
+    """Run ``argv`` for the duration of the block, stdout+stderr appended to ``log``."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        try:
+            yield proc
+        finally:
+            stop_process(proc, stop_timeout)
+
+
+def purge_broker(queues: tuple[str, ...] = ("transcode", "default")) -> None:
+    """Drop tasks an earlier (interrupted) run left in the broker's queues."""
+    from livestream.celery import app
+
+    with app.connection() as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            with contextlib.suppress(Exception):  # the queue may not exist yet
+                channel.queue_purge(queue)  # type: ignore[attr-defined]

@@ -18,10 +18,10 @@ from django.test import Client
 
 from accounts.models import User
 from analytics.documents import IngestSample, PlaybackEvent, SessionMetadata, ViewerSample
+from livestream import devstack
 from tests.analytics.helpers import stream_with_session
 from tests.browser import harness
 from tests.browser.local_hls import live_ladder, static_server
-from tests.fixtures.services import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -132,7 +132,7 @@ def test_qoe_reporter_sends_player_events(
             kinds = {e.kind for e in PlaybackEvent.objects(stream_id=stream.pk)}
             return {"startup", "heartbeat", "switch"} <= kinds
 
-        wait_for(reported, 15, "QoE reports")
+        devstack.wait_until(reported, 15, "QoE reports")
     events = list(PlaybackEvent.objects(stream_id=stream.pk))
     assert {e.session_id for e in events} == {session.pk}
     assert len({e.viewer_id for e in events}) == 1

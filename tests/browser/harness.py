@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from tests.fixtures.services import free_port, wait_for
+from livestream import devstack
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -61,7 +61,7 @@ def chromium(viewport: dict[str, int] | None = None) -> Iterator[Any]:
 def asgi_server(extra_env: dict[str, str], log_path: Path) -> Iterator[str]:
     """uvicorn serving livestream.asgi on a free port against the *test* database (so rows a
     transactional test commits are visible to it); yields the base URL."""
-    port = free_port()
+    port = devstack.free_port()
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
@@ -90,14 +90,10 @@ def asgi_server(extra_env: dict[str, str], log_path: Path) -> Iterator[str]:
             return False
 
     try:
-        wait_for(up, 30, "uvicorn")
+        devstack.wait_until(up, 30, "uvicorn")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        devstack.stop_process(proc)
         log.close()
 
 

@@ -13,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.services import wait_for
+from livestream import devstack
 
 
 class _CorsHandler(SimpleHTTPRequestHandler):
@@ -63,16 +63,12 @@ def live_ladder(out_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(ladder_command(out_dir, seconds=None, vod=False), stderr=subprocess.PIPE)
     try:
-        wait_for(
+        devstack.wait_until(
             lambda: (out_dir / "master.m3u8").exists() and (out_dir / "1" / "index.m3u8").exists(), 30, "ffmpeg HLS"
         )
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        devstack.stop_process(proc)
 
 
 def vod_ladder(out_dir: Path, seconds: float) -> None:
