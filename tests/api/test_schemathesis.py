@@ -13,13 +13,14 @@ import pytest
 import schemathesis
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 from rest_framework.authtoken.models import Token
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from livestream.redis import redis_client
 from streams.models import SessionStatus, StreamSession
 from tests.factories import UserFactory, make_stream
 from webhooks import services as webhook_services
@@ -88,6 +89,15 @@ def test_stateful_workflows(owner_token):
     workflow = schema.as_state_machine()
 
     class AuthenticatedWorkflow(workflow):
+        # Each scenario starts from the same data and counters: Hypothesis replays scenarios
+        # (to confirm and shrink a failure) and must see the same responses each time.
+        def setup(self):
+            self._savepoint = transaction.savepoint()
+            redis_client().flushdb()
+
+        def teardown(self):
+            transaction.savepoint_rollback(self._savepoint)
+
         def get_call_kwargs(self, case):
             return {"headers": {"Authorization": f"Token {owner_token}"}}
 
