@@ -12,7 +12,6 @@ Settings are patched in this process for the run (ports, edge URL, callback secr
 ``CHUNK_SECONDS`` per measurement (``LiveStack.set_chunk``), then restored.
 """
 
-import json
 import os
 import secrets
 import sys
@@ -100,8 +99,8 @@ class LiveStack:
 
 def _ensure_anonymous_read() -> None:
     """The edge reads the bucket without credentials (as a CDN reads a public origin). A gateway
-    whose config does not list the bench bucket for anonymous reads answers 403: grant
-    s3:GetObject on the bucket's objects with a bucket policy (bench bucket only)."""
+    whose config does not list the bench bucket for anonymous reads answers 403: then grant
+    s3:GetObject with a bucket policy (storage.ensure_public_read)."""
     from transcoding import storage
 
     probe = "bench-probe/anonymous.m3u8"
@@ -109,14 +108,7 @@ def _ensure_anonymous_read() -> None:
     url = f"{settings.S3_ENDPOINT_URL.rstrip('/')}/{settings.S3_BUCKET}/{probe}"
     try:
         if _get(url)[0] == 403:
-            statement = {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": ["s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{settings.S3_BUCKET}/*"],
-            }
-            policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
-            storage.client().put_bucket_policy(Bucket=settings.S3_BUCKET, Policy=policy)
+            storage.ensure_public_read()
     finally:
         storage.delete_key(probe)
 

@@ -58,3 +58,21 @@ def test_s3_round_trip(s3):
     s3_client.put_object(Bucket=settings.S3_BUCKET, Key="tests/hello.txt", Body=b"hi", ContentType="text/plain")
     assert s3_client.get_object(Bucket=settings.S3_BUCKET, Key="tests/hello.txt")["Body"].read() == b"hi"
     s3_client.delete_object(Bucket=settings.S3_BUCKET, Key="tests/hello.txt")
+
+
+def test_init_storage_makes_objects_readable_without_credentials(s3):
+    import requests
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("init_storage", timeout=10)
+    call_command("init_storage", timeout=10)  # idempotent
+    storage.put_playlist("tests/public.m3u8", "#EXTM3U\n")
+    try:
+        response = requests.get(f"{settings.S3_ENDPOINT_URL}/{settings.S3_BUCKET}/tests/public.m3u8", timeout=5)
+        assert response.status_code == 200
+        assert response.text == "#EXTM3U\n"
+        # Reading is public; listing the bucket is not.
+        assert requests.get(f"{settings.S3_ENDPOINT_URL}/{settings.S3_BUCKET}/", timeout=5).status_code == 403
+    finally:
+        storage.delete_key("tests/public.m3u8")

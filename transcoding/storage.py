@@ -1,5 +1,6 @@
 """The only module that talks to the S3 origin (SeaweedFS locally, any S3 in production)."""
 
+import json
 import logging
 import time
 from functools import cache
@@ -62,6 +63,24 @@ def wait_and_ensure_bucket(timeout_s: float = 60) -> None:
         else:
             logger.info("S3 origin ready", extra={"ctx": {"bucket": settings.S3_BUCKET}})
             return
+
+
+def ensure_public_read() -> None:
+    """Let anonymous clients GET the bucket's objects (the edge reads the origin as a CDN reads
+    a public origin). Only s3:GetObject: listing and writes stay private. SeaweedFS grants this
+    through its identity config instead; a gateway without bucket policies is left as it is."""
+    statement = {
+        "Sid": "EdgeReadsObjects",
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{settings.S3_BUCKET}/*"],
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    try:
+        client().put_bucket_policy(Bucket=settings.S3_BUCKET, Policy=policy)
+    except client().exceptions.ClientError as exc:
+        logger.warning("bucket policy not set (%s); make sure the edge can read the bucket", exc)
 
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
