@@ -218,6 +218,8 @@ def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str,
         "      proxy_hide_header Access-Control-Allow-Credentials;\n"
         "      proxy_hide_header x-amz-request-id;\n"
         "      proxy_hide_header x-amz-id-2;\n"
+        "      proxy_hide_header Seaweed-X-Amz-ETag;\n"
+        "      proxy_hide_header Seaweed-X-Amz-Owner;\n"
         "      proxy_hide_header Server;\n" + cors + "      add_header X-Cache-Status $upstream_cache_status always;\n"
         "    }\n"
         "  }\n"

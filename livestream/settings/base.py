@@ -287,6 +287,10 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
         "pymongo": {"level": "WARNING"},
+        # Per-task "received"/"succeeded" lines drown the pipeline's own per-chunk log lines
+        # (periodic tasks fire every few seconds); failures still log at WARNING/ERROR.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
     },
 }
 
