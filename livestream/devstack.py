@@ -157,20 +157,60 @@ def rtmp_config(
     )
 
 
+# Live playlists are cached per half-second slot of the edge's clock. nginx expresses cache
+# lifetimes in whole seconds and keeps an entry up to 2 s for "max-age=1" (expiry is checked
+# against the integer clock), which alone added ~1.25 s to the live latency. A key that changes
+# every 500 ms bounds staleness at 0.5 s while N viewers still cost at most 2 origin fetches
+# per playlist per second.
+PLAYLIST_SLOT_MAP = (
+    '  map $msec $playlist_slot {\n    "~^(?<s>\\d+)\\.[0-4]" "${s}a";\n    "~^(?<s>\\d+)\\.[5-9]" "${s}b";\n  }\n'
+)
+
+
+def _proxy_to_origin(origin_url: str, host: str, bucket: str, *, zone: str, key: str) -> str:
+    """A location body: the bucket's object of the same path, through cache ``zone``."""
+    return (
+        "      limit_except GET HEAD OPTIONS { deny all; }\n"
+        "      if ($request_method = OPTIONS) {\n"
+        '        add_header Access-Control-Allow-Origin "$cors_origin";\n'
+        '        add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS";\n'
+        '        add_header Access-Control-Allow-Headers "Range";\n'
+        '        add_header Access-Control-Max-Age "86400";\n'
+        "        return 204;\n"
+        "      }\n"
+        f"      rewrite ^(.*)$ /{bucket}$1 break;\n"
+        f"      proxy_pass {origin_url};\n"
+        f"      proxy_set_header Host {host};\n"
+        '      proxy_set_header Authorization "";\n'
+        "      proxy_http_version 1.1;\n"
+        '      proxy_set_header Connection "";\n'
+        f"      proxy_cache {zone};\n"
+        f"      proxy_cache_key {key};\n"
+        "      proxy_cache_lock on;\n"
+        "      proxy_cache_lock_timeout 5s;\n"
+        "      proxy_cache_lock_age 5s;\n"
+        "      proxy_cache_use_stale updating error timeout http_502 http_503 http_504;\n"
+        "      proxy_cache_valid 200 1s;\n"
+        "      proxy_cache_valid 403 404 1s;\n"
+    )
+
+
 def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*") -> str:
     """The local CDN: an nginx cache in front of the S3 origin serving the bucket at its root.
 
     Request collapsing (``proxy_cache_lock``): N viewers asking for the same object cost one
-    origin fetch. Freshness follows the origin's Cache-Control (playlists max-age=1, segments
-    immutable); 404s are cached 1 s so polling players cannot hammer the origin.
+    origin fetch. Segments are immutable (cached as the origin says); live playlists are cached
+    per 500 ms slot (see PLAYLIST_SLOT_MAP) in a small zone of their own; 404s are cached 1 s so
+    polling players cannot hammer the origin.
     """
     origin_url = origin.rstrip("/")
     host = origin_url.split("://", 1)[1]
-    cors = (
-        f'      add_header Access-Control-Allow-Origin "{cors_origin}" always;\n'
+    headers = (
+        '      add_header Access-Control-Allow-Origin "$cors_origin" always;\n'
         '      add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS" always;\n'
         '      add_header Access-Control-Allow-Headers "Range" always;\n'
         '      add_header Access-Control-Expose-Headers "Content-Length, Content-Range, Age" always;\n'
+        "      add_header X-Cache-Status $upstream_cache_status always;\n"
     )
     return (
         _nginx_common(prefix) + "http {\n"
@@ -182,46 +222,30 @@ def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str,
         f"  scgi_temp_path {prefix / 'tmp' / 'scgi'};\n"
         f"  proxy_cache_path {prefix / 'cache'} levels=1:2 keys_zone=hls:32m max_size=2g inactive=10m"
         " use_temp_path=off;\n"
-        "  sendfile on;\n"
+        f"  proxy_cache_path {prefix / 'cache-playlists'} levels=1:2 keys_zone=playlists:8m max_size=64m"
+        " inactive=30s use_temp_path=off;\n" + PLAYLIST_SLOT_MAP + "  sendfile on;\n"
         "  tcp_nopush on;\n"
         "  keepalive_timeout 30s;\n"
         "  server_tokens off;\n"
+        "  proxy_hide_header Access-Control-Allow-Origin;\n"
+        "  proxy_hide_header Access-Control-Allow-Methods;\n"
+        "  proxy_hide_header Access-Control-Allow-Headers;\n"
+        "  proxy_hide_header Access-Control-Expose-Headers;\n"
+        "  proxy_hide_header Access-Control-Allow-Credentials;\n"
+        "  proxy_hide_header x-amz-request-id;\n"
+        "  proxy_hide_header x-amz-id-2;\n"
+        "  proxy_hide_header Seaweed-X-Amz-ETag;\n"
+        "  proxy_hide_header Seaweed-X-Amz-Owner;\n"
+        "  proxy_hide_header Server;\n"
         "  server {\n"
         f"    listen {bind}:{port};\n"
+        f'    set $cors_origin "{cors_origin}";\n'
         "    location = /healthz { return 200 'ok\\n'; }\n"
-        "    location / {\n"
-        "      limit_except GET HEAD OPTIONS { deny all; }\n"
-        "      if ($request_method = OPTIONS) {\n"
-        f'        add_header Access-Control-Allow-Origin "{cors_origin}";\n'
-        '        add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS";\n'
-        '        add_header Access-Control-Allow-Headers "Range";\n'
-        '        add_header Access-Control-Max-Age "86400";\n'
-        "        return 204;\n"
-        "      }\n"
-        f"      proxy_pass {origin_url}/{bucket}/;\n"
-        f"      proxy_set_header Host {host};\n"
-        '      proxy_set_header Authorization "";\n'
-        "      proxy_http_version 1.1;\n"
-        '      proxy_set_header Connection "";\n'
-        "      proxy_cache hls;\n"
-        "      proxy_cache_key $uri;\n"
-        "      proxy_cache_lock on;\n"
-        "      proxy_cache_lock_timeout 5s;\n"
-        "      proxy_cache_lock_age 5s;\n"
-        "      proxy_cache_use_stale updating error timeout http_502 http_503 http_504;\n"
-        "      proxy_cache_valid 200 1s;\n"
-        "      proxy_cache_valid 403 404 1s;\n"
-        "      proxy_hide_header Access-Control-Allow-Origin;\n"
-        "      proxy_hide_header Access-Control-Allow-Methods;\n"
-        "      proxy_hide_header Access-Control-Allow-Headers;\n"
-        "      proxy_hide_header Access-Control-Expose-Headers;\n"
-        "      proxy_hide_header Access-Control-Allow-Credentials;\n"
-        "      proxy_hide_header x-amz-request-id;\n"
-        "      proxy_hide_header x-amz-id-2;\n"
-        "      proxy_hide_header Seaweed-X-Amz-ETag;\n"
-        "      proxy_hide_header Seaweed-X-Amz-Owner;\n"
-        "      proxy_hide_header Server;\n" + cors + "      add_header X-Cache-Status $upstream_cache_status always;\n"
-        "    }\n"
+        "    location ~ \\.m3u8$ {\n"
+        + _proxy_to_origin(origin_url, host, bucket, zone="playlists", key="$uri#$playlist_slot")
+        + headers
+        + "    }\n"
+        "    location / {\n" + _proxy_to_origin(origin_url, host, bucket, zone="hls", key="$uri") + headers + "    }\n"
         "  }\n"
         "}\n"
     )
