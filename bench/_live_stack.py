@@ -140,7 +140,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
     from celery.contrib.testing.worker import start_worker
 
     from livestream.celery import app
-    from transcoding import ingest, storage
+    from transcoding import ingest
 
     var = workdir or Path(tempfile.mkdtemp(prefix="g2g-stack-"))
     var.mkdir(parents=True, exist_ok=True)
@@ -162,12 +162,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
     try:
         with ExitStack() as running:
             _ensure_database()
-            if not devstack.port_open(devstack.s3_port()):
-                config = devstack.write_s3_config(var / "s3.json")
-                running.enter_context(
-                    devstack.running(devstack.seaweed_command(var / "s3", config), var / "weed.log", cwd=ROOT)
-                )
-            storage.wait_and_ensure_bucket(60)
+            running.enter_context(devstack.s3_gateway(var / "s3"))
             _ensure_anonymous_read()
             env = {
                 **os.environ,

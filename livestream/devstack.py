@@ -359,3 +359,17 @@ def purge_broker(queues: tuple[str, ...] = ("transcode", "default")) -> None:
         for queue in queues:
             with contextlib.suppress(Exception):  # the queue may not exist yet
                 channel.queue_purge(queue)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def s3_gateway(workdir: Path, timeout: float = 60) -> Iterator[None]:
+    """An S3 origin for tests and benchmarks: reuse one that answers at S3_ENDPOINT_URL, else
+    run SeaweedFS in ``workdir`` for the duration of the block. The bucket exists on entry."""
+    from transcoding import storage
+
+    with contextlib.ExitStack() as stack:
+        if not port_open(s3_port()):
+            config = write_s3_config(workdir / "s3.json")
+            stack.enter_context(running(seaweed_command(workdir / "data", config), workdir / "weed.log"))
+        storage.wait_and_ensure_bucket(timeout)
+        yield

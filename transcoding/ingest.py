@@ -144,7 +144,9 @@ class Segmenter(threading.Thread):
         self._durations.append(end - start)
         from transcoding.tasks import transcode_chunk
 
-        transcode_chunk.delay(self.session_id, seq)
+        parts = max(1, settings.TRANSCODE_TASKS_PER_CHUNK)
+        for part in range(parts):
+            transcode_chunk.delay(self.session_id, seq, part, parts)
 
     def _sample(self) -> None:
         """One IngestSample: received bitrate, fps, keyframe interval, lag per rendition, backlog."""

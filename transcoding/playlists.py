@@ -28,7 +28,7 @@ from typing import Any
 from django.conf import settings
 
 from livestream.redis import redis_client
-from transcoding import mpegts, state, storage
+from transcoding import metadata, mpegts, state, storage
 from transcoding.ladder import Rendition, SourceInfo
 from transcoding.mpegts import aac_codec_string
 
@@ -206,6 +206,7 @@ def _commit(layout: Layout, seq: int) -> bool:
     sizes = {name: {"bytes": len(data)} for name, data in fixed.items()}
     state.mark_done(session_id, seq, {"renditions": sizes, "ms": transcode_ms, "at": time.time()})
     state.drop_outputs(session_id, seq)
+    metadata.record_chunk(session_id, transcode_ms)
     return True
 
 

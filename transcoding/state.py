@@ -155,13 +155,13 @@ def codecs(session_id: int) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in redis_client().hgetall(key(session_id, "codecs")).items()}
 
 
-def store_outputs(session_id: int, seq: int, outputs: dict[str, bytes], transcode_ms: int) -> None:
-    """Transcoded segments (counters not yet continued) waiting for the in-order commit."""
+def store_outputs(session_id: int, seq: int, outputs: dict[str, bytes], transcode_ms: int, *, part: int = 0) -> None:
+    """Transcoded segments (counters not yet continued) waiting for the in-order commit. Tasks
+    that share a chunk (TRANSCODE_TASKS_PER_CHUNK) each add their renditions to the same hash."""
     r = redis_client()
     name = key(session_id, f"out:{seq}")
     pipe = r.pipeline()
-    pipe.delete(name)
-    mapping: dict[str | bytes, bytes | str] = {"_ms": str(transcode_ms)}
+    mapping: dict[str | bytes, bytes | str] = {f"_ms:{part}": str(transcode_ms)}
     mapping.update(outputs)
     pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
     pipe.expire(name, int(settings.CHUNK_TTL_SECONDS))
@@ -173,7 +173,8 @@ def take_outputs(session_id: int, seq: int) -> tuple[dict[str, bytes], int] | No
     if not raw:
         return None
     outputs = {_text(k): bytes(v) if isinstance(v, bytes) else v.encode() for k, v in raw.items()}
-    ms = int(outputs.pop("_ms", b"0"))
+    # The chunk's transcode time is its slowest part's.
+    ms = max((int(outputs.pop(name)) for name in [n for n in outputs if n.startswith("_ms")]), default=0)
     return outputs, ms
 
 
@@ -182,7 +183,12 @@ def drop_outputs(session_id: int, seq: int) -> None:
 
 
 def has_outputs(session_id: int, seq: int) -> bool:
-    return bool(redis_client().exists(key(session_id, f"out:{seq}")))
+    """Every rendition of the session's ladder is transcoded for chunk ``seq``."""
+    renditions = ladder(session_id)
+    if not renditions:
+        return False
+    fields = {_text(f) for f in redis_client().hkeys(key(session_id, f"out:{seq}"))}
+    return all(r.name in fields for r in renditions)
 
 
 def is_settled(session_id: int, seq: int) -> bool:

@@ -101,14 +101,16 @@ def _give_up(session_id: int, seq: int, reason: str) -> None:
     soft_time_limit=settings.TRANSCODE_TIMEOUT_S + 30,
     time_limit=settings.TRANSCODE_TIMEOUT_S + 60,
 )
-def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
-    """Transcode chunk ``seq`` of ``session_id`` into every rendition and publish what is ready.
+def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: int = 1) -> str:
+    """Transcode chunk ``seq`` of ``session_id`` into its renditions and publish what is ready.
 
+    With ``parts`` > 1 (TRANSCODE_TASKS_PER_CHUNK) this task encodes only every ``parts``-th
+    rendition starting at ``part``; the assembler commits the chunk once every rendition is in.
     Idempotent: a settled chunk is skipped; segment keys are deterministic. A chunk past its live
     deadline (or whose bytes expired) becomes a gap. ffmpeg failures are logged with stderr and
     the chunk becomes a gap (a corrupt chunk would fail again on retry).
     """
-    ctx = {"session": session_id, "seq": seq}
+    ctx = {"session": session_id, "seq": seq, "part": f"{part + 1}/{parts}"}
     if state.is_settled(session_id, seq):
         return "settled"
     meta = state.chunk_meta(session_id, seq)
@@ -127,7 +129,10 @@ def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
         chunk_path = work / "chunk.ts"
         chunk_path.write_bytes(data)
         try:
-            renditions, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+            ladder, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+            renditions = ladder[part::parts]
+            if not renditions:  # more tasks than renditions: this part has nothing to do
+                return "idle"
             args = ffmpeg.transcode_args(chunk_path, renditions, work, source.fps or 30, has_audio=source.has_audio)
             ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context=ctx)
         except (ffmpeg.FFmpegError, ValueError) as exc:
@@ -138,8 +143,7 @@ def transcode_chunk(self: Any, session_id: int, seq: int) -> str:
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
     elapsed_ms = int((transcoded - started) * 1000)
-    state.store_outputs(session_id, seq, outputs, elapsed_ms)
-    metadata.record_chunk(session_id, elapsed_ms)
+    state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part)
     # The assembler commits (counters, upload) every chunk that is ready, in order.
     playlists.advance(layout)
     publish_ms = int((time.monotonic() - transcoded) * 1000)

@@ -14,12 +14,11 @@ from transcoding.tasks import transcode_chunk
 SESSION, STREAM = 987_650, 98_765
 
 
-@pytest.fixture
-def chunks(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]:
-    """Three 1 s GOP chunks of a 320x240 source, cut like the segmenter does."""
+def _make_chunks(tmp_path: Path, size: str) -> list[tuple[bytes, float, float]]:
+    """Three 1 s GOP chunks of a ``size`` source, cut like the segmenter does."""
     src = tmp_path / "src.flv"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i",
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-f", "lavfi", "-i",
          "sine", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac", str(src)],
         check=True, timeout=60,
     )  # fmt: skip
@@ -33,8 +32,22 @@ def chunks(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]:
     for line in (tmp_path / "l.csv").read_text().split():
         name, start, end = line.rsplit(",", 2)
         out.append(((tmp_path / name).read_bytes(), float(start), float(end)))
+    return out
+
+
+@pytest.fixture
+def chunks(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]:
+    """Three 1 s GOP chunks of a 320x240 source (ladder: source only)."""
     state.set_json(SESSION, "stream", STREAM)
-    yield out
+    yield _make_chunks(tmp_path, "320x240")
+    storage.delete_prefix(f"live/{STREAM}/")
+
+
+@pytest.fixture
+def chunks_480(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]:
+    """Three 1 s GOP chunks of a 640x480 source (ladder: source + 360p)."""
+    state.set_json(SESSION, "stream", STREAM)
+    yield _make_chunks(tmp_path, "640x480")
     storage.delete_prefix(f"live/{STREAM}/")
 
 
@@ -72,3 +85,24 @@ def test_late_chunk_becomes_a_gap_and_the_edge_moves_on(chunks, settings):
     text = storage.get_bytes(f"live/{STREAM}/{SESSION}/source/live.m3u8").decode()
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1
     assert "seg_000001.ts" not in text
+
+
+def test_split_renditions_over_tasks_commit_once_every_rendition_is_in(chunks_480):
+    """TRANSCODE_TASKS_PER_CHUNK=2: each task encodes half the ladder; the chunk is published
+    only when both halves are stored, and each half is idempotent on its own."""
+    seqs = [_add(c) for c in chunks_480]
+    assert transcode_chunk(SESSION, seqs[0], 1, 2) == "done"  # 360p only
+    assert [r.name for r in state.ladder(SESSION)] == ["source", "360p"]
+    assert playlists.published(SESSION) == []  # source is still missing
+    assert transcode_chunk(SESSION, seqs[0], 0, 2) == "done"  # source (copy)
+    assert [e.seq for e in playlists.published(SESSION)] == [0]
+    assert transcode_chunk(SESSION, seqs[0], 1, 2) == "settled"
+    assert transcode_chunk(SESSION, seqs[1], 0, 3) == "done"
+    assert transcode_chunk(SESSION, seqs[1], 2, 3) == "idle"  # more tasks than renditions
+    assert transcode_chunk(SESSION, seqs[1], 1, 3) == "done"
+    assert [e.seq for e in playlists.published(SESSION)] == [0, 1]
+    for name in ("source", "360p"):
+        text = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/live.m3u8").decode()
+        assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1), name
+        segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
+        assert segment
