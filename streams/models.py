@@ -31,6 +31,8 @@ class Stream(TimestampedModel):
     key_hint = models.CharField(max_length=16, editable=False, help_text="First characters of the key.")
     key_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_live_at = models.DateTimeField(null=True, blank=True)
+    # Announced start of the next broadcast; the offline card shows it while it is ahead.
+    next_broadcast_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)

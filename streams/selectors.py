@@ -1,7 +1,10 @@
 """Reads of streams and access checks. Views never query models directly."""
 
+from datetime import datetime
+
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from accounts.models import User
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
@@ -55,3 +58,9 @@ def get_public_stream_by_id(stream_id: int) -> Stream:
         return Stream.objects.select_related("owner").get(pk=stream_id)
     except Stream.DoesNotExist:
         raise Http404("No such stream.") from None
+
+
+def upcoming_broadcast(stream: Stream) -> datetime | None:
+    """The announced next broadcast, while it is still ahead."""
+    when = stream.next_broadcast_at
+    return when if when is not None and when > timezone.now() else None

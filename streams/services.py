@@ -6,6 +6,7 @@ Keys are returned to the caller exactly once (create, regenerate) and stored onl
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -16,6 +17,13 @@ from streams import keys
 from streams.models import Stream
 
 logger = logging.getLogger(__name__)
+
+
+class _Unset:
+    """Marks an optional service argument the caller did not pass (None is a real value)."""
+
+
+UNSET = _Unset()
 
 
 @dataclass(frozen=True)
@@ -70,11 +78,24 @@ def regenerate_key(stream: Stream) -> StreamWithKey:
     return StreamWithKey(stream, key)
 
 
-def update_stream(stream: Stream, *, title: str, description: str, keep_recordings: bool) -> Stream:
+def update_stream(
+    stream: Stream,
+    *,
+    title: str,
+    description: str,
+    keep_recordings: bool,
+    next_broadcast_at: datetime | _Unset | None = UNSET,
+) -> Stream:
+    """Edit the stream's details. ``next_broadcast_at`` is left as it is unless given (None
+    clears the announcement)."""
     stream.title = title
     stream.description = description
     stream.keep_recordings = keep_recordings
-    stream.save(update_fields=["title", "description", "keep_recordings", "updated_at"])
+    fields = ["title", "description", "keep_recordings", "updated_at"]
+    if not isinstance(next_broadcast_at, _Unset):
+        stream.next_broadcast_at = next_broadcast_at
+        fields.append("next_broadcast_at")
+    stream.save(update_fields=fields)
     return stream
 
 

@@ -59,6 +59,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
             title=form.cleaned_data["title"],
             description=form.cleaned_data["description"],
             keep_recordings=form.cleaned_data["keep_recordings"],
+            next_broadcast_at=form.cleaned_data.get("next_broadcast_at"),
         )
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
@@ -136,6 +137,7 @@ def watch(request: HttpRequest, slug: str) -> HttpResponse:
         "player_config": _player_config(stream, live=stream.is_live),
         "viewer_count": viewer_count(stream.pk),
         "last_broadcast": _last_broadcast(stream),
+        "next_broadcast": selectors.upcoming_broadcast(stream),
         "replays": replays,
         "embed_url": embed_url,
         "embed_code": _embed_code(stream, embed_url),
@@ -181,5 +183,9 @@ def status(request: HttpRequest, slug: str) -> JsonResponse:
 def embed(request: HttpRequest, slug: str) -> HttpResponse:
     """The player alone (no site chrome), framable by other sites."""
     stream = selectors.get_public_stream(slug)
-    context = {"stream": stream, "player_config": _player_config(stream, live=stream.is_live)}
+    context = {
+        "stream": stream,
+        "player_config": _player_config(stream, live=stream.is_live),
+        "next_broadcast": selectors.upcoming_broadcast(stream),
+    }
     return render(request, "streams/embed.html", context)

@@ -1,5 +1,7 @@
+from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -36,11 +38,18 @@ class StreamSerializer(StrictModelSerializer[Stream]):
             "embed_url",
             "viewer_count",
             "last_live_at",
+            "next_broadcast_at",
             "created_at",
             "updated_at",
         )
         read_only_fields = ("id", "slug", "status", "owner", "last_live_at", "created_at", "updated_at")
         extra_kwargs = {"title": {"max_length": 140}, "description": {"max_length": 5000}}
+
+    def validate_next_broadcast_at(self, value: datetime | None) -> datetime | None:
+        unchanged = self.instance is not None and value == self.instance.next_broadcast_at
+        if value is not None and value <= timezone.now() and not unchanged:
+            raise serializers.ValidationError("Announce a time in the future.")
+        return value
 
     def validate_title(self, value: str) -> str:
         value = value.strip()

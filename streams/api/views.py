@@ -113,6 +113,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
             title=data.get("title", stream.title),
             description=data.get("description", stream.description),
             keep_recordings=data.get("keep_recordings", stream.keep_recordings),
+            next_broadcast_at=data.get("next_broadcast_at", services.UNSET),
         )
 
     def perform_destroy(self, instance: Stream) -> None:

@@ -147,3 +147,58 @@ def test_slugs_are_unique(user):
     a, _ = make_stream(user, title="Same")
     b, _ = make_stream(UserFactory(), title="Same")
     assert a.slug != b.slug
+
+
+def test_next_broadcast_is_announced_on_the_offline_watch_page(user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    stream, _ = make_stream(user, title="Weekly show")
+    client = _logged_in(user)
+    when = (timezone.now() + timedelta(days=2)).replace(second=0, microsecond=0)
+    response = client.post(
+        reverse("streams:manage", args=[stream.pk]),
+        {"title": "Weekly show", "description": "", "next_broadcast_at": when.strftime("%Y-%m-%dT%H:%M")},
+    )
+    assert response.status_code == 302
+    stream.refresh_from_db()
+    assert stream.next_broadcast_at == when
+    page = Client().get(reverse("streams:watch", args=[stream.slug])).content.decode()
+    assert "Next broadcast" in page
+    assert when.strftime("%H:%M") in page
+    # A past time is refused with a clear error and changes nothing.
+    past = timezone.now() - timedelta(hours=1)
+    response = client.post(
+        reverse("streams:manage", args=[stream.pk]),
+        {"title": "Weekly show", "next_broadcast_at": past.strftime("%Y-%m-%dT%H:%M")},
+    )
+    assert response.status_code == 400
+    assert "future" in str(response.context["form"].errors["next_broadcast_at"])
+    stream.refresh_from_db()
+    assert stream.next_broadcast_at == when
+
+
+def test_next_broadcast_through_the_api(user, api_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    stream, _ = make_stream(user)
+    api_client.force_authenticate(user)
+    url = f"/api/v1/streams/{stream.pk}/"
+    when = timezone.now() + timedelta(days=1)
+    response = api_client.patch(url, {"next_broadcast_at": when.isoformat()}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["next_broadcast_at"] is not None
+    # Other edits keep the announcement; a past time is a 400 with the error body.
+    assert api_client.patch(url, {"title": "Renamed"}, format="json").status_code == 200
+    stream.refresh_from_db()
+    assert stream.next_broadcast_at is not None
+    past = api_client.patch(url, {"next_broadcast_at": "2020-01-01T00:00:00Z"}, format="json")
+    assert past.status_code == 400
+    assert "next_broadcast_at" in past.json()["error"]["fields"]
+    cleared = api_client.patch(url, {"next_broadcast_at": None}, format="json")
+    assert cleared.status_code == 200
+    stream.refresh_from_db()
+    assert stream.next_broadcast_at is None
