@@ -6,7 +6,7 @@
 - nginx-rtmp (``devstack.rtmp_config``) and the edge cache (``devstack.edge_config``) in front
   of the S3 origin (SeaweedFS; started here if none answers at S3_ENDPOINT_URL);
 - the ingest supervisor (``transcoding.ingest.serve``) in a thread and a real Celery worker
-  (``start_worker``, 2 threads, queues transcode + default) in this process.
+  (``devstack.pipeline_worker``, 2 threads, queues transcode + default) in this process.
 
 Settings are patched in this process for the run (ports, edge URL, callback secret) and
 ``CHUNK_SECONDS`` per measurement (``LiveStack.set_chunk``), then restored.
@@ -137,9 +137,6 @@ def _ensure_database() -> None:
 
 @contextmanager
 def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
-    from celery.contrib.testing.worker import start_worker
-
-    from livestream.celery import app
     from transcoding import ingest
 
     var = workdir or Path(tempfile.mkdtemp(prefix="g2g-stack-"))
@@ -211,16 +208,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
             )
             devstack.purge_broker()
             supervisor.start()
-            running.enter_context(
-                start_worker(
-                    app,
-                    pool="threads",
-                    concurrency=2,
-                    perform_ping_check=False,
-                    queues=["transcode", "default"],
-                    shutdown_timeout=30,
-                )
-            )
+            running.enter_context(devstack.pipeline_worker())
             yield LiveStack(patch["RTMP_PUBLIC_URL"], patch["HLS_EDGE_URL"], var, saved)
     finally:
         stop.set()

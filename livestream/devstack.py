@@ -373,3 +373,22 @@ def s3_gateway(workdir: Path, timeout: float = 60) -> Iterator[None]:
             stack.enter_context(running(seaweed_command(workdir / "data", config), workdir / "weed.log"))
         storage.wait_and_ensure_bucket(timeout)
         yield
+
+
+@contextmanager
+def pipeline_worker() -> Iterator[None]:
+    """A real Celery worker thread in this process consuming the pipeline's queues (tests and
+    benchmarks; sharing the process lets mongomock and settings overrides reach the tasks)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from livestream.celery import app
+
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=["transcode", "default"],
+        shutdown_timeout=30,
+    ):
+        yield
