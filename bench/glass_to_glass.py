@@ -2,17 +2,13 @@
 
 The publisher (``transcoding.golive``, the pipeline's test-pattern tool; ffmpeg at real time
 with -re) burns the wall clock into every frame: a strip of 32 boxes of 16 px (on the 1280x720
-source) at the top left, MSB first, = (start_ms + frame time) mod 2**32, where start_ms is the
-wall clock when the publisher is launched. Ingest, encoding, chunking, transcoding, upload, the
-edge, the player's buffer and decoding all count; so does ffmpeg's own start-up (~0.1-0.2 s, the
-frames are stamped as if produced from launch), which makes the numbers slightly pessimistic, the
-same for both sides. The page draws each presented frame (``requestVideoFrameCallback``) onto a
-canvas, decodes the strip and subtracts it from ``Date.now()``; browser and ffmpeg share the
-machine's clock. hls.js's own ``latency`` is printed next to it: it ignores everything before
-the playlist, so it reads too low.
-
-(A clock from ``RTCTIME`` in the filter graph was tried first: exact, but with its graph the
-pipeline's segmenter often found no video stream in its 1 s probe; golive's stream works.)
+source) at the top left, MSB first, = the wall clock in ms mod 2**32 read when the frame entered
+the publisher's filter graph (``RTCTIME``), i.e. just before its encoder. Encoding, RTMP,
+ingest, chunking, transcoding, upload, the edge, the player's buffer and decoding all count.
+The page draws each presented frame (``requestVideoFrameCallback``) onto a canvas, decodes the
+strip and subtracts it from ``Date.now()``; browser and ffmpeg share the machine's clock.
+hls.js's own ``latency`` is printed next to it: it ignores everything before the playlist, so
+it reads too low.
 
 Each run: publish, wait until the stream has run a while, open the page (a viewer joining
 late), let playback settle for WARMUP_S, then sample for WINDOW_S (30 s): median and p95 of
@@ -111,8 +107,6 @@ class Result:
     # Median seconds from a segment's last ingested frame (PROGRAM-DATE-TIME + EXTINF) to its
     # first listing at the edge: the pipeline's share of the latency (ours only).
     listed_after: float | None = None
-    # Publisher behind real time at the end of the window (counted in the latency above).
-    publisher_lag: float = 0.0
 
     def line(self) -> str:
         listed = "" if self.listed_after is None else f"; segments listed at the edge {self.listed_after:.2f} s "
@@ -120,7 +114,7 @@ class Result:
         return (
             f"g2g {self.name:<5} chunk {self.chunk:g}s: median {self.median:.2f} s, p95 {self.p95:.2f} s, "
             f"stalls {self.stalls} in {WINDOW_S:.0f} s (hls.js latency says {self.hls_median:.2f} s{listed}; "
-            f"{self.frames} frames decoded; publisher {self.publisher_lag:.2f} s behind real time)"
+            f"{self.frames} frames decoded)"
         )
 
 
@@ -160,27 +154,13 @@ class ListingWatch(threading.Thread):
         return statistics.median(self.delays.values()) if self.delays else None
 
 
-def publisher_command(url: str, origin_ms: int, progress: Path | None = None) -> list[str]:
+def publisher_command(url: str) -> list[str]:
     """The pipeline's own test-pattern publisher (``manage.py golive``, transcoding/golive.py):
     720p30, a keyframe every second (fits 1 s and 2 s chunks), zero-latency x264, AAC, and the
-    clock strip: 32 boxes of 16 px, MSB first, = (origin_ms + frame time) mod 2**32."""
+    clock strip: 32 boxes of 16 px, MSB first, = wall clock ms mod 2**32 of each frame."""
     from transcoding.golive import PublishOptions, publish_args
 
-    args = publish_args(PublishOptions(url=url, clock_boxes=True, gop_s=1.0), start_ms=origin_ms)
-    if progress is not None:  # global options: right after the program name
-        args[1:1] = ["-progress", str(progress), "-stats_period", "1"]
-    return args
-
-
-def publisher_lag(progress: Path, origin_ms: int) -> float:
-    """Seconds the publisher is behind real time now (wall clock since launch minus the media
-    time it has sent, from its -progress file). The clock strip counts this lag as latency: under
-    CPU starvation the numbers are pessimistic by about this much."""
-    out_us = 0
-    for line in progress.read_text(errors="replace").splitlines():
-        if line.startswith("out_time_us=") and line[12:].strip().lstrip("-").isdigit():
-            out_us = int(line[12:])
-    return max(0.0, time.time() - origin_ms / 1000 - out_us / 1e6)
+    return publish_args(PublishOptions(url=url, clock_boxes=True, gop_s=1.0))
 
 
 def nginx_config(base: Path, rtmp_port: int, http_port: int) -> Path:
@@ -295,26 +275,20 @@ def browser() -> Iterator[Any]:
 
 
 def run_peer(context: Any, base: Path, rtmp_port: int, http_port: int, chunk: int) -> Result:
-    origin = int(time.time() * 1000)
     url = f"rtmp://127.0.0.1:{rtmp_port}/peer{chunk}/bench"
-    progress = base / f"progress-peer{chunk}.txt"
-    with devstack.running(publisher_command(url, origin, progress), base / f"publish-peer{chunk}.log"):
+    with devstack.running(publisher_command(url), base / f"publish-peer{chunk}.log"):
         playlist = base / "www" / f"peer{chunk}" / "bench.m3u8"
         devstack.wait_until(playlist.exists, 30, "nginx-rtmp HLS playlist")
         time.sleep(RUNNING_BEFORE_JOIN_S)
         page = write_page(base / "www", f"peer{chunk}", f"/peer{chunk}/bench.m3u8")
-        result = measure(context, f"http://127.0.0.1:{http_port}{page}", "peer", chunk)
-        result.publisher_lag = publisher_lag(progress, origin)
-        return result
+        return measure(context, f"http://127.0.0.1:{http_port}{page}", "peer", chunk)
 
 
 def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) -> Result:
     """Publish into the platform's pipeline with ``chunk``-second chunks and watch via the edge."""
     live.set_chunk(chunk)
     stream_id, publish_url = live.new_stream(f"g2g {chunk}s")
-    origin = int(time.time() * 1000)
-    progress = base / f"progress-ours{chunk}.txt"
-    with devstack.running(publisher_command(publish_url, origin, progress), base / f"publish-ours{chunk}.log"):
+    with devstack.running(publisher_command(publish_url), base / f"publish-ours{chunk}.log"):
         live.wait_playable(stream_id, timeout=60)
         watch = ListingWatch(live.media_playlist_url(stream_id))
         watch.start()
@@ -326,7 +300,6 @@ def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) ->
             watch.stop.set()
             watch.join(timeout=5)
         result.listed_after = watch.median()
-        result.publisher_lag = publisher_lag(progress, origin)
         return result
 
 

@@ -6,14 +6,17 @@ live latency through the whole stack.
    - baseline: ONE ffmpeg producing the whole ladder (Owncast-style);
    - ours: the source cut into 2 s GOP chunks (the segmenter's command), every chunk's bytes in
      Redis and one ``transcode_chunk`` task each, run by real Celery worker processes
-     (prefork, x264 ``-threads 1``) until the assembler published every segment.
+     (prefork; threads per transcode from ``transcoding.cores``: the cores shared among the
+     transcodes running) until the assembler published every segment.
    Real-time factor = source seconds / wall seconds. Ours is measured with 1 and 2 worker
    processes; the ratio line compares 2 workers (= cores) against the baseline.
 2. Live latency: publish the golive test pattern in real time to nginx-rtmp (callbacks served by
    Django in this process), ingest supervisor in this process, 2 worker processes; poll every
    rendition's live playlist at the edge every 50 ms. Latency of a segment = the moment it is
    listed in EVERY rendition's playlist at the edge minus the moment its first frame entered
-   RTMP (publish start + the frame's RTMP timestamp). Chunks of 2 s and 1 s.
+   the publisher's encoder: the wall clock burnt into the frame (golive's clock strip, read back
+   from the segment at the edge), so the publisher's x264 and RTMP count too. Chunks of 2 s
+   and 1 s.
 """
 
 from __future__ import annotations
@@ -50,14 +53,18 @@ def _make_source(path: Path, seconds: int) -> None:
 
 
 def _baseline(source: Path, work: Path) -> float:
-    """Wall seconds of one ffmpeg producing the ladder (HLS TS output like ours)."""
+    """Wall seconds of one ffmpeg producing the same ladder as live HLS: 2 s segments per
+    rendition, each starting with a keyframe (what our chunks give), ffmpeg's default threading."""
     from transcoding.ffmpeg import transcode_args
     from transcoding.ladder import SourceInfo, ladder_for
 
     info = SourceInfo("h264", "High", 1280, 720, 30.0, 3_500_000, "aac", "LC", 2, "stereo", 48000, 128000)
     renditions = ladder_for(info)
-    args = transcode_args(source, renditions, work, 30.0, has_audio=True)
-    # The one-process baseline keeps ffmpeg's default threading (all cores), as Owncast runs it.
+    out = work / "baseline"
+    out.mkdir(exist_ok=True)
+    args = transcode_args(source, renditions, out, 30.0, has_audio=True)
+    # The one-process baseline keeps ffmpeg's default threading (all cores), as Owncast runs it,
+    # and writes HLS (keyframe every 2 s) instead of one TS file per rendition.
     cleaned: list[str] = []
     skip = 0
     for arg in args:
@@ -65,7 +72,14 @@ def _baseline(source: Path, work: Path) -> float:
             skip -= 1
         elif arg in ("-threads", "-filter_threads"):
             skip = 1
-        elif arg != "-copyts":
+        elif arg == "-copyts":
+            continue
+        elif arg.endswith(".ts") and cleaned[-2:] == ["-f", "mpegts"]:
+            name = Path(arg).stem
+            cleaned[-2:] = ["-force_key_frames", "expr:gte(t,n_forced*2)"] if "libx264" in cleaned else []
+            cleaned += ["-f", "hls", "-hls_time", "2", "-hls_list_size", "0", "-hls_segment_filename"]
+            cleaned += [str(out / f"{name}_%05d.ts"), str(out / f"{name}.m3u8")]
+        else:
             cleaned.append(arg)
     start = time.monotonic()
     subprocess.run(cleaned, check=True, timeout=900)
@@ -154,7 +168,7 @@ def _speed(args: Any, work: Path, seconds: int, env: dict[str, str]) -> list[str
     results: dict[int, float] = {}
     for processes in (1, 2):
         devstack.purge_broker()
-        with _workers(processes, {**env, "LIVE_DEADLINE_SECONDS": "3600", "X264_THREADS": "1"}, work / "worker.log"):
+        with _workers(processes, {**env, "LIVE_DEADLINE_SECONDS": "3600"}, work / "worker.log"):
             stream_id = 990_000 + processes
             elapsed = _pipeline_run(chunks, 990_000_000 + processes, stream_id)
         storage.delete_prefix(f"live/{stream_id}/")
@@ -196,27 +210,30 @@ def _get(url: str) -> str | None:
         return None
 
 
-def _latency(chunk_s: float, seconds: int, rtmp_url: str, edge_url: str) -> tuple[list[float], dict[str, float]]:
-    """Publish ``seconds`` of test pattern; latency of each segment at the edge."""
+def _latency(
+    chunk_s: float, seconds: int, rtmp_url: str, edge_url: str, work: Path
+) -> tuple[list[float], dict[str, float]]:
+    """Publish ``seconds`` of test pattern with the wall-clock strip; latency of each segment at
+    the edge, from the clock burnt into its first frame."""
     from accounts.models import User
     from streams import services
     from streams.models import StreamSession
     from transcoding import state
-    from transcoding.golive import PublishOptions, publish_args
+    from transcoding.golive import BITS, PublishOptions, publish_args, read_clock
 
     settings.CHUNK_SECONDS = chunk_s
     user, _ = User.objects.get_or_create(username="bench-pipeline", defaults={"email": "bench@example.com"})
     created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False)
     stream = created.stream
-    publisher = subprocess.Popen(
-        publish_args(PublishOptions(url=f"{rtmp_url}/{created.key}", duration_s=seconds, gop_s=min(1.0, chunk_s))),
-        stderr=subprocess.DEVNULL,
+    opts = PublishOptions(
+        url=f"{rtmp_url}/{created.key}", duration_s=seconds, gop_s=min(1.0, chunk_s), clock_boxes=True
     )
+    publisher = subprocess.Popen(publish_args(opts), stderr=subprocess.DEVNULL)
     seen: dict[str, dict[str, float]] = {}
-    starts: dict[str, float] = {}
-    stages: dict[str, tuple[float, float, float]] = {}  # end, queued, done (epoch s)
+    stages: dict[str, tuple[float, float, float]] = {}  # duration, queued, done (epoch s)
+    kept = work / f"segments-{chunk_s:g}"
+    kept.mkdir(exist_ok=True)
     session = None
-    t0 = 0.0
     base = f"{edge_url}/live/{stream.pk}"
     try:
         while publisher.poll() is None:
@@ -225,27 +242,40 @@ def _latency(chunk_s: float, seconds: int, rtmp_url: str, edge_url: str) -> tupl
                 if session is None:
                     time.sleep(0.02)
                     continue
-                t0 = session.started_at.timestamp()
             for rendition in ("source", "480p", "360p"):
                 text = _get(f"{base}/{session.pk}/{rendition}/live.m3u8")
                 now = time.time()
                 for line in (text or "").splitlines():
                     if line.startswith("seg_"):
                         seen.setdefault(line, {}).setdefault(rendition, now)
-                        if line not in starts:
-                            meta = state.chunk_meta(session.pk, int(line[4:10]))
-                            done = state.done(session.pk, int(line[4:10]))
+                        if line not in stages:
+                            seq = int(line[4:10])
+                            meta, done = state.chunk_meta(session.pk, seq), state.done(session.pk, seq)
                             if meta is not None and done is not None:
-                                starts[line] = meta.start
-                                stages[line] = (t0 + meta.end, meta.queued, float(done["at"]))
+                                stages[line] = (meta.end - meta.start, meta.queued, float(done["at"]))
+                        if rendition == "source" and not (kept / line).exists():
+                            with (
+                                contextlib.suppress(OSError),
+                                urllib.request.urlopen(  # noqa: S310 - our edge
+                                    f"{base}/{session.pk}/source/{line}", timeout=3
+                                ) as response,
+                            ):
+                                (kept / line).write_bytes(response.read())
             time.sleep(0.05)
     finally:
         publisher.wait(timeout=seconds + 30)
-    complete = [name for name, r in seen.items() if len(r) == 3 and name in starts][1:]
+    # The first frame of each segment carries the wall clock (ms mod 2**32) it was produced at.
+    produced: dict[str, float] = {}
+    for name, renditions in seen.items():
+        stamp = read_clock(str(kept / name)) if (kept / name).exists() else None
+        if stamp is not None:
+            latest = max(renditions.values())
+            produced[name] = latest - ((int(latest * 1000) - stamp) % 2**BITS) / 1000
+    complete = [n for n, r in seen.items() if len(r) == 3 and n in stages and n in produced][1:]
     # (The first segment includes joining the stream mid-GOP: steady state only.)
-    lat = sorted(max(seen[name].values()) - (t0 + starts[name]) for name in complete)
+    lat = sorted(max(seen[n].values()) - produced[n] for n in complete)
     breakdown = {
-        "ingest": statistics.median([stages[n][1] - stages[n][0] for n in complete] or [float("nan")]),
+        "ingest": statistics.median([stages[n][1] - produced[n] - stages[n][0] for n in complete] or [float("nan")]),
         "transcode": statistics.median([stages[n][2] - stages[n][1] for n in complete] or [float("nan")]),
         "edge": statistics.median([max(seen[n].values()) - stages[n][2] for n in complete] or [float("nan")]),
     }
@@ -306,7 +336,7 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
             worker_env = {**env, "CHUNK_SECONDS": f"{chunk_s:g}", "RECONNECT_GRACE_SECONDS": "2"}
             with _workers(2, worker_env, work / "worker.log"):
                 lat, parts = _latency(
-                    chunk_s, seconds, f"rtmp://127.0.0.1:{rtmp_port}/live", f"http://127.0.0.1:{edge_port}"
+                    chunk_s, seconds, f"rtmp://127.0.0.1:{rtmp_port}/live", f"http://127.0.0.1:{edge_port}", work
                 )
                 time.sleep(6)  # let the session finish (grace 2 s + drain) before the workers stop
             p50, p95 = statistics.median(lat) if lat else float("nan"), _pct(lat, 0.95)

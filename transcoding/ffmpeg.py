@@ -78,7 +78,7 @@ def segmenter_args(input_url: str, out_dir: Path, chunk_seconds: float, rw_timeo
     ]
 
 
-def _x264_args(rendition: Rendition, fps: float) -> list[str]:
+def _x264_args(rendition: Rendition, fps: float, threads: int) -> list[str]:
     kbps = rendition.video_kbps
     return [
         "-c:v",
@@ -88,7 +88,7 @@ def _x264_args(rendition: Rendition, fps: float) -> list[str]:
         "-profile:v",
         "high",
         "-threads",
-        str(settings.X264_THREADS),
+        str(threads),
         "-b:v",
         f"{kbps}k",
         "-maxrate",
@@ -106,10 +106,11 @@ def _x264_args(rendition: Rendition, fps: float) -> list[str]:
 
 
 def transcode_args(
-    input_path: Path, renditions: Sequence[Rendition], out_dir: Path, fps: float, *, has_audio: bool
+    input_path: Path, renditions: Sequence[Rendition], out_dir: Path, fps: float, *, has_audio: bool, threads: int = 1
 ) -> list[str]:
     """One ffmpeg for a chunk: decode once, split, encode every encoded rendition; remux ``copy``
-    renditions. Outputs ``out_dir/<rendition>.ts``."""
+    renditions. Outputs ``out_dir/<rendition>.ts``. ``threads``: for the decoder, the filters
+    and each encoder (``transcoding.cores`` decides)."""
     encoded = [r for r in renditions if not r.copy]
     args = [
         FFMPEG,
@@ -118,9 +119,8 @@ def transcode_args(
         "-loglevel",
         "error",
         "-copyts",
-        # One decoder thread too: a task is one core's work, workers = cores (FIELD-NOTES).
         "-threads",
-        str(settings.X264_THREADS),
+        str(threads),
         "-i",
         str(input_path),
     ]
@@ -128,13 +128,13 @@ def transcode_args(
         labels = "".join(f"[s{i}]" for i in range(len(encoded)))
         graph = [f"[0:v:0]split={len(encoded)}{labels}"]
         graph += [f"[s{i}]scale={r.width}:{r.height}:flags=bicubic[v{i}]" for i, r in enumerate(encoded)]
-        args += ["-filter_threads", "1", "-filter_complex", ";".join(graph)]
+        args += ["-filter_threads", str(threads), "-filter_complex", ";".join(graph)]
     index = 0
     for rendition in renditions:
         if rendition.copy:
             args += ["-map", "0:v:0", "-c:v", "copy"]
         else:
-            args += ["-map", f"[v{index}]", *_x264_args(rendition, fps)]
+            args += ["-map", f"[v{index}]", *_x264_args(rendition, fps, threads)]
             index += 1
         if has_audio:
             args += ["-map", "0:a:0", "-c:a", "copy"]

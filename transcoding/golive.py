@@ -6,11 +6,15 @@ sine tone as AAC audio, and a burnt-in clock. ``clock_boxes`` adds a strip of 32
 boxes (each ``BOX`` px wide, top-left corner, MSB first) encoding the publisher's wall clock
 in milliseconds modulo 2**32 at the moment the frame was produced: a viewer decodes the bits
 from a rendered frame and subtracts from its own clock for glass-to-glass latency.
+
+The clock is read per frame (``RTCTIME`` in the filter graph, when the frame meets the test
+pattern on its way to the encoder), not computed as launch time + frame time: ffmpeg's start-up
+and any moment it falls behind real time would otherwise be counted as latency.
 """
 
 from __future__ import annotations
 
-import time
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +37,17 @@ class PublishOptions:
     clock_boxes: bool = False
 
 
-def clock_strip_filter(start_ms: int, fps: int) -> str:
-    """lavfi source of the clock strip: bit k (MSB first) of (start_ms + t*1000) mod 2**32."""
-    offset = start_ms % 2**BITS
-    lum = f"255*mod(floor(mod({offset}+T*1000\\,{2**BITS})/pow(2\\,{BITS - 1}-floor(X/{BOX})))\\,2)"
-    return f"color=c=black:s={BOX * BITS}x{BOX}:r={fps},format=gray,geq=lum={lum},format=yuv420p"
+def clock_strip_filter(fps: int) -> str:
+    """lavfi source of the clock strip: bit k (MSB first) of the wall clock in ms mod 2**32.
+
+    The strip's frames are stamped with the wall clock (microsecond time base, ``RTCTIME``),
+    ``geq`` draws the bits of that time, then the frames get their regular timestamps back so
+    that ``overlay`` pairs them with the pattern's frames as they arrive."""
+    lum = f"255*mod(floor(mod(floor(T*1000)\\,{2**BITS})/pow(2\\,{BITS - 1}-floor(X/{BOX})))\\,2)"
+    return (
+        f"color=c=black:s={BOX * BITS}x{BOX}:r={fps},format=gray,settb=1/1000000,setpts=RTCTIME,"
+        f"geq=lum={lum},setpts=N/({fps}*TB),format=yuv420p"
+    )
 
 
 def decode_clock_boxes(bits: list[int]) -> int:
@@ -48,7 +58,23 @@ def decode_clock_boxes(bits: list[int]) -> int:
     return value
 
 
-def publish_args(opts: PublishOptions, *, start_ms: int | None = None) -> list[str]:
+def read_clock(source: str, *, width: int = 1280) -> int | None:
+    """The clock strip of the first video frame of ``source`` (a file or URL ffmpeg can read),
+    in ms modulo 2**32; None when there is no frame. ``width``: the source's width (boxes scale)."""
+    box = BOX * width / 1280
+    strip_w, strip_h = max(BITS, round(box * BITS)), max(1, round(box))
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", source, "-frames:v", "1", "-vf", f"crop={strip_w}:{strip_h}:0:0",
+         "-pix_fmt", "gray", "-f", "rawvideo", "-"],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    row = done.stdout[(strip_h // 2) * strip_w : (strip_h // 2 + 1) * strip_w]
+    if done.returncode != 0 or len(row) < strip_w:
+        return None
+    return decode_clock_boxes([1 if row[int((k + 0.5) * box)] > 128 else 0 for k in range(BITS)])
+
+
+def publish_args(opts: PublishOptions) -> list[str]:
     """ffmpeg arguments that publish ``opts.source`` to ``opts.url`` in real time (-re)."""
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"]
     if opts.source == "testsrc":
@@ -70,8 +96,7 @@ def publish_args(opts: PublishOptions, *, start_ms: int | None = None) -> list[s
         )
     graph = f"[0:v]{','.join(chain)}[main]"
     if opts.clock_boxes:
-        strip = clock_strip_filter(start_ms if start_ms is not None else int(time.time() * 1000), opts.fps)
-        graph += f";{strip}[clock];[main][clock]overlay=0:0:shortest=1[out]"
+        graph += f";{clock_strip_filter(opts.fps)}[clock];[main][clock]overlay=0:0:shortest=1[out]"
     else:
         graph += ";[main]null[out]"
     audio_map = "1:a:0" if inputs == 2 else "0:a:0?"

@@ -23,7 +23,7 @@ from django.conf import settings
 
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import ffmpeg, metadata, mpegts, playlists, state, storage
+from transcoding import cores, ffmpeg, metadata, mpegts, playlists, state, storage
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -133,8 +133,11 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
             renditions = ladder[part::parts]
             if not renditions:  # more tasks than renditions: this part has nothing to do
                 return "idle"
-            args = ffmpeg.transcode_args(chunk_path, renditions, work, source.fps or 30, has_audio=source.has_audio)
-            ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context=ctx)
+            with cores.core_share() as threads:
+                args = ffmpeg.transcode_args(
+                    chunk_path, renditions, work, source.fps or 30, has_audio=source.has_audio, threads=threads
+                )
+                ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context={**ctx, "threads": threads})
         except (ffmpeg.FFmpegError, ValueError) as exc:
             _give_up(session_id, seq, f"transcode failed: {exc}")
             return "gap"

@@ -383,9 +383,13 @@ RTMP_CALLBACK_BASE_URL = _validated_url("RTMP_CALLBACK_BASE_URL", "http://127.0.
 TRANSCODE_LADDER: list[str] = env.list(
     "TRANSCODE_LADDER", default=["1080p:1080:5000:128", "720p:720:2800:128", "480p:480:1400:128", "360p:360:800:96"]
 )
-# x264 preset and threads per encoder (threads 1 + worker concurrency = cores, see FIELD-NOTES).
+# x264 preset. Threads per transcode (decoder and each encoder): 0 (default) shares the host's
+# cores among the transcodes running on it when a task starts (transcoding/cores.py): 1 thread
+# each when all cores are busy (measured fastest), all cores for a lone live stream's chunk.
 X264_PRESET = env.str("X264_PRESET", default="veryfast")
-X264_THREADS = env.int("X264_THREADS", default=1)
+X264_THREADS = env.int("X264_THREADS", default=0)
+# Cores of this worker host shared by its transcodes (0: the CPUs this process may run on).
+TRANSCODE_HOST_CORES = env.int("TRANSCODE_HOST_CORES", default=0)
 # A chunk not transcoded this many seconds after ingest is dropped and becomes a gap.
 LIVE_DEADLINE_SECONDS = env.float("LIVE_DEADLINE_SECONDS", default=15.0)
 # Lifetime of raw chunk bytes and pipeline state in Redis.

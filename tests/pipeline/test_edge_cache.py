@@ -11,12 +11,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _at_slot_start() -> None:
-    """Sleep until the clock is early in a half-second slot (requests then share one slot)."""
-    while time.time() % 0.5 > 0.1:
-        time.sleep(0.02)
+    """Sleep until the clock is early in a quarter-second slot (requests then share one slot)."""
+    while time.time() % 0.25 > 0.05:
+        time.sleep(0.005)
 
 
-def test_playlists_are_collapsed_within_a_slot_and_fresh_after_half_a_second(live_stack):
+def test_playlists_are_collapsed_within_a_slot_and_fresh_after_a_quarter_second(live_stack):
     key = f"edge-test/{uuid.uuid4().hex}/live.m3u8"
     storage.put_playlist(key, "#EXTM3U\n# v1\n")
     try:
@@ -28,8 +28,8 @@ def test_playlists_are_collapsed_within_a_slot_and_fresh_after_half_a_second(liv
         assert first.headers["X-Cache-Status"] == "MISS"
         assert second.headers["X-Cache-Status"] == "HIT"  # N viewers, one origin fetch
         storage.put_playlist(key, "#EXTM3U\n# v2\n")
-        # nginx alone would keep "max-age=1" up to 2 s; the slot key bounds staleness at 0.5 s.
-        time.sleep(0.6)
+        # nginx alone would keep "max-age=1" up to 2 s; the slot key bounds staleness at 0.25 s.
+        time.sleep(0.3)
         assert live_stack.get(f"{live_stack.edge_url}/{key}").text.endswith("# v2\n")
     finally:
         storage.delete_key(key)

@@ -1,6 +1,7 @@
 """Unit tests of the pipeline's pure parts and of the callback views (no live stack needed)."""
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from streams import sessions
 from streams.models import SessionStatus, Stream, StreamSession
 from tests.factories import make_stream
 from transcoding import ffmpeg, mpegts, playlists
-from transcoding.golive import BITS, BOX, PublishOptions, decode_clock_boxes, publish_args
+from transcoding.golive import BITS, PublishOptions, clock_strip_filter, decode_clock_boxes, publish_args, read_clock
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 SOURCE_720 = SourceInfo("h264", "High", 1280, 720, 30.0, 2_500_000, "aac", "LC", 2, "stereo", 48000, 128_000)
@@ -30,16 +31,16 @@ def test_ladder_never_upscales_and_keeps_aspect():
     assert [r.name for r in ladder_for(small)] == ["source"]
 
 
-@override_settings(X264_PRESET="veryfast", X264_THREADS=1)
+@override_settings(X264_PRESET="veryfast")
 def test_transcode_arguments_exact():
     renditions = [Rendition("source", 1280, 720, 0, 0, copy=True), Rendition("360p", 640, 360, 800, 96)]
-    args = ffmpeg.transcode_args(Path("/w/chunk.ts"), renditions, Path("/w"), 30.0, has_audio=True)
+    args = ffmpeg.transcode_args(Path("/w/chunk.ts"), renditions, Path("/w"), 30.0, has_audio=True, threads=2)
     assert args == [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-threads", "1", "-i", "/w/chunk.ts",
-        "-filter_threads", "1", "-filter_complex", "[0:v:0]split=1[s0];[s0]scale=640:360:flags=bicubic[v0]",
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-threads", "2", "-i", "/w/chunk.ts",
+        "-filter_threads", "2", "-filter_complex", "[0:v:0]split=1[s0];[s0]scale=640:360:flags=bicubic[v0]",
         "-map", "0:v:0", "-c:v", "copy", "-map", "0:a:0", "-c:a", "copy",
         "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", "/w/source.ts",
-        "-map", "[v0]", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-threads", "1",
+        "-map", "[v0]", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-threads", "2",
         "-b:v", "800k", "-maxrate", "880k", "-bufsize", "1200k", "-g", "300", "-sc_threshold", "0",
         "-pix_fmt", "yuv420p", "-map", "0:a:0", "-c:a", "copy",
         "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", "/w/360p.ts",
@@ -128,11 +129,28 @@ def test_clock_boxes_roundtrip():
     value = 1_764_000_123_456 % 2**BITS
     bits = [(value >> (BITS - 1 - k)) & 1 for k in range(BITS)]
     assert decode_clock_boxes(bits) == value
-    args = publish_args(PublishOptions(url="rtmp://h/live/k", clock_boxes=True, duration_s=5), start_ms=123)
+    args = publish_args(PublishOptions(url="rtmp://h/live/k", clock_boxes=True, duration_s=5))
     graph = args[args.index("-filter_complex") + 1]
-    assert f"s={BOX * BITS}x{BOX}" in graph
+    assert clock_strip_filter(30) in graph
     assert "overlay=0:0" in graph
     assert args[-1] == "rtmp://h/live/k"
+
+
+def test_clock_strip_carries_the_wall_clock_of_each_frame_through_h264(tmp_path):
+    out = tmp_path / "clock.ts"
+    graph = f"testsrc2=size=640x360:rate=30[main];{clock_strip_filter(30)}[clock];[main][clock]overlay=0:0:shortest=1"
+    before = int(time.time() * 1000)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-filter_complex", graph, "-frames:v", "3", "-c:v", "libx264", "-preset", "veryfast",
+         "-pix_fmt", "yuv420p", str(out)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    after = int(time.time() * 1000)
+    stamped = read_clock(str(out), width=1280)  # boxes at full size (the strip is not scaled here)
+    # The wall clock when the frame was drawn, not launch time + frame time.
+    assert stamped is not None
+    assert before % 2**BITS <= stamped <= after % 2**BITS
+    assert read_clock(str(tmp_path / "missing.ts")) is None
 
 
 # --- callback views ---------------------------------------------------------------------------
