@@ -183,7 +183,8 @@ def _proxy_to_origin(origin_url: str, host: str, bucket: str, *, zone: str, key:
         '        add_header Access-Control-Max-Age "86400";\n'
         "        return 204;\n"
         "      }\n"
-        f"      rewrite ^(.*)$ /{bucket}$1 break;\n"
+        # The trailing "?" drops the query string: the origin only ever sees object paths.
+        f"      rewrite ^(.*)$ /{bucket}$1? break;\n"
         f"      proxy_pass {origin_url};\n"
         f"      proxy_set_header Host {host};\n"
         '      proxy_set_header Authorization "";\n'

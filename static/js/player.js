@@ -36,9 +36,120 @@
       },
     },
   };
-  // Target distance behind the newest segment, in segments (measured from the playlist, not
-  // from EXT-X-TARGETDURATION: a 1 s chunk stream may announce a target of 2).
-  const LIVE_SYNC_CHUNKS = 1.5;
+  // Blocking playlist reload, done by the player. hls.js reloads a live playlist on its own
+  // timer, one segment after the last update, at a phase fixed when the viewer joined: a new
+  // segment could sit at the edge for most of a segment before the player asked for it
+  // (measured 1.5 s of 2), so the player had to stay further behind to avoid stalls. This loader
+  // tells hls.js that the server can block (it adds EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES to
+  // the text it hands over; the playlists at the edge stay plain RFC 8216), so hls.js asks for
+  // "_HLS_msn=N" (the next segment) right after each update; the loader answers by polling the
+  // playlist at the edge (query "_hold=<ms>": past the browser cache, not the edge's) until
+  // segment N is listed (or the playlist ends, or HOLD_TARGETS
+  // target durations pass). It sleeps until the next segment is due, then polls every POLL_MS:
+  // a few cached requests per segment per viewer.
+  const POLL_MS = 100;
+  const HOLD_TARGETS = 3;
+  const WAKE_EARLY_MS = 500;
+  const playlistClock = new Map(); // plain URL -> { msn, at, duration } of the last new segment
+
+  function parsePlaylist(text) {
+    let sequence = 0;
+    let count = 0;
+    let target = 2;
+    let last = 0;
+    for (const line of text.split("\n")) {
+      if (line.startsWith("#EXT-X-MEDIA-SEQUENCE:")) sequence = Number(line.slice(22)) || 0;
+      else if (line.startsWith("#EXT-X-TARGETDURATION:")) target = Number(line.slice(22)) || target;
+      else if (line.startsWith("#EXTINF:")) last = parseFloat(line.slice(8)) || last;
+      else if (line && !line.startsWith("#")) count += 1;
+    }
+    return { lastMsn: sequence + count - 1, target, last, ended: text.includes("#EXT-X-ENDLIST") };
+  }
+
+  function announceBlockingReload(text) {
+    if (!text.startsWith("#EXTM3U") || text.includes("#EXT-X-SERVER-CONTROL") || !text.includes("#EXTINF")) {
+      return text;
+    }
+    return text.replace("#EXTM3U", "#EXTM3U\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES");
+  }
+
+  function holdingPlaylistLoader(Base) {
+    return class HoldingPlaylistLoader {
+      constructor(config) {
+        this.config = config;
+        this.inner = new Base(config);
+        this.timer = null;
+        this.finished = false;
+      }
+
+      get stats() {
+        return this.inner.stats;
+      }
+
+      get context() {
+        return this.inner.context;
+      }
+
+      load(context, loaderConfig, callbacks) {
+        const url = new URL(context.url, window.location.href);
+        const wanted = url.searchParams.has("_HLS_msn") ? Number(url.searchParams.get("_HLS_msn")) : null;
+        for (const name of ["_HLS_msn", "_HLS_part", "_HLS_skip"]) url.searchParams.delete(name);
+        const plain = url.toString();
+        const started = performance.now();
+        const attempt = (first) => {
+          if (!first) this.inner = new Base(this.config);
+          // A fresh query string per poll keeps the browser's HTTP cache (max-age=1) out of the
+          // way; the edge ignores query strings (cache key and origin request).
+          const poll = new URL(plain);
+          if (wanted !== null) poll.searchParams.set("_hold", String(Date.now()));
+          this.inner.load({ ...context, url: poll.toString() }, loaderConfig, {
+            ...callbacks,
+            onSuccess: (response, stats, _ctx, details) => {
+              if (this.finished) return;
+              const text = typeof response.data === "string" ? response.data : "";
+              const info = parsePlaylist(text);
+              const now = performance.now();
+              let clock = playlistClock.get(plain);
+              if (!clock || info.lastMsn > clock.msn) {
+                clock = { msn: info.lastMsn, at: now, duration: info.last };
+                playlistClock.set(plain, clock);
+              }
+              const holding = wanted !== null && info.lastMsn < wanted && !info.ended;
+              if (holding && now - started < HOLD_TARGETS * info.target * 1000) {
+                // Wake a little before the next segment is due ("at" may be late: we only know
+                // when we saw the last one, so the margin also corrects it within a few segments).
+                const due = clock.at + clock.duration * 1000 - Math.min(WAKE_EARLY_MS, clock.duration * 500);
+                this.timer = setTimeout(() => attempt(false), Math.max(POLL_MS, due - now));
+                return;
+              }
+              this.finished = true;
+              callbacks.onSuccess({ ...response, data: announceBlockingReload(text) }, stats, context, details);
+            },
+          });
+        };
+        attempt(true);
+      }
+
+      abort() {
+        this.finished = true;
+        clearTimeout(this.timer);
+        this.inner.abort();
+      }
+
+      destroy() {
+        this.finished = true;
+        clearTimeout(this.timer);
+        this.inner.destroy();
+      }
+    };
+  }
+
+  // Target distance behind the live edge: one segment (the typical one, measured from the
+  // playlist, not from EXT-X-TARGETDURATION: a 1 s chunk stream may announce a target of 2)
+  // plus a margin for the next one to arrive late: half a segment, at least LIVE_SYNC_MARGIN_S.
+  // With blocking reloads the buffer refills as soon as a segment is listed, so the margin only
+  // has to cover the pipeline's and the edge's jitter.
+  const LIVE_SYNC_MARGIN_S = 0.8;
   const VOD_CONFIG = { startPosition: 0, backBufferLength: 60, capLevelToPlayerSize: true };
   const RETRY_MS = 2000;
   // After "stream.offline", the card comes back at the latest this long after (normally the
@@ -98,7 +209,8 @@
 
     startHls(src) {
       const Hls = window.Hls;
-      const hls = new Hls(this.config.mode === "vod" ? VOD_CONFIG : LIVE_CONFIG);
+      const live = { ...LIVE_CONFIG, pLoader: holdingPlaylistLoader(Hls.DefaultConfig.loader) };
+      const hls = new Hls(this.config.mode === "vod" ? VOD_CONFIG : live);
       this.hls = hls;
       hls.on(Hls.Events.MANIFEST_PARSED, () => {
         this.fillQualityMenu();
@@ -130,14 +242,14 @@
       }
     }
 
-    // Live latency: aim LIVE_SYNC_CHUNKS typical segments behind the edge (hls.targetLatency),
+    // Live latency: aim a typical segment plus a margin behind the edge (hls.targetLatency),
     // and once playback has started, jump there if the start position was further back.
     tuneLatency(details) {
       if (!details || !details.live || !this.hls) return;
       const durations = details.fragments.slice(-6).map((f) => f.duration).sort((a, b) => a - b);
       const chunk = durations[Math.floor(durations.length / 2)];
       if (!chunk) return;
-      const target = Math.max(1, LIVE_SYNC_CHUNKS * chunk);
+      const target = chunk + Math.max(LIVE_SYNC_MARGIN_S, chunk / 2);
       if (Math.abs(this.tunedLatency - target) > 0.2) {
         this.hls.targetLatency = target;
         this.tunedLatency = target;

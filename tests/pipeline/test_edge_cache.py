@@ -35,6 +35,20 @@ def test_playlists_are_collapsed_within_a_slot_and_fresh_after_a_quarter_second(
         storage.delete_key(key)
 
 
+def test_query_strings_neither_bust_the_edge_cache_nor_reach_the_origin(live_stack):
+    key = f"edge-test/{uuid.uuid4().hex}/live.m3u8"
+    storage.put_playlist(key, "#EXTM3U\n# v1\n")
+    try:
+        _at_slot_start()
+        first = live_stack.get(f"{live_stack.edge_url}/{key}?_hold=1")
+        second = live_stack.get(f"{live_stack.edge_url}/{key}?_hold=2&acl")
+        assert first.status_code == second.status_code == 200
+        assert second.text == "#EXTM3U\n# v1\n"  # the object, not an S3 sub-resource answer
+        assert second.headers["X-Cache-Status"] == "HIT"
+    finally:
+        storage.delete_key(key)
+
+
 def test_segments_are_cached_and_playlists_and_segments_allow_cross_origin_reads(live_stack):
     key = f"edge-test/{uuid.uuid4().hex}/seg_000001.ts"
     storage.put_segment(key, b"\x47" * 188)
