@@ -50,6 +50,8 @@ def test_watch_live_quality_offline_and_replay(live_stack: Any, web: str, browse
     assert page.is_visible("#offline-card")
     assert page.is_hidden("#player")
     page.evaluate("window.__sameDocument = 42")
+    holds: list[str] = []  # the player's blocking reloads (polls of a media playlist at the edge)
+    page.on("request", lambda request: holds.append(request.url) if "_hold=" in request.url else None)
 
     # Offline -> live without reload: the pipeline's stream.live event reaches the page's socket.
     publisher = live_stack.publish(key, duration_s=BROADCAST_S)
@@ -62,6 +64,10 @@ def test_watch_live_quality_offline_and_replay(live_stack: Any, web: str, browse
 
         start = _player(page, "p.video.currentTime")
         page.wait_for_function(f"() => window.livePlayer.video.currentTime >= {start + 5}", timeout=30_000)
+        # Live playlists are reloaded by blocking requests for the next segment, polled at the edge.
+        assert _player(page, "p.hls.latestLevelDetails.canBlockReload") is True
+        assert holds
+        assert all(url.startswith(live_stack.edge_url) and "/live.m3u8?_hold=" in url for url in holds)
 
         # Quality menu: Auto + one entry per rendition of the master playlist.
         levels = _player(page, "p.hls.levels.map((l) => ({height: l.height, name: l.name}))")
