@@ -143,9 +143,11 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
     var.mkdir(parents=True, exist_ok=True)
     var.chmod(0o755)  # nginx workers run unprivileged when started as root
     rtmp_port, edge_port, web_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    stat_port = devstack.free_port()
     secret = secrets.token_urlsafe(16)
     patch = {
         "RTMP_PORT": rtmp_port,
+        "RTMP_STAT_PORT": stat_port,
         "RTMP_PUBLIC_URL": f"rtmp://127.0.0.1:{rtmp_port}/live",
         "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
         "RTMP_CALLBACK_SECRET": secret,
@@ -181,6 +183,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
                     port=rtmp_port,
                     callback_base=f"http://127.0.0.1:{web_port}",
                     secret=secret,
+                    stat_port=stat_port,
                 ),
             )
             edge_conf = devstack.write_nginx_config(

@@ -292,9 +292,11 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
     from transcoding import ingest, storage
 
     rtmp_port, edge_port, web_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    stat_port = devstack.free_port()
     secret = secrets.token_urlsafe(12)
     patched = {
         "RTMP_PORT": rtmp_port,
+        "RTMP_STAT_PORT": stat_port,
         "RTMP_CALLBACK_SECRET": secret,
         "RECONNECT_GRACE_SECONDS": 2,
         "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
@@ -311,7 +313,12 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
     rtmp_conf = devstack.write_nginx_config(
         rtmp_prefix,
         devstack.rtmp_config(
-            rtmp_prefix, bind="127.0.0.1", port=rtmp_port, callback_base=f"http://127.0.0.1:{web_port}", secret=secret
+            rtmp_prefix,
+            bind="127.0.0.1",
+            port=rtmp_port,
+            callback_base=f"http://127.0.0.1:{web_port}",
+            secret=secret,
+            stat_port=stat_port,
         ),
     )
     edge_conf = devstack.write_nginx_config(

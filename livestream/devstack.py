@@ -123,10 +123,18 @@ def _nginx_common(prefix: Path, log_level: str = "info") -> str:
 
 
 def rtmp_config(
-    prefix: Path, *, bind: str, port: int, callback_base: str, secret: str, module: str = RTMP_MODULE
+    prefix: Path,
+    *,
+    bind: str,
+    port: int,
+    callback_base: str,
+    secret: str,
+    stat_port: int,
+    module: str = RTMP_MODULE,
 ) -> str:
     """nginx-rtmp ingest: publish from anywhere (the key is checked by Django's on_publish),
-    play only from localhost (the ingest supervisor pulls the renamed stream)."""
+    play only from localhost (the ingest supervisor pulls the renamed stream). Its statistics
+    (``rtmp_stat``: codecs of each live stream) answer on 127.0.0.1:``stat_port``/stat."""
     query = f"?secret={secret}" if secret else ""
     return (
         # notice, not info: nginx-rtmp logs the publish name (the secret key) at info level.
@@ -150,9 +158,10 @@ def rtmp_config(
         "    }\n"
         "  }\n"
         "}\n"
-        # nginx needs an http block for its temp paths even when it only speaks RTMP.
         "http {\n"
         f"  client_body_temp_path {prefix / 'tmp'};\n"
+        "  access_log off;\n"
+        f"  server {{\n    listen 127.0.0.1:{stat_port};\n    location = /stat {{ rtmp_stat all; }}\n  }}\n"
         "}\n"
     )
 
@@ -286,6 +295,7 @@ def local_rtmp_config() -> Path:
         port=settings.RTMP_PORT,
         callback_base=settings.RTMP_CALLBACK_BASE_URL,
         secret=settings.RTMP_CALLBACK_SECRET,
+        stat_port=settings.RTMP_STAT_PORT,
     )
     return write_nginx_config(prefix, text)
 

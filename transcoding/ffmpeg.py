@@ -36,12 +36,18 @@ class FFmpegError(RuntimeError):
         self.stderr = stderr
 
 
-def segmenter_args(input_url: str, out_dir: Path, chunk_seconds: float, rw_timeout_s: float) -> list[str]:
+def segmenter_args(
+    input_url: str, out_dir: Path, chunk_seconds: float, rw_timeout_s: float, *, audio_kbps: int | None = None
+) -> list[str]:
     """Cut ``input_url`` into ``out_dir/chunk_NNNNNN.ts`` on keyframes (stream copy).
 
     ``out_dir/chunks.csv`` gets one line ``file,start,end`` per finished chunk (the ingest
     supervisor tails it). ``-rw_timeout`` makes ffmpeg exit once the publisher is gone.
+    ``audio_kbps``: encode the audio to AAC here, once for the whole stream (a source whose audio
+    is not AAC); chunk tasks always copy audio, since re-encoding AAC per chunk breaks its
+    timestamps at every boundary (FIELD-NOTES).
     """
+    codecs = ["-c", "copy"] if audio_kbps is None else ["-c:v", "copy", "-c:a", "aac", "-b:a", f"{audio_kbps}k"]
     return [
         FFMPEG,
         "-hide_banner",
@@ -60,8 +66,7 @@ def segmenter_args(input_url: str, out_dir: Path, chunk_seconds: float, rw_timeo
         "0:v:0",
         "-map",
         "0:a:0?",
-        "-c",
-        "copy",
+        *codecs,
         "-f",
         "segment",
         "-segment_time",

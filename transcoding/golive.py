@@ -35,6 +35,10 @@ class PublishOptions:
     video_kbps: int = 2500
     noise: bool = False
     clock_boxes: bool = False
+    audio: str = "aac"  # "aac", or "mp3" (as some encoders send; the segmenter makes it AAC)
+
+
+AUDIO_ENCODERS = {"aac": ("aac", 48000), "mp3": ("libmp3lame", 44100)}
 
 
 def clock_strip_filter(fps: int) -> str:
@@ -128,11 +132,11 @@ def publish_args(opts: PublishOptions) -> list[str]:
         "-bufsize",
         f"{opts.video_kbps * 2}k",
         "-c:a",
-        "aac",
+        AUDIO_ENCODERS[opts.audio][0],
         "-b:a",
         "128k",
         "-ar",
-        "48000",
+        str(AUDIO_ENCODERS[opts.audio][1]),
         "-ac",
         "2",
         "-f",

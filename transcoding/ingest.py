@@ -17,8 +17,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import deque
 from pathlib import Path
+from xml.etree import ElementTree
 
 from django.conf import settings
 
@@ -31,6 +33,33 @@ logger = logging.getLogger(__name__)
 
 def rtmp_play_base() -> str:
     return f"rtmp://127.0.0.1:{settings.RTMP_PORT}/live"
+
+
+def published_audio_codec(name: str, *, timeout_s: float = 2.0) -> str | None:
+    """The audio codec nginx-rtmp reports for live stream ``name`` ("AAC", "MP3", "Speex"...),
+    from its statistics page, once the publisher's metadata or first packets have arrived; ""
+    for a stream without audio; None when unknown within ``timeout_s`` (stat page down)."""
+    url = f"http://127.0.0.1:{settings.RTMP_STAT_PORT}/stat"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                # Our own nginx on 127.0.0.1, not untrusted input.
+                root = ElementTree.fromstring(response.read())  # noqa: S314
+        except (OSError, ElementTree.ParseError):
+            root = None
+        for stream in root.iter("stream") if root is not None else ():
+            if stream.findtext("name") != name:
+                continue
+            audio = stream.find("meta/audio")
+            codec = (audio.findtext("codec") or "").strip() if audio is not None else ""
+            if codec:
+                return codec
+            if stream.find("meta/video/codec") is not None and time.monotonic() > deadline - timeout_s / 2:
+                return ""  # video is flowing and no audio codec was announced: no audio
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 class Segmenter(threading.Thread):
@@ -85,9 +114,19 @@ class Segmenter(threading.Thread):
             logger.info("segmenter finished after %d chunks", self.chunks, extra=self.ctx)
 
     def _run(self, work: Path) -> None:
+        codec = published_audio_codec(self.input_name)
+        encode_audio = bool(codec) and codec != "AAC"
         args = ffmpeg.segmenter_args(
-            f"{rtmp_play_base()}/{self.input_name}", work, settings.CHUNK_SECONDS, settings.SEGMENTER_RW_TIMEOUT_S
+            f"{rtmp_play_base()}/{self.input_name}",
+            work,
+            settings.CHUNK_SECONDS,
+            settings.SEGMENTER_RW_TIMEOUT_S,
+            audio_kbps=settings.SEGMENTER_AUDIO_KBPS if encode_audio else None,
         )
+        if encode_audio:
+            logger.info("source audio is %s: the segmenter encodes it to AAC once", codec, extra=self.ctx)
+        elif codec is None:
+            logger.warning("audio codec unknown (nginx-rtmp stat unreachable): copying audio", extra=self.ctx)
         logger.info("segmenter starting", extra=self.ctx)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         reader = threading.Thread(target=self._read_stderr, daemon=True)

@@ -186,6 +186,8 @@ S3_BUCKET = env.str("S3_BUCKET", default="livestream")
 # --- RTMP ingest --------------------------------------------------------------------------
 RTMP_BIND = env.str("RTMP_BIND", default="127.0.0.1")
 RTMP_PORT = env.int("RTMP_PORT", default=1935)
+# nginx-rtmp's statistics on 127.0.0.1 (codecs of each live stream, read by the ingest).
+RTMP_STAT_PORT = env.int("RTMP_STAT_PORT", default=1936)
 # Shared secret nginx-rtmp sends with its callbacks (query string); empty disables the check.
 RTMP_CALLBACK_SECRET = env.str("RTMP_CALLBACK_SECRET", default="")
 EDGE_BIND = env.str("EDGE_BIND", default="127.0.0.1")
@@ -397,6 +399,8 @@ CHUNK_TTL_SECONDS = env.int("CHUNK_TTL_SECONDS", default=300)
 PIPELINE_STATE_TTL_SECONDS = env.int("PIPELINE_STATE_TTL_SECONDS", default=86400)
 # ffmpeg -rw_timeout of the segmenter: how long a silent RTMP input is waited for.
 SEGMENTER_RW_TIMEOUT_S = env.float("SEGMENTER_RW_TIMEOUT_S", default=5.0)
+# Sources whose audio is not AAC get it encoded once, by the segmenter, at this bitrate.
+SEGMENTER_AUDIO_KBPS = env.int("SEGMENTER_AUDIO_KBPS", default=128)
 # Seconds between IngestSample health documents while live.
 INGEST_SAMPLE_SECONDS = env.float("INGEST_SAMPLE_SECONDS", default=5.0)
 # Tasks per chunk. 1 (default): one task decodes the chunk once and encodes every rendition

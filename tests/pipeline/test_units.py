@@ -54,6 +54,11 @@ def test_segmenter_arguments_have_rw_timeout_and_keep_timestamps():
     assert args[args.index("-segment_time") + 1] == "2"
     assert args[args.index("-c") + 1] == "copy"
     assert args[-1] == "/t/chunk_%06d.ts"
+    # A source whose audio is not AAC: video still copied, audio encoded once here.
+    encoding = ffmpeg.segmenter_args("rtmp://127.0.0.1:1935/live/s1c1", Path("/t"), 2.0, 5.0, audio_kbps=96)
+    assert "-c" not in encoding
+    assert encoding[encoding.index("-c:v") + 1] == "copy"
+    assert encoding[encoding.index("-c:a") + 1 : encoding.index("-c:a") + 4] == ["aac", "-b:a", "96k"]
 
 
 def _ts(tmp_path: Path, seconds: int, name: str) -> bytes:

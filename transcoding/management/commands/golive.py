@@ -21,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--fps", type=int, default=30)
         parser.add_argument("--gop", type=float, default=1.0, help="keyframe interval in seconds")
         parser.add_argument("--bitrate", type=int, default=2500, help="video kbit/s")
+        parser.add_argument("--audio", choices=["aac", "mp3"], default="aac", help="audio codec sent (default aac)")
         parser.add_argument("--clock-boxes", action="store_true", help="add the wall-clock ms strip (see golive.py)")
         parser.add_argument("--url", default=None, help="RTMP server URL (default RTMP_PUBLIC_URL)")
 
@@ -40,6 +41,7 @@ class Command(BaseCommand):
             gop_s=options["gop"],
             video_kbps=options["bitrate"],
             clock_boxes=options["clock_boxes"],
+            audio=options["audio"],
         )
         self.stdout.write(f"publishing {opts.source} {width}x{height}@{opts.fps} to {base}/<key> (Ctrl-C stops)")
         try:
