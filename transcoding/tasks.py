@@ -124,6 +124,7 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
         return "gap"
     stream_id = int(layout.stream_prefix.rsplit("/", 1)[1])
     started = time.monotonic()
+    threads = 0
     with tempfile.TemporaryDirectory(prefix=f"chunk-{session_id}-{seq}-") as tmp:
         work = Path(tmp)
         chunk_path = work / "chunk.ts"
@@ -150,7 +151,9 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     # The assembler commits (counters, upload) every chunk that is ready, in order.
     playlists.advance(layout)
     publish_ms = int((time.monotonic() - transcoded) * 1000)
-    logger.info("chunk transcoded in %d ms", elapsed_ms, extra={**ctx, "ctx": {"publish_ms": publish_ms}})
+    logger.info(
+        "chunk transcoded in %d ms", elapsed_ms, extra={**ctx, "ctx": {"publish_ms": publish_ms, "threads": threads}}
+    )
     return "done"
 
 
