@@ -137,7 +137,7 @@ class Segmenter(threading.Thread):
             if time.monotonic() >= next_sample:
                 self._sample()
                 next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
-            time.sleep(0.05)
+            time.sleep(0.02)  # a finished chunk waits at most 20 ms for us
         reader.join(timeout=2)
         self._drain(work)
         level = logging.INFO if self.proc.returncode in (0, 255) or self.chunks else logging.WARNING
