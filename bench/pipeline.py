@@ -230,7 +230,7 @@ def _latency(
     )
     publisher = subprocess.Popen(publish_args(opts), stderr=subprocess.DEVNULL)
     seen: dict[str, dict[str, float]] = {}
-    stages: dict[str, tuple[float, float, float]] = {}  # duration, queued, done (epoch s)
+    stages: dict[str, tuple[float, float, float]] = {}  # duration, completed at ingest, done (epoch s)
     kept = work / f"segments-{chunk_s:g}"
     kept.mkdir(exist_ok=True)
     session = None
@@ -252,7 +252,7 @@ def _latency(
                             seq = int(line[4:10])
                             meta, done = state.chunk_meta(session.pk, seq), state.done(session.pk, seq)
                             if meta is not None and done is not None:
-                                stages[line] = (meta.end - meta.start, meta.queued, float(done["at"]))
+                                stages[line] = (meta.end - meta.start, meta.completed, float(done["at"]))
                         if rendition == "source" and not (kept / line).exists():
                             with (
                                 contextlib.suppress(OSError),
@@ -353,8 +353,9 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
                 f"(nginx-rtmp HLS reference: 2.0 s median with 2 s fragments)"
             )
             lines.append(
-                f"  where it goes ({chunk_s:g} s chunks, medians): chunk complete -> queued {parts['ingest']:.2f} s, "
-                f"queued -> transcoded+published {parts['transcode']:.2f} s, published -> seen at edge "
+                f"  where it goes ({chunk_s:g} s chunks, medians): last frame -> chunk complete at ingest "
+                f"{parts['ingest']:.2f} s, complete -> transcoded+published {parts['transcode']:.2f} s "
+                f"(progressive: the task started with the chunk), published -> seen at edge "
                 f"{parts['edge']:.2f} s (plus the chunk's own {chunk_s:g} s)"
             )
     finally:

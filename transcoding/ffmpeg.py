@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -110,25 +113,27 @@ def _x264_args(rendition: Rendition, fps: float, threads: int) -> list[str]:
     ]
 
 
+# Reading a chunk from a pipe while it is being written: probe only what is needed to know the
+# streams (~0.5 s of media), so that encoding follows the data instead of waiting for the end.
+STREAMING_INPUT = ["-probesize", "150000", "-analyzeduration", "500000", "-f", "mpegts"]
+
+
 def transcode_args(
-    input_path: Path, renditions: Sequence[Rendition], out_dir: Path, fps: float, *, has_audio: bool, threads: int = 1
+    input_path: Path | None,
+    renditions: Sequence[Rendition],
+    out_dir: Path,
+    fps: float,
+    *,
+    has_audio: bool,
+    threads: int = 1,
 ) -> list[str]:
     """One ffmpeg for a chunk: decode once, split, encode every encoded rendition; remux ``copy``
     renditions. Outputs ``out_dir/<rendition>.ts``. ``threads``: for the decoder, the filters
-    and each encoder (``transcoding.cores`` decides)."""
+    and each encoder (``transcoding.cores`` decides). ``input_path`` None: the chunk arrives on
+    stdin while the segmenter is still writing it (progressive transcoding, ``run_fed``)."""
     encoded = [r for r in renditions if not r.copy]
-    args = [
-        FFMPEG,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-copyts",
-        "-threads",
-        str(threads),
-        "-i",
-        str(input_path),
-    ]
+    source = ["-i", str(input_path)] if input_path is not None else [*STREAMING_INPUT, "-i", "pipe:0"]
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-threads", str(threads), *source]
     if encoded:
         labels = "".join(f"[s{i}]" for i in range(len(encoded)))
         graph = [f"[0:v:0]split={len(encoded)}{labels}"]
@@ -164,6 +169,51 @@ def run(args: list[str], *, timeout: float, context: dict[str, Any]) -> str:
     if stderr.strip():
         logger.info("%s said: %s", args[0], stderr.strip()[-500:], extra={"ctx": context})
     return done.stdout.decode("utf-8", "replace")
+
+
+def run_fed(args: list[str], feed: Iterator[bytes], *, timeout: float, context: dict[str, Any]) -> None:
+    """Run ffmpeg with ``feed``'s bytes on its stdin as they come (progressive transcoding).
+    Raises ``FFmpegError`` (stderr logged) on failure, on timeout, or when ``feed`` raises it."""
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stdin, err = proc.stdin, proc.stderr
+    if stdin is None or err is None:  # pragma: no cover - Popen with PIPE always sets them
+        raise FFmpegError("no pipes to ffmpeg")
+    stderr_parts: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_parts.append(err.read()), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    failure: str | None = None
+    try:
+        for data in feed:
+            if time.monotonic() > deadline:
+                failure = f"{args[0]} timed out"
+                break
+            if data:
+                stdin.write(data)
+    except BrokenPipeError:
+        pass  # ffmpeg gave up reading: its exit code and stderr say why
+    except FFmpegError as exc:
+        failure = str(exc)
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
+    if failure is not None:
+        proc.kill()
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        failure = failure or f"{args[0]} timed out"
+    reader.join(timeout=5)
+    stderr = b"".join(stderr_parts).decode("utf-8", "replace")[-2000:]
+    if failure is None and proc.returncode != 0:
+        failure = f"{args[0]} exited {proc.returncode}"
+    if failure is not None:
+        logger.error("%s", failure, extra={"ctx": {**context, "stderr": stderr}})
+        raise FFmpegError(failure, stderr)
+    if stderr.strip():
+        logger.info("%s said: %s", args[0], stderr.strip()[-500:], extra={"ctx": context})
 
 
 def probe_args(path: Path) -> list[str]:

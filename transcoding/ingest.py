@@ -76,6 +76,11 @@ class Segmenter(threading.Thread):
         self.last_seq = -1
         self._anchor: float | None = None  # wall clock minus source time, per connection
         self._lines_done = 0
+        # Progressive transcoding: the chunk being written, already numbered and queued, and how
+        # many of its bytes went to Redis.
+        self._current: tuple[int, str] | None = None
+        self._sent = 0
+        self._ladder_known = False
         self._bytes_since_sample = 0
         self._durations: deque[float] = deque(maxlen=10)
         self._stderr: deque[str] = deque(maxlen=20)
@@ -140,6 +145,9 @@ class Segmenter(threading.Thread):
             time.sleep(0.02)  # a finished chunk waits at most 20 ms for us
         reader.join(timeout=2)
         self._drain(work)
+        if self._current is not None:  # ffmpeg died mid-chunk: its task must not wait for it
+            state.mark_gap(self.session_id, self._current[0], "ingest ended mid-chunk")
+            self._current = None
         level = logging.INFO if self.proc.returncode in (0, 255) or self.chunks else logging.WARNING
         logger.log(
             level,
@@ -159,6 +167,33 @@ class Segmenter(threading.Thread):
             self._lines_done += 1
             name, start_s, end_s = line.rsplit(",", 2)
             self._publish_chunk(work / name, float(start_s), float(end_s))
+        if settings.PROGRESSIVE_TRANSCODE:
+            self._stream_current(work / f"chunk_{self._lines_done:06d}.ts")
+
+    def _stream_current(self, path: Path) -> None:
+        """Progressive transcoding: number and queue the chunk being written as soon as it
+        starts, and send its bytes as they come, so its task transcodes along (the first chunks
+        wait for the ladder, decided from a whole chunk)."""
+        if not self._ladder_known:
+            self._ladder_known = state.ladder(self.session_id) is not None
+        if not self._ladder_known or not path.exists():
+            return
+        if self._current is None or self._current[1] != path.name:
+            seq = state.reserve_chunk(self.session_id, conn=self.conn, disc=self.conn > 1 and self.chunks == 0)
+            self._current, self._sent = (seq, path.name), 0
+            self._queue(seq)
+        self._send_new_bytes(path)
+
+    def _send_new_bytes(self, path: Path) -> int:
+        if self._current is None:
+            return 0
+        with path.open("rb") as handle:
+            handle.seek(self._sent)
+            data = handle.read()
+        if data:
+            state.append_chunk_data(self.session_id, self._current[0], data)
+            self._sent += len(data)
+        return self._sent
 
     def _publish_chunk(self, path: Path, start: float, end: float) -> None:
         now = time.time()
@@ -166,21 +201,32 @@ class Segmenter(threading.Thread):
         # source time ``end``; the smallest offset seen is the least delayed estimate.
         offset = now - end
         self._anchor = offset if self._anchor is None else min(self._anchor, offset)
-        data = path.read_bytes()
+        if self._current is not None and self._current[1] == path.name:  # streamed: finish it
+            seq, size = self._current[0], self._send_new_bytes(path)
+            state.complete_chunk(self.session_id, seq, start=start, end=end, wall=self._anchor + start)
+            self._current = None
+        else:
+            data = path.read_bytes()
+            seq, size = (
+                state.add_chunk(
+                    self.session_id,
+                    data=data,
+                    start=start,
+                    end=end,
+                    wall=self._anchor + start,
+                    conn=self.conn,
+                    disc=self.conn > 1 and self.chunks == 0,
+                ),
+                len(data),
+            )
+            self._queue(seq)
         path.unlink(missing_ok=True)
-        seq = state.add_chunk(
-            self.session_id,
-            data=data,
-            start=start,
-            end=end,
-            wall=self._anchor + start,
-            conn=self.conn,
-            disc=self.conn > 1 and self.chunks == 0,
-        )
         self.chunks += 1
         self.last_seq = seq
-        self._bytes_since_sample += len(data)
+        self._bytes_since_sample += size
         self._durations.append(end - start)
+
+    def _queue(self, seq: int) -> None:
         from transcoding.tasks import transcode_chunk
 
         parts = max(1, settings.TRANSCODE_TASKS_PER_CHUNK)

@@ -4,8 +4,9 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 
 - ``seq``             INCR counter: next chunk number of the session (continues across reconnects)
 - ``chunk:<seq>``     hash: start, end (source seconds), wall (ingest wall clock of the first
-                      frame, epoch s), conn, disc ("1" on the first chunk of a reconnect), queued
-- ``data:<seq>``      raw chunk bytes (TTL ``CHUNK_TTL_SECONDS``)
+                      frame, epoch s), conn, disc ("1" on the first chunk of a reconnect), queued;
+                      a chunk still being written (progressive transcoding) has no start/end yet
+- ``data:<seq>``      raw chunk bytes (TTL ``CHUNK_TTL_SECONDS``); APPENDed while being written
 - ``done:<seq>``      JSON result of the transcode: per rendition bytes and duration
 - ``gap:<seq>``       "1" when the chunk missed its deadline or failed for good
 - ``out:<seq>``       hash rendition -> transcoded TS bytes awaiting the in-order commit
@@ -54,7 +55,9 @@ class ChunkMeta:
     wall: float
     conn: int
     disc: bool
-    queued: float
+    queued: float  # when its task was queued (progressive: when the chunk started)
+    complete: bool = True  # False while the segmenter is still writing it (start/end unknown)
+    completed: float = 0.0  # when the segmenter finished it (epoch s)
 
     @property
     def duration(self) -> float:
@@ -64,6 +67,7 @@ class ChunkMeta:
 def add_chunk(session_id: int, *, data: bytes, start: float, end: float, wall: float, conn: int, disc: bool) -> int:
     """Store a finished chunk and return its session-wide sequence number."""
     r = redis_client()
+    now = time.time()
     seq = int(r.incr(key(session_id, "seq"))) - 1
     pipe = r.pipeline()
     pipe.expire(key(session_id, "seq"), _ttl())
@@ -76,7 +80,8 @@ def add_chunk(session_id: int, *, data: bytes, start: float, end: float, wall: f
             "wall": repr(wall),
             "conn": conn,
             "disc": "1" if disc else "0",
-            "queued": repr(time.time()),
+            "queued": repr(now),
+            "completed": repr(now),
         },
     )
     pipe.expire(key(session_id, f"chunk:{seq}"), _ttl())
@@ -84,19 +89,59 @@ def add_chunk(session_id: int, *, data: bytes, start: float, end: float, wall: f
     return seq
 
 
+def reserve_chunk(session_id: int, *, conn: int, disc: bool) -> int:
+    """Number a chunk the segmenter has started writing (progressive transcoding): its bytes
+    follow with ``append_chunk_data``, its timing with ``complete_chunk``."""
+    r = redis_client()
+    seq = int(r.incr(key(session_id, "seq"))) - 1
+    pipe = r.pipeline()
+    pipe.expire(key(session_id, "seq"), _ttl())
+    pipe.hset(
+        key(session_id, f"chunk:{seq}"),
+        mapping={"conn": conn, "disc": "1" if disc else "0", "queued": repr(time.time())},
+    )
+    pipe.expire(key(session_id, f"chunk:{seq}"), _ttl())
+    pipe.execute()
+    return seq
+
+
+def append_chunk_data(session_id: int, seq: int, data: bytes) -> None:
+    pipe = redis_client().pipeline()
+    pipe.append(key(session_id, f"data:{seq}"), data)
+    pipe.expire(key(session_id, f"data:{seq}"), int(settings.CHUNK_TTL_SECONDS))
+    pipe.execute()
+
+
+def complete_chunk(session_id: int, seq: int, *, start: float, end: float, wall: float) -> None:
+    """The reserved chunk ``seq`` is fully written (every byte appended)."""
+    redis_client().hset(
+        key(session_id, f"chunk:{seq}"),
+        mapping={"start": repr(start), "end": repr(end), "wall": repr(wall), "completed": repr(time.time())},
+    )
+
+
+def chunk_data_from(session_id: int, seq: int, offset: int) -> bytes:
+    """The chunk's bytes from ``offset`` on (what was appended since the last read)."""
+    value = redis_client().getrange(key(session_id, f"data:{seq}"), offset, -1)
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def chunk_meta(session_id: int, seq: int) -> ChunkMeta | None:
     raw = redis_client().hgetall(key(session_id, f"chunk:{seq}"))
     if not raw:
         return None
     d = {_text(k): _text(v) for k, v in raw.items()}
+    complete = "end" in d
     return ChunkMeta(
         seq=seq,
-        start=float(d["start"]),
-        end=float(d["end"]),
-        wall=float(d["wall"]),
+        start=float(d.get("start", 0)),
+        end=float(d.get("end", 0)),
+        wall=float(d.get("wall", 0)),
         conn=int(d["conn"]),
         disc=d["disc"] == "1",
         queued=float(d["queued"]),
+        complete=complete,
+        completed=float(d.get("completed", 0)),
     )
 
 
@@ -219,6 +264,12 @@ def is_gap(session_id: int, seq: int) -> bool:
 
 def set_ingest(session_id: int, conn: int, value: str) -> None:
     redis_client().set(key(session_id, f"ingest:{conn}"), value, ex=_ttl())
+
+
+def ingest_status(session_id: int, conn: int) -> str | None:
+    """ "running", "ended:<last seq>" or None (no segmenter seen) for connection ``conn``."""
+    value = redis_client().get(key(session_id, f"ingest:{conn}"))
+    return _text(value) if value is not None else None
 
 
 def ingest_running(session_id: int) -> bool:

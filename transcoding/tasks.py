@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,23 +115,21 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     if state.is_settled(session_id, seq):
         return "settled"
     meta = state.chunk_meta(session_id, seq)
-    data = state.chunk_data(session_id, seq)
     layout = layout_for(session_id)
-    if meta is None or data is None or layout is None:
+    if meta is None or layout is None:
         _give_up(session_id, seq, "chunk expired or session gone")
         return "gap"
     if time.time() > meta.queued + settings.LIVE_DEADLINE_SECONDS:
         _give_up(session_id, seq, "missed the live deadline before transcoding")
         return "gap"
     stream_id = int(layout.stream_prefix.rsplit("/", 1)[1])
+    feed = ChunkFeed(session_id, seq)
     started = time.monotonic()
     threads = 0
     with tempfile.TemporaryDirectory(prefix=f"chunk-{session_id}-{seq}-") as tmp:
         work = Path(tmp)
-        chunk_path = work / "chunk.ts"
-        chunk_path.write_bytes(data)
         try:
-            ladder, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+            chunk_path, ladder, source = _input(stream_id, meta, feed, work, ctx)
             renditions = ladder[part::parts]
             if not renditions:  # more tasks than renditions: this part has nothing to do
                 return "idle"
@@ -138,7 +137,11 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
                 args = ffmpeg.transcode_args(
                     chunk_path, renditions, work, source.fps or 30, has_audio=source.has_audio, threads=threads
                 )
-                ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context={**ctx, "threads": threads})
+                run_ctx = {**ctx, "threads": threads}
+                if chunk_path is None:
+                    ffmpeg.run_fed(args, iter(feed), timeout=settings.TRANSCODE_TIMEOUT_S, context=run_ctx)
+                else:
+                    ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context=run_ctx)
         except (ffmpeg.FFmpegError, ValueError) as exc:
             _give_up(session_id, seq, f"transcode failed: {exc}")
             return "gap"
@@ -146,15 +149,79 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
-    elapsed_ms = int((transcoded - started) * 1000)
+    # Progressive: what counts is the time after the chunk's last byte arrived.
+    elapsed_ms = int((transcoded - (feed.finished_at or started)) * 1000)
     state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part)
     # The assembler commits (counters, upload) every chunk that is ready, in order.
     playlists.advance(layout)
     publish_ms = int((time.monotonic() - transcoded) * 1000)
     logger.info(
-        "chunk transcoded in %d ms", elapsed_ms, extra={**ctx, "ctx": {"publish_ms": publish_ms, "threads": threads}}
+        "chunk transcoded in %d ms%s",
+        elapsed_ms,
+        " after its last byte (progressive)" if chunk_path is None else "",
+        extra={**ctx, "ctx": {"publish_ms": publish_ms, "threads": threads}},
     )
     return "done"
+
+
+def _input(
+    stream_id: int, meta: state.ChunkMeta, feed: ChunkFeed, work: Path, ctx: dict[str, Any]
+) -> tuple[Path | None, list[Rendition], SourceInfo]:
+    """Where ffmpeg reads the chunk: None = from ``feed`` while the segmenter is still writing it
+    (the session's ladder is known); else a file with the whole chunk (waiting for it if needed)."""
+    session_id = feed.session_id
+    ladder, source = state.ladder(session_id), state.source(session_id)
+    if not meta.complete and ladder is not None and source is not None:
+        return None, ladder, source
+    data = state.chunk_data(session_id, meta.seq) if meta.complete else b"".join(feed)
+    if data is None:
+        raise ffmpeg.FFmpegError("chunk expired or session gone")
+    chunk_path = work / "chunk.ts"
+    chunk_path.write_bytes(data)
+    meta = state.chunk_meta(session_id, meta.seq) or meta
+    ladder, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+    return chunk_path, ladder, source
+
+
+class ChunkFeed:
+    """A chunk's bytes as the segmenter appends them to Redis, until it marks the chunk complete
+    (progressive transcoding). Raises ``FFmpegError`` when the chunk is abandoned (gap, expired),
+    when its connection's segmenter is gone without completing it, or after
+    ``TRANSCODE_TIMEOUT_S`` without a byte. (A publisher that leaves mid-chunk makes the
+    segmenter wait ``SEGMENTER_RW_TIMEOUT_S`` or more before it writes the last chunk.)"""
+
+    POLL_S = 0.02
+
+    def __init__(self, session_id: int, seq: int) -> None:
+        self.session_id = session_id
+        self.seq = seq
+        self.finished_at: float | None = None  # monotonic time the last byte was read
+
+    def __iter__(self) -> Iterator[bytes]:
+        offset = 0
+        idle_since = time.monotonic()
+        while True:
+            data = state.chunk_data_from(self.session_id, self.seq, offset)
+            if data:
+                offset += len(data)
+                idle_since = time.monotonic()
+                yield data
+                continue
+            meta = state.chunk_meta(self.session_id, self.seq)
+            if meta is None or state.is_gap(self.session_id, self.seq):
+                raise ffmpeg.FFmpegError("chunk abandoned by the ingest")
+            if meta.complete:  # the segmenter appends the last bytes before completing
+                rest = state.chunk_data_from(self.session_id, self.seq, offset)
+                if rest:
+                    yield rest
+                self.finished_at = time.monotonic()
+                return
+            idle = time.monotonic() - idle_since
+            if idle > settings.CHUNK_SECONDS * 2 and state.ingest_status(self.session_id, meta.conn) != "running":
+                raise ffmpeg.FFmpegError("the segmenter ended without finishing the chunk")
+            if idle > settings.TRANSCODE_TIMEOUT_S:
+                raise ffmpeg.FFmpegError("no chunk data from the ingest for too long")
+            time.sleep(self.POLL_S)
 
 
 @shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=1, max_retries=5)

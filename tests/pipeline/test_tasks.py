@@ -2,6 +2,7 @@
 only; the live path with a real worker is in test_live_e2e)."""
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,52 @@ def test_split_renditions_over_tasks_commit_once_every_rendition_is_in(chunks_48
         assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1), name
         segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
         assert segment
+
+
+def _frames(data: bytes, tmp: Path) -> int:
+    path = tmp / "segment.ts"
+    path.write_bytes(data)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return int(out.split()[0])  # (a TS program lists its streams again)
+
+
+def test_progressive_chunk_is_transcoded_while_it_is_being_written(chunks_480, tmp_path):
+    """Progressive transcoding: the task of a chunk starts before the chunk is complete and is
+    fed its bytes as the segmenter appends them; it finishes once the chunk is completed."""
+    first = _add(chunks_480[0])
+    assert transcode_chunk(SESSION, first) == "done"  # decides the ladder from a whole chunk
+    data, start, end = chunks_480[1]
+    seq = state.reserve_chunk(SESSION, conn=1, disc=False)
+    state.set_ingest(SESSION, 1, "running")
+    assert not state.chunk_meta(SESSION, seq).complete
+    result: list[str] = []
+    task = threading.Thread(target=lambda: result.append(transcode_chunk(SESSION, seq)))
+    task.start()
+    pieces = [data[i : i + len(data) // 5 + 1] for i in range(0, len(data), len(data) // 5 + 1)]
+    for piece in pieces:
+        time.sleep(0.15)
+        assert task.is_alive()  # still waiting for the rest of the chunk
+        state.append_chunk_data(SESSION, seq, piece)
+    state.complete_chunk(SESSION, seq, start=start, end=end, wall=time.time())
+    task.join(timeout=60)
+    assert result == ["done"]
+    assert [e.seq for e in playlists.published(SESSION)] == [first, seq]
+    for name in ("source", "360p"):
+        segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
+        assert _frames(segment, tmp_path) == 30, name  # the whole 1 s chunk, nothing lost
+    text = storage.get_bytes(f"live/{STREAM}/{SESSION}/360p/live.m3u8").decode()
+    assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1)
+
+
+def test_progressive_chunk_whose_segmenter_died_becomes_a_gap(chunks_480, settings):
+    settings.CHUNK_SECONDS = 0.2
+    assert transcode_chunk(SESSION, _add(chunks_480[0])) == "done"
+    seq = state.reserve_chunk(SESSION, conn=1, disc=False)
+    state.append_chunk_data(SESSION, seq, chunks_480[1][0][:20_000])
+    state.set_ingest(SESSION, 1, "ended:0")  # gone without completing it
+    assert transcode_chunk(SESSION, seq) == "gap"
+    assert state.is_gap(SESSION, seq)
