@@ -149,6 +149,9 @@ def rtmp_config(
         "      live on;\n"
         "      record off;\n"
         "      drop_idle_publisher 10s;\n"
+        # Players (our segmenters) are disconnected as soon as the publisher leaves, so the last
+        # chunk is cut at once instead of after ffmpeg's read timeout.
+        "      idle_streams off;\n"
         "      notify_relay_redirect off;\n"
         "      allow publish all;\n"
         "      allow play 127.0.0.1;\n"

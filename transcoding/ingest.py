@@ -29,6 +29,8 @@ from streams import playback
 from transcoding import ffmpeg, metadata, playlists, state, storage
 
 logger = logging.getLogger(__name__)
+# Plays of a stream nginx-rtmp has not published yet are refused (idle_streams off): retries.
+PLAY_ATTEMPTS = 3
 
 
 def rtmp_play_base() -> str:
@@ -81,6 +83,7 @@ class Segmenter(threading.Thread):
         self._current: tuple[int, str] | None = None
         self._sent = 0
         self._ladder_known = False
+        self._stopped = False
         self._bytes_since_sample = 0
         self._durations: deque[float] = deque(maxlen=10)
         self._stderr: deque[str] = deque(maxlen=20)
@@ -90,6 +93,7 @@ class Segmenter(threading.Thread):
         return {"stream": self.stream_id, "session": self.session_id, "ctx": {"connection": self.conn}}
 
     def stop(self) -> None:
+        self._stopped = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
 
@@ -133,6 +137,32 @@ class Segmenter(threading.Thread):
         elif codec is None:
             logger.warning("audio codec unknown (nginx-rtmp stat unreachable): copying audio", extra=self.ctx)
         logger.info("segmenter starting", extra=self.ctx)
+        for attempt in range(1, PLAY_ATTEMPTS + 1):
+            started = time.monotonic()
+            self._segment(args, work)
+            # nginx-rtmp refuses to play a stream that is not published yet (idle_streams off):
+            # a segmenter that came too early gets nothing and tries again.
+            if self._lines_done or self._current is not None or time.monotonic() - started > 5:
+                break
+            if attempt == PLAY_ATTEMPTS or self._stopped:
+                break
+            logger.info("segmenter got no stream yet (attempt %d), retrying", attempt, extra=self.ctx)
+            time.sleep(0.3)
+        if self._current is not None:  # ffmpeg died mid-chunk: its task must not wait for it
+            state.mark_gap(self.session_id, self._current[0], "ingest ended mid-chunk")
+            self._current = None
+        code = self.proc.returncode if self.proc is not None else None
+        level = logging.INFO if code in (0, 255) or self.chunks else logging.WARNING
+        logger.log(
+            level,
+            "segmenter ffmpeg exited with %s: %s",
+            code,
+            " | ".join(self._stderr) or "no output",
+            extra=self.ctx,
+        )
+
+    def _segment(self, args: list[str], work: Path) -> None:
+        """One run of the segmenter ffmpeg, feeding its chunks to Redis until it exits."""
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         reader = threading.Thread(target=self._read_stderr, daemon=True)
         reader.start()
@@ -145,17 +175,6 @@ class Segmenter(threading.Thread):
             time.sleep(0.02)  # a finished chunk waits at most 20 ms for us
         reader.join(timeout=2)
         self._drain(work)
-        if self._current is not None:  # ffmpeg died mid-chunk: its task must not wait for it
-            state.mark_gap(self.session_id, self._current[0], "ingest ended mid-chunk")
-            self._current = None
-        level = logging.INFO if self.proc.returncode in (0, 255) or self.chunks else logging.WARNING
-        logger.log(
-            level,
-            "segmenter ffmpeg exited with %s: %s",
-            self.proc.returncode,
-            " | ".join(self._stderr) or "no output",
-            extra=self.ctx,
-        )
 
     def _drain(self, work: Path) -> None:
         listing = work / "chunks.csv"
