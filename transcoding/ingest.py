@@ -6,7 +6,8 @@ Driven by Redis: ``transcoding.services.accept_publish`` pushes a command on
 nginx-rtmp (play is allowed from localhost only). Each finished chunk's bytes go to Redis and
 one ``transcode_chunk`` task is queued. Chunk files live only in this process's temporary
 directory; workers never see a local path. The segmenter ends by itself when the publisher
-leaves (``-rw_timeout``).
+leaves: nginx-rtmp disconnects players of a stream whose publisher is gone (``idle_streams
+off``), and ``-rw_timeout`` is the backstop for a silent connection.
 """
 
 from __future__ import annotations
