@@ -174,34 +174,17 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
             web = [sys.executable, "-m", "uvicorn", "livestream.asgi:application", "--host", "127.0.0.1",
                    "--port", str(web_port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
             running.enter_context(devstack.running(web, var / "web.log", env=env, cwd=ROOT))
-            rtmp_prefix, edge_prefix = var / "rtmp", var / "edge"
-            rtmp_conf = devstack.write_nginx_config(
-                rtmp_prefix,
-                devstack.rtmp_config(
-                    rtmp_prefix,
-                    bind="127.0.0.1",
-                    port=rtmp_port,
-                    callback_base=f"http://127.0.0.1:{web_port}",
-                    secret=secret,
-                    stat_port=stat_port,
-                ),
+            rtmp_cmd, edge_cmd = devstack.loopback_nginx_commands(
+                var,
+                rtmp_port=rtmp_port,
+                stat_port=stat_port,
+                edge_port=edge_port,
+                callback_base=f"http://127.0.0.1:{web_port}",
+                secret=secret,
+                origin=settings.S3_ENDPOINT_URL,
             )
-            edge_conf = devstack.write_nginx_config(
-                edge_prefix,
-                devstack.edge_config(
-                    edge_prefix,
-                    bind="127.0.0.1",
-                    port=edge_port,
-                    origin=settings.S3_ENDPOINT_URL,
-                    bucket=settings.S3_BUCKET,
-                ),
-            )
-            running.enter_context(
-                devstack.running(devstack.nginx_command(rtmp_prefix, rtmp_conf), var / "rtmp.log", cwd=ROOT)
-            )
-            running.enter_context(
-                devstack.running(devstack.nginx_command(edge_prefix, edge_conf), var / "edge.log", cwd=ROOT)
-            )
+            running.enter_context(devstack.running(rtmp_cmd, var / "rtmp.log", cwd=ROOT))
+            running.enter_context(devstack.running(edge_cmd, var / "edge.log", cwd=ROOT))
             devstack.wait_until(
                 lambda: (
                     devstack.port_open(web_port) and devstack.port_open(rtmp_port) and devstack.port_open(edge_port)

@@ -309,27 +309,18 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
     call_command("migrate", verbosity=0)
     web = _Web(web_port)
     web.start()
-    rtmp_prefix, edge_prefix = work / "rtmp", work / "edge"
-    rtmp_conf = devstack.write_nginx_config(
-        rtmp_prefix,
-        devstack.rtmp_config(
-            rtmp_prefix,
-            bind="127.0.0.1",
-            port=rtmp_port,
-            callback_base=f"http://127.0.0.1:{web_port}",
-            secret=secret,
-            stat_port=stat_port,
-        ),
-    )
-    edge_conf = devstack.write_nginx_config(
-        edge_prefix,
-        devstack.edge_config(
-            edge_prefix, bind="127.0.0.1", port=edge_port, origin=settings.S3_ENDPOINT_URL, bucket=settings.S3_BUCKET
-        ),
+    rtmp_cmd, edge_cmd = devstack.loopback_nginx_commands(
+        work,
+        rtmp_port=rtmp_port,
+        stat_port=stat_port,
+        edge_port=edge_port,
+        callback_base=f"http://127.0.0.1:{web_port}",
+        secret=secret,
+        origin=settings.S3_ENDPOINT_URL,
     )
     procs = [
-        subprocess.Popen(devstack.nginx_command(rtmp_prefix, rtmp_conf), stderr=subprocess.DEVNULL),
-        subprocess.Popen(devstack.nginx_command(edge_prefix, edge_conf), stderr=subprocess.DEVNULL),
+        subprocess.Popen(rtmp_cmd, stderr=subprocess.DEVNULL),
+        subprocess.Popen(edge_cmd, stderr=subprocess.DEVNULL),
     ]
     stop = threading.Event()
     supervisor = threading.Thread(target=ingest.serve, args=(stop,), daemon=True)

@@ -309,6 +309,24 @@ def local_edge_config() -> Path:
     return write_nginx_config(prefix, text)
 
 
+def loopback_nginx_commands(
+    var: Path, *, rtmp_port: int, stat_port: int, edge_port: int, callback_base: str, secret: str, origin: str
+) -> tuple[list[str], list[str]]:
+    """nginx-rtmp and the edge on 127.0.0.1 with their prefixes under ``var`` (test fixtures and
+    benchmarks): writes both configs and returns the two nginx command lines (rtmp, edge)."""
+    rtmp, edge = var / "rtmp", var / "edge"
+    rtmp_conf = write_nginx_config(
+        rtmp,
+        rtmp_config(
+            rtmp, bind="127.0.0.1", port=rtmp_port, callback_base=callback_base, secret=secret, stat_port=stat_port
+        ),
+    )
+    edge_conf = write_nginx_config(
+        edge, edge_config(edge, bind="127.0.0.1", port=edge_port, origin=origin, bucket=settings.S3_BUCKET)
+    )
+    return nginx_command(rtmp, rtmp_conf), nginx_command(edge, edge_conf)
+
+
 # --- Process and port helpers shared by the test fixtures and the benchmarks ---------------
 
 

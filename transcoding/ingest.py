@@ -227,17 +227,15 @@ class Segmenter(threading.Thread):
             self._current = None
         else:
             data = path.read_bytes()
-            seq, size = (
-                state.add_chunk(
-                    self.session_id,
-                    data=data,
-                    start=start,
-                    end=end,
-                    wall=self._anchor + start,
-                    conn=self.conn,
-                    disc=self.conn > 1 and self.chunks == 0,
-                ),
-                len(data),
+            size = len(data)
+            seq = state.add_chunk(
+                self.session_id,
+                data=data,
+                start=start,
+                end=end,
+                wall=self._anchor + start,
+                conn=self.conn,
+                disc=self.conn > 1 and self.chunks == 0,
             )
             self._queue(seq)
         path.unlink(missing_ok=True)
