@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 import time
@@ -24,7 +25,7 @@ from django.conf import settings
 
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import cores, ffmpeg, metadata, mpegts, playlists, state, storage
+from transcoding import cores, encoder, ffmpeg, metadata, mpegts, playlists, state, storage
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -108,8 +109,9 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     With ``parts`` > 1 (TRANSCODE_TASKS_PER_CHUNK) this task encodes only every ``parts``-th
     rendition starting at ``part``; the assembler commits the chunk once every rendition is in.
     Idempotent: a settled chunk is skipped; segment keys are deterministic. A chunk past its live
-    deadline (or whose bytes expired) becomes a gap. ffmpeg failures are logged with stderr and
-    the chunk becomes a gap (a corrupt chunk would fail again on retry).
+    deadline (or whose bytes expired) becomes a gap. A transcode failure (FFmpeg's message) is
+    logged with the stream and chunk and the chunk becomes a gap (a corrupt chunk would fail
+    again on retry).
     """
     ctx = {"session": session_id, "seq": seq, "part": f"{part + 1}/{parts}"}
     if state.is_settled(session_id, seq):
@@ -126,26 +128,18 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     feed = ChunkFeed(session_id, seq)
     started = time.monotonic()
     threads = 0
-    with tempfile.TemporaryDirectory(prefix=f"chunk-{session_id}-{seq}-") as tmp:
-        work = Path(tmp)
-        try:
-            chunk_path, ladder, source = _input(stream_id, meta, feed, work, ctx)
-            renditions = ladder[part::parts]
-            if not renditions:  # more tasks than renditions: this part has nothing to do
-                return "idle"
-            with cores.core_share() as threads:
-                args = ffmpeg.transcode_args(
-                    chunk_path, renditions, work, source.fps or 30, has_audio=source.has_audio, threads=threads
-                )
-                run_ctx = {**ctx, "threads": threads}
-                if chunk_path is None:
-                    ffmpeg.run_fed(args, iter(feed), timeout=settings.TRANSCODE_TIMEOUT_S, context=run_ctx)
-                else:
-                    ffmpeg.run(args, timeout=settings.TRANSCODE_TIMEOUT_S, context=run_ctx)
-        except (ffmpeg.FFmpegError, ValueError) as exc:
-            _give_up(session_id, seq, f"transcode failed: {exc}")
-            return "gap"
-        outputs = {r.name: (work / f"{r.name}.ts").read_bytes() for r in renditions}
+    try:
+        data, ladder, source = _input(stream_id, meta, feed, ctx)
+        renditions = ladder[part::parts]
+        if not renditions:  # more tasks than renditions: this part has nothing to do
+            return "idle"
+        reader = io.BytesIO(data) if data is not None else encoder.FeedReader(iter(feed))
+        with cores.core_share() as threads:
+            outputs = encoder.transcode(reader, renditions, source.fps or 30, threads=threads)
+    except (encoder.TranscodeError, ffmpeg.FFmpegError, ValueError) as exc:
+        logger.error("transcode failed: %s", exc, extra={**ctx, "ctx": {"threads": threads}})
+        _give_up(session_id, seq, f"transcode failed: {exc}")
+        return "gap"
     codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
@@ -158,34 +152,37 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     logger.info(
         "chunk transcoded in %d ms%s",
         elapsed_ms,
-        " after its last byte (progressive)" if chunk_path is None else "",
+        " after its last byte (progressive)" if feed.finished_at is not None else "",
         extra={**ctx, "ctx": {"publish_ms": publish_ms, "threads": threads}},
     )
     return "done"
 
 
 def _input(
-    stream_id: int, meta: state.ChunkMeta, feed: ChunkFeed, work: Path, ctx: dict[str, Any]
-) -> tuple[Path | None, list[Rendition], SourceInfo]:
-    """Where ffmpeg reads the chunk: None = from ``feed`` while the segmenter is still writing it
-    (the session's ladder is known); else a file with the whole chunk (waiting for it if needed)."""
+    stream_id: int, meta: state.ChunkMeta, feed: ChunkFeed, ctx: dict[str, Any]
+) -> tuple[bytes | None, list[Rendition], SourceInfo]:
+    """The chunk's bytes, or None = read them from ``feed`` while the segmenter is still writing
+    the chunk (the session's ladder is known); the first chunk of a session is read whole and
+    probed to decide the ladder."""
     session_id = feed.session_id
     ladder, source = state.ladder(session_id), state.source(session_id)
     if not meta.complete and ladder is not None and source is not None:
         return None, ladder, source
     data = state.chunk_data(session_id, meta.seq) if meta.complete else b"".join(feed)
     if data is None:
-        raise ffmpeg.FFmpegError("chunk expired or session gone")
-    chunk_path = work / "chunk.ts"
-    chunk_path.write_bytes(data)
-    meta = state.chunk_meta(session_id, meta.seq) or meta
-    ladder, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
-    return chunk_path, ladder, source
+        raise encoder.TranscodeError("chunk expired or session gone")
+    if ladder is None or source is None:
+        meta = state.chunk_meta(session_id, meta.seq) or meta
+        with tempfile.TemporaryDirectory(prefix=f"chunk-{session_id}-{meta.seq}-") as tmp:
+            chunk_path = Path(tmp) / "chunk.ts"
+            chunk_path.write_bytes(data)
+            ladder, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+    return data, ladder, source
 
 
 class ChunkFeed:
     """A chunk's bytes as the segmenter appends them to Redis, until it marks the chunk complete
-    (progressive transcoding). Raises ``FFmpegError`` when the chunk is abandoned (gap, expired),
+    (progressive transcoding). Raises ``TranscodeError`` when the chunk is abandoned (gap, expired),
     when its connection's segmenter is gone without completing it, or after
     ``TRANSCODE_TIMEOUT_S`` without a byte. (A publisher that leaves mid-chunk makes the
     segmenter wait ``SEGMENTER_RW_TIMEOUT_S`` or more before it writes the last chunk.)"""
@@ -209,7 +206,7 @@ class ChunkFeed:
                 continue
             meta = state.chunk_meta(self.session_id, self.seq)
             if meta is None or state.is_gap(self.session_id, self.seq):
-                raise ffmpeg.FFmpegError("chunk abandoned by the ingest")
+                raise encoder.TranscodeError("chunk abandoned by the ingest")
             if meta.complete:  # the segmenter appends the last bytes before completing
                 rest = state.chunk_data_from(self.session_id, self.seq, offset)
                 if rest:
@@ -218,9 +215,9 @@ class ChunkFeed:
                 return
             idle = time.monotonic() - idle_since
             if idle > settings.CHUNK_SECONDS * 2 and state.ingest_status(self.session_id, meta.conn) != "running":
-                raise ffmpeg.FFmpegError("the segmenter ended without finishing the chunk")
+                raise encoder.TranscodeError("the segmenter ended without finishing the chunk")
             if idle > settings.TRANSCODE_TIMEOUT_S:
-                raise ffmpeg.FFmpegError("no chunk data from the ingest for too long")
+                raise encoder.TranscodeError("no chunk data from the ingest for too long")
             time.sleep(self.POLL_S)
 
 
