@@ -40,8 +40,10 @@ class TranscodeError(RuntimeError):
     """The chunk could not be transcoded (corrupt input, encoder failure)."""
 
 
-def x264_options(rendition: Rendition, fps: float) -> dict[str, str]:
-    """x264 settings of an encoded rendition, as FFmpeg option names (the same for the CLI)."""
+def x264_options(rendition: Rendition, fps: float, gop_s: float = 10.0) -> dict[str, str]:
+    """x264 settings of an encoded rendition, as FFmpeg option names (the same for the CLI).
+    A chunk is one GOP (the encoder starts it with an IDR), so the default ``gop_s`` is longer
+    than any chunk; with no scene-cut keyframes, a longer input gets an IDR every ``gop_s``."""
     kbps = rendition.video_kbps
     return {
         "preset": settings.X264_PRESET,
@@ -49,8 +51,7 @@ def x264_options(rendition: Rendition, fps: float) -> dict[str, str]:
         "b": f"{kbps}k",
         "maxrate": f"{int(kbps * 1.1)}k",
         "bufsize": f"{int(kbps * 1.5)}k",
-        # The chunk is one GOP: the encoder starts it with an IDR; no extra scene-cut keyframes.
-        "g": str(max(1, round(fps * 10))),
+        "g": str(max(1, round(fps * gop_s))),
         "sc_threshold": "0",
     }
 
@@ -93,7 +94,9 @@ def _scaler(width: int, height: int) -> VideoReformatter:
 class _Output:
     """One rendition's muxer (MPEG-TS in memory), its video stream and its audio stream."""
 
-    def __init__(self, rendition: Rendition, video_in: Any, audio_in: Any, fps: float, threads: int) -> None:
+    def __init__(
+        self, rendition: Rendition, video_in: Any, audio_in: Any, *, fps: float, threads: int, gop_s: float
+    ) -> None:
         self.rendition = rendition
         self.buffer = io.BytesIO()
         self.container = av.open(self.buffer, "w", format="mpegts")
@@ -107,7 +110,7 @@ class _Output:
             codec.time_base = TIME_BASE
             codec.bit_rate = rendition.video_kbps * 1000
             codec.thread_count = threads
-            codec.options = x264_options(rendition, fps)
+            codec.options = x264_options(rendition, fps, gop_s)
             stream.time_base = TIME_BASE
             self.video = stream
         self.audio: Any = self.container.add_stream_from_template(audio_in) if audio_in is not None else None
@@ -133,19 +136,25 @@ class _Output:
 
 
 def transcode(
-    source: IO[bytes] | io.RawIOBase, renditions: list[Rendition], fps: float, *, threads: int
+    source: IO[bytes] | io.RawIOBase,
+    renditions: list[Rendition],
+    fps: float,
+    *,
+    threads: int,
+    gop_s: float = 10.0,
 ) -> dict[str, bytes]:
     """Transcode the MPEG-TS chunk read from ``source`` into every rendition: name -> TS bytes.
-    ``threads`` for the decoder and each encoder (``transcoding.cores`` decides). Raises
-    ``TranscodeError`` for input or encoder failures; exceptions of ``source`` propagate."""
+    ``threads`` for the decoder and each encoder (``transcoding.cores`` decides; 0 = FFmpeg's
+    automatic count). Raises ``TranscodeError`` for input or encoder failures; exceptions of
+    ``source`` propagate."""
     try:
-        return _transcode(source, renditions, fps, threads)
+        return _transcode(source, renditions, fps, threads, gop_s)
     except av.error.FFmpegError as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _transcode(
-    source: IO[bytes] | io.RawIOBase, renditions: list[Rendition], fps: float, threads: int
+    source: IO[bytes] | io.RawIOBase, renditions: list[Rendition], fps: float, threads: int, gop_s: float
 ) -> dict[str, bytes]:
     with av.open(source, "r", format="mpegts", options=PROBE) as chunk:
         if not chunk.streams.video:
@@ -154,7 +163,7 @@ def _transcode(
         audio_in = chunk.streams.audio[0] if chunk.streams.audio else None
         video_in.codec_context.thread_count = threads
         video_in.codec_context.thread_type = "AUTO"
-        outputs = [_Output(r, video_in, audio_in, fps, threads) for r in renditions]
+        outputs = [_Output(r, video_in, audio_in, fps=fps, threads=threads, gop_s=gop_s) for r in renditions]
         encoded = [o for o in outputs if not o.rendition.copy]
         copied = [o for o in outputs if o.rendition.copy]
         wanted: list[Any] = [video_in] if audio_in is None else [video_in, audio_in]
