@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import IO, Any, cast
@@ -82,13 +83,17 @@ class FeedReader(io.RawIOBase):
         return size
 
 
-# Scaler contexts are costly to set up and stateless between frames: one per output size,
-# kept for the life of the worker process.
-_SCALERS: dict[tuple[int, int], VideoReformatter] = {}
+# Scaler contexts are costly to set up and stateless between frames: one per output size, kept
+# for the life of the worker. Per thread: a context must never scale two frames at once
+# (Celery's thread pool, the tests' in-process worker).
+_local = threading.local()
 
 
 def _scaler(width: int, height: int) -> VideoReformatter:
-    return _SCALERS.setdefault((width, height), VideoReformatter())
+    scalers: dict[tuple[int, int], VideoReformatter] | None = getattr(_local, "scalers", None)
+    if scalers is None:
+        scalers = _local.scalers = {}
+    return scalers.setdefault((width, height), VideoReformatter())
 
 
 class _Output:
@@ -103,8 +108,8 @@ class _Output:
         if rendition.copy:
             self.video = self.container.add_stream_from_template(video_in)
         else:
-            rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(30)
-            stream = self.container.add_stream("libx264", rate=rate)
+            fps = fps or 30.0  # unknown frame rate: x264's rate control and GOP assume 30
+            stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             codec = stream.codec_context
             codec.width, codec.height, codec.pix_fmt = rendition.width, rendition.height, "yuv420p"
             codec.time_base = TIME_BASE

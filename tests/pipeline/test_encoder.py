@@ -3,6 +3,7 @@
 import io
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,17 @@ def test_a_feed_that_fails_stops_the_transcode_with_its_error(tmp_path):
 
     with pytest.raises(AbandonedError):
         encoder.transcode(encoder.FeedReader(blocks()), RENDITIONS, 30.0, threads=1)
+
+
+def test_transcodes_in_parallel_threads_do_not_share_scalers(tmp_path):
+    """Celery's thread pool (and the tests' in-process worker) runs transcodes side by side; a
+    scaler shared between threads crashed the process."""
+    chunks = _chunks(tmp_path)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda chunk: encoder.transcode(io.BytesIO(chunk), RENDITIONS, 30.0, threads=1), chunks * 4)
+        )
+    for index, outputs in enumerate(results):
+        path = tmp_path / f"parallel{index}.ts"
+        path.write_bytes(outputs["360p"])
+        assert len(packets(path)["video"]) == 30
