@@ -8,4 +8,6 @@ mkdir -p test-output
 export DJANGO_SETTINGS_MODULE=livestream.settings.test
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "Model changes without migrations: run manage.py makemigrations" >&2; exit 1; }
-exec .venv/bin/pytest "$@"
+# --create-db: a fresh test database every run, so rows committed by a run that crashed
+# (transactional tests) cannot leak into the next one. (--reuse-db stays for quick local runs.)
+exec .venv/bin/pytest --create-db "$@"
