@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from accounts.models import User
 from streams.models import SessionStatus, StreamSession
@@ -43,6 +44,37 @@ def _player(page: Any, expression: str) -> Any:
     return page.evaluate(f"(() => {{ const p = window.livePlayer; return {expression}; }})()")
 
 
+def _pipeline_state(stream_pk: int) -> str:
+    from transcoding import playlists, state
+
+    session = StreamSession.objects.filter(stream_id=stream_pk).order_by("-pk").first()
+    if session is None:
+        return "no session"
+    total = state.chunk_count(session.pk)
+    gaps = [seq for seq in range(total) if state.is_gap(session.pk, seq)]
+    return f"session {session.status}, chunks {total}, published {len(playlists.published(session.pk))}, gaps {gaps}"
+
+
+def _wait_advance(page: Any, seconds: float, timeout_ms: int, stream_pk: int) -> None:
+    """Wait for the video to play ``seconds`` further; on a stall, say what the player and the
+    pipeline were doing."""
+    start = _player(page, "p.video.currentTime")
+    try:
+        page.wait_for_function(f"() => window.livePlayer.video.currentTime >= {start + seconds}", timeout=timeout_ms)
+    except PlaywrightTimeoutError as exc:
+        player = _player(
+            page,
+            "({t: p.video.currentTime, ready: p.video.readyState, paused: p.video.paused, stalls: p.stalls,"
+            " buffered: Array.from({length: p.video.buffered.length},"
+            " (_, i) => [p.video.buffered.start(i), p.video.buffered.end(i)]),"
+            " level: p.hls && p.hls.currentLevel,"
+            " endSN: p.hls && p.hls.latestLevelDetails && p.hls.latestLevelDetails.endSN})",
+        )
+        raise AssertionError(
+            f"playback stalled at {start:.2f} s; player {player}; pipeline {_pipeline_state(stream_pk)}"
+        ) from exc
+
+
 def test_watch_live_quality_offline_and_replay(live_stack: Any, web: str, browser: Any, user: User) -> None:
     stream, key = make_stream(user, title="Pipeline to browser", keep_recordings=True)
     page = browser.new_page()
@@ -62,8 +94,7 @@ def test_watch_live_quality_offline_and_replay(live_stack: Any, web: str, browse
         assert page.is_hidden("#offline-card")
         assert page.inner_text("#live-badge") == "LIVE"
 
-        start = _player(page, "p.video.currentTime")
-        page.wait_for_function(f"() => window.livePlayer.video.currentTime >= {start + 5}", timeout=30_000)
+        _wait_advance(page, 5, 30_000, stream.pk)
         # Live playlists are reloaded by blocking requests for the next segment, polled at the edge.
         assert _player(page, "p.hls.latestLevelDetails.canBlockReload") is True
         assert holds
@@ -87,8 +118,7 @@ def test_watch_live_quality_offline_and_replay(live_stack: Any, web: str, browse
             f" && window.livePlayer.video.videoHeight === {heights[target]}",
             timeout=30_000,
         )
-        resumed = _player(page, "p.video.currentTime")
-        page.wait_for_function(f"() => window.livePlayer.video.currentTime >= {resumed + 1}", timeout=20_000)
+        _wait_advance(page, 1, 20_000, stream.pk)
         shot = harness.screenshot(page, "watch-playing.png")
         assert shot.stat().st_size > 10_000
 
