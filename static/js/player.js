@@ -180,6 +180,7 @@
       this.retryTimer = null;
       this.transport = "none"; // how live/offline news arrives: "socket" (chat panel's) or "poll"
       this.stalls = 0;
+      this.errors = []; // the last hls.js errors, for diagnosis (newest last)
       this.bindUi();
       this.bindSocket();
       if (config.mode === "vod" || this.live) this.start();
@@ -271,6 +272,8 @@
     onHlsError(data) {
       const Hls = window.Hls;
       if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) this.stalls += 1;
+      const code = data.response && data.response.code ? ` ${data.response.code}` : "";
+      this.errors = [...this.errors, `${data.fatal ? "fatal " : ""}${data.details}${code}`].slice(-10);
       if (!data.fatal) return;
       if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
         this.hls.recoverMediaError();

@@ -64,7 +64,7 @@ def _wait_advance(page: Any, seconds: float, timeout_ms: int, stream_pk: int) ->
     except PlaywrightTimeoutError as exc:
         player = _player(
             page,
-            "({t: p.video.currentTime, ready: p.video.readyState, paused: p.video.paused, stalls: p.stalls,"
+            "({t: p.video.currentTime, ready: p.video.readyState, paused: p.video.paused, errors: p.errors,"
             " buffered: Array.from({length: p.video.buffered.length},"
             " (_, i) => [p.video.buffered.start(i), p.video.buffered.end(i)]),"
             " level: p.hls && p.hls.currentLevel,"
