@@ -181,6 +181,8 @@
       this.transport = "none"; // how live/offline news arrives: "socket" (chat panel's) or "poll"
       this.stalls = 0;
       this.errors = []; // the last hls.js errors, for diagnosis (newest last)
+      this.history = []; // the last lifecycle steps (start, stop, live, offline...), for diagnosis
+      this.liveNewsAt = 0; // when the socket last said live/offline (performance.now())
       this.bindUi();
       this.bindSocket();
       if (config.mode === "vod" || this.live) this.start();
@@ -188,8 +190,13 @@
 
     // --- lifecycle -------------------------------------------------------------------------
 
+    note(step) {
+      this.history = [...this.history, `${Math.round(performance.now())} ${step}`].slice(-20);
+    }
+
     start() {
       this.stop();
+      this.note("start");
       this.showMessage("");
       this.root.dataset.state = "loading";
       if (this.offlineCard) this.offlineCard.hidden = true;
@@ -233,6 +240,7 @@
     stop() {
       clearTimeout(this.retryTimer);
       if (this.hls) {
+        this.note("stop");
         this.hls.destroy();
         this.hls = null;
       }
@@ -262,7 +270,10 @@
       const position = this.hls.liveSyncPosition;
       if (position == null || this.video.currentTime <= 0) return;
       this.snapped = true;
-      if (position - this.video.currentTime > 1) this.video.currentTime = position;
+      if (position - this.video.currentTime > 1) {
+        this.note(`jump ${this.video.currentTime.toFixed(2)} -> ${position.toFixed(2)}`);
+        this.video.currentTime = position;
+      }
     }
 
     announceReady() {
@@ -294,6 +305,7 @@
 
     setLive(live) {
       const was = this.live;
+      if (live !== was) this.note(live ? "live" : "offline");
       this.live = live;
       if (this.badge) {
         this.badge.textContent = live ? "LIVE" : "OFFLINE";
@@ -311,6 +323,7 @@
     }
 
     showOffline() {
+      this.note("show offline");
       this.stop();
       this.video.hidden = true;
       if (this.offlineCard) this.offlineCard.hidden = false;
@@ -332,8 +345,8 @@
       const attach = () => {
         const socket = window.LiveSocket;
         if (!socket || typeof socket.on !== "function") return false;
-        socket.on("stream.live", () => this.setLive(true));
-        socket.on("stream.offline", () => this.setLive(false));
+        socket.on("stream.live", () => this.socketSays(true));
+        socket.on("stream.offline", () => this.socketSays(false));
         socket.on("viewers.count", (frame) => this.setViewers(frame.count));
         // After every (re)connect: events sent while the socket was down are lost, so re-read.
         if (typeof socket.onOpen === "function") socket.onOpen(() => this.refreshStatus());
@@ -351,13 +364,22 @@
       else bindOrPoll();
     }
 
+    socketSays(live) {
+      this.liveNewsAt = performance.now();
+      this.setLive(live);
+    }
+
     refreshStatus() {
       if (!this.config.statusUrl) return;
+      const asked = performance.now();
       fetch(this.config.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
         .then((r) => (r.ok ? r.json() : null))
         .then((status) => {
           if (!status) return;
           this.setViewers(status.viewer_count);
+          // An answer older than the socket's latest news is stale (the page asks right after
+          // connecting; a publish can land while the answer is on its way).
+          if (this.liveNewsAt > asked) return;
           this.setLive(status.status === "live");
         })
         .catch(() => {});

@@ -65,6 +65,7 @@ def _wait_advance(page: Any, seconds: float, timeout_ms: int, stream_pk: int) ->
         player = _player(
             page,
             "({t: p.video.currentTime, ready: p.video.readyState, paused: p.video.paused, errors: p.errors,"
+            " history: p.history, now: Math.round(performance.now()),"
             " buffered: Array.from({length: p.video.buffered.length},"
             " (_, i) => [p.video.buffered.start(i), p.video.buffered.end(i)]),"
             " level: p.hls && p.hls.currentLevel,"
