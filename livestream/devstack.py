@@ -324,10 +324,20 @@ def loopback_nginx_commands(
     edge_conf = write_nginx_config(
         edge, edge_config(edge, bind="127.0.0.1", port=edge_port, origin=origin, bucket=settings.S3_BUCKET)
     )
-    return nginx_command(rtmp, rtmp_conf), nginx_command(edge, edge_conf)
+    return dies_with_caller(nginx_command(rtmp, rtmp_conf)), dies_with_caller(nginx_command(edge, edge_conf))
 
 
 # --- Process and port helpers shared by the test fixtures and the benchmarks ---------------
+
+
+def dies_with_caller(argv: list[str]) -> list[str]:
+    """``argv`` set to get SIGTERM from the kernel when the thread that starts it dies (Linux's
+    parent-death signal, set by util-linux's setpriv, which then execs ``argv``: same PID), so a
+    test run that crashes leaves no SeaweedFS or nginx behind for the next run to reuse.
+    Unchanged where setpriv is missing. Start it from a thread that outlives it."""
+    if argv[:1] == ["setpriv"] or shutil.which("setpriv") is None:
+        return argv
+    return ["setpriv", "--pdeathsig", "TERM", "--", *argv]
 
 
 def free_port() -> int:
@@ -374,7 +384,7 @@ def running(
 ) -> Iterator["subprocess.Popen[bytes]"]:
     """Run ``argv`` for the duration of the block, stdout+stderr appended to ``log``."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        proc = subprocess.Popen(dies_with_caller(argv), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         try:
             yield proc
         finally:
