@@ -38,11 +38,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from livestream import devstack
+
+if TYPE_CHECKING:
+    from transcoding.ladder import Rendition
 
 ROOT = Path(__file__).resolve().parent.parent
 LADDER = ["480p:480:1400:128", "360p:360:800:96"]
@@ -56,15 +59,20 @@ def _make_source(path: Path, seconds: int) -> None:
     subprocess.run(args, check=True, timeout=600)
 
 
+def _source_ladder() -> list[Rendition]:
+    """The ladder for the bench source (what the workers decide from its first chunk)."""
+    from transcoding.ladder import SourceInfo, ladder_for
+
+    return ladder_for(SourceInfo("h264", "High", 1280, 720, 30.0, 3_500_000, "aac", "LC", 2, "stereo", 48000, 128000))
+
+
 def _baseline(source: Path, work: Path) -> float:
     """Wall seconds of one ffmpeg (the CLI, as Owncast runs it) producing the same ladder as live
     HLS: 2 s segments per rendition, each starting with a keyframe (what our chunks give), the
     same x264 settings, audio copied, ffmpeg's default threading (all cores)."""
     from transcoding.encoder import x264_options
-    from transcoding.ladder import SourceInfo, ladder_for
 
-    info = SourceInfo("h264", "High", 1280, 720, 30.0, 3_500_000, "aac", "LC", 2, "stereo", 48000, 128000)
-    renditions = ladder_for(info)
+    renditions = _source_ladder()
     encoded = [r for r in renditions if not r.copy]
     out = work / "baseline"
     out.mkdir(exist_ok=True)
@@ -93,15 +101,13 @@ def _same_libraries_baseline(source: Path, work: Path) -> float:
     and x264) in ONE process: the whole ladder, an IDR every 2 s, every core (threads auto). So
     the ratio cannot come from a faster x264 build alone."""
     from transcoding import encoder
-    from transcoding.ladder import SourceInfo, ladder_for
 
-    info = SourceInfo("h264", "High", 1280, 720, 30.0, 3_500_000, "aac", "LC", 2, "stereo", 48000, 128000)
     whole = work / "whole.ts"
     if not whole.exists():
         subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-c", "copy", str(whole)], check=True, timeout=300)
     start = time.monotonic()
     with whole.open("rb") as stream:
-        encoder.transcode(stream, ladder_for(info), 30.0, threads=0, gop_s=2.0)
+        encoder.transcode(stream, _source_ladder(), 30.0, threads=0, gop_s=2.0)
     return time.monotonic() - start
 
 

@@ -127,11 +127,14 @@ def delete_prefix(prefix: str) -> int:
     """Delete every object under ``prefix`` (must end with "/"); returns how many went."""
     if not prefix.endswith("/"):
         raise ValueError("prefix must end with '/' so a sibling's objects are never matched")
-    s3 = client()
-    keys = list_keys(prefix)
+    return delete_keys(list_keys(prefix))
+
+
+def delete_keys(keys: list[str]) -> int:
+    """Delete these objects, 1000 per request; returns how many."""
     for start in range(0, len(keys), 1000):
         batch: list[ObjectIdentifierTypeDef] = [{"Key": k} for k in keys[start : start + 1000]]
-        s3.delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": batch, "Quiet": True})
+        client().delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": batch, "Quiet": True})
     return len(keys)
 
 
