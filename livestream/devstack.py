@@ -56,14 +56,20 @@ def s3_port() -> int:
     return urlparse(settings.S3_ENDPOINT_URL).port or 8333
 
 
+def s3_host() -> str:
+    """The loopback address the local SeaweedFS binds (the host of S3_ENDPOINT_URL): a second
+    stack (another test run, a simulated node) uses its own 127.x.y.z and so its own ports."""
+    return urlparse(settings.S3_ENDPOINT_URL).hostname or "127.0.0.1"
+
+
 def seaweed_command(data_dir: Path, config_path: Path, port: int | None = None) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     return [
         weed_binary(),
         "mini",
         f"-dir={data_dir}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={s3_host()}",
+        f"-ip.bind={s3_host()}",
         "-master.telemetry=false",
         "-webdav=false",
         "-admin.ui=false",
@@ -409,7 +415,7 @@ def s3_gateway(workdir: Path, timeout: float = 60) -> Iterator[None]:
     from transcoding import storage
 
     with contextlib.ExitStack() as stack:
-        if not port_open(s3_port()):
+        if not port_open(s3_port(), s3_host()):
             config = write_s3_config(workdir / "s3.json")
             stack.enter_context(running(seaweed_command(workdir / "data", config), workdir / "weed.log"))
         storage.wait_and_ensure_bucket(timeout)

@@ -33,6 +33,10 @@ class Stream(TimestampedModel):
     last_live_at = models.DateTimeField(null=True, blank=True)
     # Announced start of the next broadcast; the offline card shows it while it is ahead.
     next_broadcast_at = models.DateTimeField(null=True, blank=True)
+    # Why the last publish attempt was refused or ended by the platform (quota, source the
+    # pipeline cannot handle, no keyframes...), shown on the dashboard; cleared on a good publish.
+    publish_problem = models.CharField(max_length=300, blank=True, editable=False)
+    publish_problem_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ("-created_at",)

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from livestream.events import send_event_on_commit
-from streams import keys, playback
+from streams import keys, playback, problems
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def start_publish(key: str) -> PublishGrant:
             session.save(update_fields=["storage_prefix"])
             resumed = False
         _set_stream_status(stream, StreamStatus.LIVE)
+        problems.clear(stream.pk)
         send_event_on_commit(
             stream.pk,
             "stream.live",

@@ -210,6 +210,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Reverse proxies / load balancers whose X-Forwarded-For is believed (CIDRs, comma separated).
+# Empty: the TCP peer is the client, whatever headers say (livestream/clientaddr.py).
+TRUSTED_PROXIES: list[str] = env.list("TRUSTED_PROXIES", default=[])
 # Failed logins allowed per (username, IP) and per IP within LOGIN_RATE_WINDOW_S.
 LOGIN_RATE_LIMIT = env.int("LOGIN_RATE_LIMIT", default=5)
 LOGIN_RATE_WINDOW_S = env.int("LOGIN_RATE_WINDOW_S", default=300)

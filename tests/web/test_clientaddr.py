@@ -1,0 +1,34 @@
+"""The client's address: X-Forwarded-For is believed only from trusted proxies."""
+
+import pytest
+from django.test import override_settings
+
+from livestream import clientaddr
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "xff", "expected"),
+    [
+        ([], "203.0.113.9", "1.2.3.4", "203.0.113.9"),  # no trusted proxy: header ignored
+        (["10.0.0.0/8"], "203.0.113.9", "1.2.3.4", "203.0.113.9"),  # peer not a proxy: spoof ignored
+        (["10.0.0.0/8"], "10.0.0.5", "198.51.100.7", "198.51.100.7"),
+        # the client prepended a fake hop: the proxy appended the real one, read from the right
+        (["10.0.0.0/8"], "10.0.0.5", "1.1.1.1, 198.51.100.7", "198.51.100.7"),
+        (["10.0.0.0/8"], "10.0.0.5", "198.51.100.7, 10.0.0.9", "198.51.100.7"),  # two proxies
+        (["10.0.0.0/8"], "10.0.0.5", "garbage", "10.0.0.5"),
+        (["10.0.0.0/8"], "10.0.0.5", "", "10.0.0.5"),
+        ([], "::ffff:192.0.2.1", None, "192.0.2.1"),
+        ([], None, "1.2.3.4", "unknown"),
+    ],
+)
+def test_resolve(trusted: list[str], peer: str | None, xff: str | None, expected: str) -> None:
+    with override_settings(TRUSTED_PROXIES=trusted):
+        assert clientaddr.resolve(peer, xff) == expected
+
+
+def test_scope() -> None:
+    scope = {"client": ("10.1.1.1", 5555), "headers": [(b"x-forwarded-for", b"192.0.2.44")]}
+    with override_settings(TRUSTED_PROXIES=["10.0.0.0/8"]):
+        assert clientaddr.client_ip_from_scope(scope) == "192.0.2.44"
+    with override_settings(TRUSTED_PROXIES=[]):
+        assert clientaddr.client_ip_from_scope(scope) == "10.1.1.1"
