@@ -170,7 +170,9 @@ def rtmp_config(
         "http {\n"
         f"  client_body_temp_path {prefix / 'tmp'};\n"
         "  access_log off;\n"
-        f"  server {{\n    listen 127.0.0.1:{stat_port};\n    location = /stat {{ rtmp_stat all; }}\n  }}\n"
+        f"  server {{\n    listen 127.0.0.1:{stat_port};\n    location = /stat {{ rtmp_stat all; }}\n"
+        # drop publishers whose stream was deleted or whose key was regenerated (rtmp_control.py)
+        "    location /control { rtmp_control all; }\n  }\n"
         "}\n"
     )
 
