@@ -85,26 +85,26 @@ def reportable_session(stream_id: int, session_id: int | None, now: datetime) ->
 
     if not Stream.objects.filter(pk=stream_id).exists():
         raise UnknownStreamError
-    grace = timedelta(seconds=settings.ANALYTICS_QOE_ENDED_GRACE_S)
+    just_ended = now - timedelta(seconds=settings.ANALYTICS_QOE_ENDED_GRACE_S)
     sessions = StreamSession.objects.filter(stream_id=stream_id).only("pk", "status", "ended_at")
-    if session_id is not None:
-        session = sessions.filter(pk=session_id).first()
-        if session is None:
-            raise UnknownSessionError
-    else:
-        session = sessions.exclude(status=SessionStatus.ENDED).order_by("-started_at").first()
-        if session is None:
-            session = sessions.filter(status=SessionStatus.ENDED).order_by("-ended_at").first()
+    if session_id is None:
+        session = (
+            sessions.exclude(status=SessionStatus.ENDED).order_by("-started_at").first()
+            or sessions.filter(status=SessionStatus.ENDED, ended_at__gte=just_ended).order_by("-ended_at").first()
+        )
         if session is None:
             raise SessionClosedError("not_live", "The stream is not live; there is no playback to report on.")
-    if session.status != SessionStatus.ENDED:
         return session.pk
-    if session.ended_at is not None and session.ended_at >= now - grace:
-        return session.pk
-    raise SessionClosedError(
-        "session_ended",
-        f"This broadcast ended more than {settings.ANALYTICS_QOE_ENDED_GRACE_S} s ago; reports are no longer accepted.",
-    )
+    session = sessions.filter(pk=session_id).first()
+    if session is None:
+        raise UnknownSessionError
+    if session.status == SessionStatus.ENDED and (session.ended_at is None or session.ended_at < just_ended):
+        raise SessionClosedError(
+            "session_ended",
+            f"This broadcast ended more than {settings.ANALYTICS_QOE_ENDED_GRACE_S} s ago;"
+            " reports are no longer accepted.",
+        )
+    return session.pk
 
 
 def record_playback_batch(

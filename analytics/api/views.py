@@ -86,7 +86,7 @@ OWNER_ERRORS = _errors(400, 401, 403, 404, 503)
 class PlaybackReportView(APIView):
     authentication_classes: list[type] = []
     permission_classes = (permissions.AllowAny,)
-    throttle_classes: list[type] = []  # own per-viewer and per-IP limits in the service
+    throttle_classes: list[type] = []  # own per-playback and per-address limits in the service
 
     @extend_schema(
         request=PlaybackBatchSerializer,

@@ -75,7 +75,7 @@ def test_reports_are_taken_on_air_and_just_after_the_end_only(api_client: APICli
     assert answer["error"]["code"] == "session_ended"
     assert "120 s" in answer["error"]["message"]
     status, answer = _post(api_client, _batch(stream.pk, beat))
-    assert (status, answer["error"]["code"]) == (409, "session_ended")
+    assert (status, answer["error"]["code"]) == (409, "not_live")
     never_live, _ = make_stream(user)
     status, answer = _post(api_client, _batch(never_live.pk, beat))
     assert (status, answer["error"]["code"]) == (409, "not_live")
