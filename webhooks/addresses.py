@@ -130,7 +130,10 @@ def _getaddrinfo(host: str, port: int) -> list[str]:
 
 
 def _parse_ip(text: str) -> IPAddress:
-    return ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
+    ip = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d: checked and connected to as such
+    return ip
 
 
 def resolve_host(host: str, port: int, *, timeout: float) -> list[IPAddress]:

@@ -3,26 +3,20 @@ gives it: a spoofed X-Forwarded-For from an untrusted peer changes nothing, a tr
 does; the admin's login is refused before any password check once the limit is spent."""
 
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
-from livestream import devstack
+from tests.browser import harness
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -139,39 +133,14 @@ def test_signup_page_is_throttled_per_address(settings):
     assert _signup("third", peer="198.51.100.21").status_code == 302
 
 
-@contextmanager
-def _procfile_web(tmp_path: Path, extra_env: dict[str, str]) -> Iterator[str]:
-    """The ``web:`` line of the Procfile as ``make run`` starts it (its uvicorn flags), on a free
-    port, one worker, against the test database; yields the base URL."""
+def _procfile_web_flags() -> list[str]:
+    """The uvicorn flags of the Procfile's ``web:`` line (as ``make run`` starts it), without
+    where it listens and how many workers it runs."""
     line = next(ln for ln in (ROOT / "Procfile").read_text().splitlines() if ln.startswith("web:"))
-    port = devstack.free_port()
-    defaults = {"WEB_BIND": "127.0.0.1", "WEB_PORT": str(port), "WEB_WORKERS": "1"}
-    command = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: defaults.get(m.group(1), m.group(2)), line[len("web:") :])
-    argv = shlex.split(command)
-    assert argv[0].endswith("uvicorn")
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "livestream.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "DATABASE_CONN_MAX_AGE": "0",
-        **extra_env,
-    }
-    log_path = tmp_path / "web.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *argv[1:]], env=env, cwd=ROOT, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{port}"
-        try:
-
-            def up() -> bool:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"web exited: {log_path.read_text()[-2000:]}")
-                return devstack.port_open(port, "127.0.0.1")
-
-            devstack.wait_until(up, 30, "web")
-            yield base
-        finally:
-            devstack.stop_process(proc)
+    argv = shlex.split(re.sub(r"\$\{\w+:-[^}]*\}", "0", line.removeprefix("web:")))
+    flags = argv[argv.index("livestream.asgi:application") + 1 :]
+    placed = {"--host", "--port", "--workers"}
+    return [flag for i, flag in enumerate(flags) if flag not in placed and (i == 0 or flags[i - 1] not in placed)]
 
 
 def _token_attempt(base: str, username: str, forwarded_for: str) -> int:
@@ -195,7 +164,10 @@ def test_the_web_process_takes_the_client_address_from_trusted_proxies_only(
     """Through the real uvicorn of the Procfile, from 127.0.0.1 (which uvicorn's own proxy-header
     handling trusts by default): a client varying X-Forwarded-For keeps one login budget unless
     TRUSTED_PROXIES names the peer; then each forwarded address is a client of its own."""
-    with _procfile_web(tmp_path, {"LOGIN_RATE_LIMIT": "1", "TRUSTED_PROXIES": trusted}) as base:
+    flags = _procfile_web_flags()
+    assert "--ws-per-message-deflate" in flags  # the line was read
+    env = {"LOGIN_RATE_LIMIT": "1", "TRUSTED_PROXIES": trusted}
+    with harness.asgi_server(env, tmp_path / "web.log", uvicorn_args=flags) as base:
         codes = [_token_attempt(base, f"nobody{i}", f"203.0.113.{i}") for i in range(4)]
         assert codes == [401] * 4
         assert _token_attempt(base, "nobody9", "203.0.113.9") == expected
