@@ -16,4 +16,5 @@ COPY . .
 RUN DJANGO_SECRET_KEY=build S3_ACCESS_KEY=x S3_SECRET_KEY=x RTMP_CALLBACK_SECRET=x \
     python manage.py collectstatic --noinput
 EXPOSE 8000 1935 8080
-CMD ["uvicorn", "livestream.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+# --no-proxy-headers: the client's address comes from TRUSTED_PROXIES (livestream/clientaddr.py).
+CMD ["uvicorn", "livestream.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-proxy-headers"]

@@ -1,4 +1,8 @@
-"""Writes to accounts: registration, profile updates, login throttling."""
+"""Writes to accounts: registration, profile updates, login and sign-up throttling.
+
+Every limit here counts per client address as ``livestream.clientaddr`` gives it (callers pass
+``client_ip(request)``): behind a trusted proxy the real client, never a header a client made up.
+"""
 
 import logging
 
@@ -25,15 +29,12 @@ def _login_limits() -> tuple[ratelimit.Limit, ratelimit.Limit]:
     return per_user, per_addr
 
 
-def client_address(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
-
-
 def authenticate_throttled(request: HttpRequest | None, username: str, password: str, addr: str) -> User | None:
-    """Check credentials, counting failures per username and per address.
+    """Check credentials, counting failures per username and per address (``addr``).
 
     Raises ``LoginThrottled`` before checking the password once either limit is spent, so a
-    guesser learns nothing more. A success clears the username's counter.
+    guesser learns nothing more. A success clears the username's counter. The site's login
+    form, the admin's and the API token endpoint share these counters.
     """
     per_user, per_addr = _login_limits()
     user_ident = username.strip().lower()
@@ -48,6 +49,22 @@ def authenticate_throttled(request: HttpRequest | None, username: str, password:
         return None
     ratelimit.reset(per_user, user_ident)
     return user if isinstance(user, User) else None
+
+
+class SignUpThrottled(Exception):  # noqa: N818 - reads as a state, like LoginThrottled
+    """Too many sign-ups from this address; try again later."""
+
+
+def _signup_limit() -> ratelimit.Limit:
+    return ratelimit.Limit("signup-addr", settings.SIGNUP_RATE_LIMIT, settings.SIGNUP_RATE_WINDOW_S)
+
+
+def count_signup_attempt(addr: str) -> None:
+    """Count one sign-up attempt (form or API) from ``addr``; raise ``SignUpThrottled`` beyond
+    ``SIGNUP_RATE_LIMIT`` per ``SIGNUP_RATE_WINDOW_S``. Call it before validating anything."""
+    if not ratelimit.hit(_signup_limit(), addr):
+        logger.warning("sign-up throttled", extra={"addr": addr})
+        raise SignUpThrottled
 
 
 @transaction.atomic

@@ -1,5 +1,6 @@
 """Account pages: thin wrappers over forms and services."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
@@ -12,13 +13,23 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts import services
-from accounts.forms import LoginForm, ProfileForm, SignUpForm
+from accounts.forms import SIGNUP_THROTTLED_MESSAGE, LoginForm, ProfileForm, SignUpForm
 from livestream.auth import request_user
+from livestream.clientaddr import client_ip
 
 
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("streams:dashboard")
+    if request.method == "POST":
+        try:
+            services.count_signup_attempt(client_ip(request))
+        except services.SignUpThrottled:
+            messages.error(request, SIGNUP_THROTTLED_MESSAGE)
+            retry = SignUpForm(initial={k: request.POST.get(k, "") for k in ("username", "email", "display_name")})
+            response = render(request, "accounts/signup.html", {"form": retry}, status=429)
+            response["Retry-After"] = str(settings.SIGNUP_RATE_WINDOW_S)
+            return response
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()

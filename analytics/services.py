@@ -1,9 +1,9 @@
 """Every analytics write: player QoE reports, viewer and chat samples, retention.
 
-All functions write MongoDB only (never PostgreSQL) and do nothing when analytics are off
-(``livestream.mongo.is_enabled()`` False): they return 0 and log nothing per call, so the
-platform keeps streaming without MongoDB. Samples are upserted on (stream, period start), so
-running a sampler twice in one period changes nothing.
+All functions write MongoDB only (never PostgreSQL; the QoE check reads sessions from it) and
+do nothing when analytics are off (``livestream.mongo.is_enabled()`` False): they return 0 and
+log nothing per call, so the platform keeps streaming without MongoDB. Samples are upserted on
+(stream, period start), so running a sampler twice in one period changes nothing.
 """
 
 import logging
@@ -36,7 +36,23 @@ class AnalyticsOffError(Exception):
 
 
 class RateLimitedError(Exception):
-    """The viewer (or its address) sent more reports than allowed; nothing was recorded."""
+    """The playback (or its address) sent more reports than allowed; nothing was recorded."""
+
+
+class UnknownStreamError(Exception):
+    """Reports for a stream that does not exist."""
+
+
+class UnknownSessionError(Exception):
+    """The named session is not a session of the stream."""
+
+
+class SessionClosedError(Exception):
+    """The stream is not on air and did not just end: reports are no longer taken."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -52,9 +68,43 @@ class PlaybackReport:
 
 def _qoe_limits() -> tuple[ratelimit.Limit, ratelimit.Limit]:
     return (
-        ratelimit.Limit("qoe-viewer", settings.ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN, 60),
+        ratelimit.Limit("qoe-playback", settings.ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN, 60),
         ratelimit.Limit("qoe-ip", settings.ANALYTICS_QOE_BATCHES_PER_IP_MIN, 60),
     )
+
+
+def reportable_session(stream_id: int, session_id: int | None, now: datetime) -> int:
+    """The session a batch of player reports counts against (reads PostgreSQL).
+
+    Named (replay pages used to name theirs) or not (live pages: the stream's session on air),
+    it must be live, reconnecting or ending, or have ended at most
+    ``ANALYTICS_QOE_ENDED_GRACE_S`` ago (the last batches of players that were watching).
+    Raises ``UnknownStreamError``, ``UnknownSessionError`` or ``SessionClosedError``.
+    """
+    from streams.models import SessionStatus, Stream, StreamSession
+
+    if not Stream.objects.filter(pk=stream_id).exists():
+        raise UnknownStreamError
+    just_ended = now - timedelta(seconds=settings.ANALYTICS_QOE_ENDED_GRACE_S)
+    sessions = StreamSession.objects.filter(stream_id=stream_id).only("pk", "status", "ended_at")
+    if session_id is None:
+        session = (
+            sessions.exclude(status=SessionStatus.ENDED).order_by("-started_at").first()
+            or sessions.filter(status=SessionStatus.ENDED, ended_at__gte=just_ended).order_by("-ended_at").first()
+        )
+        if session is None:
+            raise SessionClosedError("not_live", "The stream is not live; there is no playback to report on.")
+        return session.pk
+    session = sessions.filter(pk=session_id).first()
+    if session is None:
+        raise UnknownSessionError
+    if session.status == SessionStatus.ENDED and (session.ended_at is None or session.ended_at < just_ended):
+        raise SessionClosedError(
+            "session_ended",
+            f"This broadcast ended more than {settings.ANALYTICS_QOE_ENDED_GRACE_S} s ago;"
+            " reports are no longer accepted.",
+        )
+    return session.pk
 
 
 def record_playback_batch(
@@ -68,21 +118,26 @@ def record_playback_batch(
 ) -> int:
     """Store one batch of validated player reports as ``PlaybackEvent`` documents.
 
-    Counts one batch against the per-viewer and per-IP limits first (Redis, one minute
-    windows) and raises ``RateLimitedError`` beyond them; raises ``AnalyticsOffError`` without MongoDB.
-    Either way nothing is stored. The batch is written with one insert. Returns the number
-    of events stored.
+    In order, each refusal storing nothing: ``AnalyticsOffError`` without MongoDB; one batch
+    counted against the client address's limit (``ANALYTICS_QOE_BATCHES_PER_IP_MIN`` per minute,
+    Redis, before any database read; ``client_ip`` comes from ``livestream.clientaddr``), else
+    ``RateLimitedError``; the session check (``reportable_session``); one batch counted against
+    the playback's limit (this viewer id in this session, ``ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN``
+    per minute). The batch is written with one insert. Returns the number of events stored.
     """
     if not mongo.is_enabled():
         raise AnalyticsOffError
-    per_viewer, per_ip = _qoe_limits()
-    if not ratelimit.hit(per_ip, client_ip) or not ratelimit.hit(per_viewer, f"{stream_id}:{viewer_id}"):
+    per_playback, per_ip = _qoe_limits()
+    if not ratelimit.hit(per_ip, client_ip):
         raise RateLimitedError
     now = now or datetime.now(UTC)
+    session_pk = reportable_session(stream_id, session_id, now)
+    if not ratelimit.hit(per_playback, f"{session_pk}:{viewer_id}"):
+        raise RateLimitedError
     docs = [
         PlaybackEvent(
             stream_id=stream_id,
-            session_id=session_id,
+            session_id=session_pk,
             viewer_id=viewer_id,
             kind=report.kind,
             at=now - timedelta(seconds=report.age_s),

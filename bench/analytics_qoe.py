@@ -9,6 +9,7 @@ the ratio; every event is checked to be stored exactly once.
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 BATCH = 20
@@ -37,12 +38,15 @@ def run(args: Any) -> list[str]:
     from accounts.models import User
     from analytics.documents import PlaybackEvent
     from streams import services
+    from streams.models import SessionStatus, StreamSession
 
     call_command("migrate", verbosity=0)
     owner, _ = User.objects.get_or_create(
         username="bench-analytics-owner", defaults={"email": "bench-analytics@example.com"}
     )
     stream = services.create_stream(owner, title=f"qoe bench {time.time():.0f}").stream
+    # Reports are only taken for a broadcast on air (or just ended): give the stream one.
+    StreamSession.objects.create(stream=stream, status=SessionStatus.LIVE, started_at=datetime.now(UTC))
     total = 400 if args.quick else 4000
     client = Client(HTTP_HOST="127.0.0.1")
     results: dict[str, float] = {}

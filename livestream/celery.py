@@ -1,8 +1,11 @@
 """Celery application.
 
-Queues: ``transcode`` (one task per live chunk, CPU heavy) and ``default`` (everything else:
-webhooks, playlist finalisation, retention). Workers on any machine run
-``celery -A livestream worker -Q transcode,default``.
+Queues (routes in ``CELERY_TASK_ROUTES``): ``transcode`` (one task per live chunk, CPU heavy),
+``webhooks`` (deliveries to user-chosen URLs, which may be slow or hostile) and ``default``
+(everything else: playlist finalisation, retention, thumbnails). Pipeline workers run
+``celery -A livestream worker -Q transcode,default``; webhooks have their own pool,
+``celery -A livestream worker -Q webhooks -n webhooks@%h``, so a receiver that makes every
+delivery wait its full timeout delays only other webhooks.
 """
 
 import os

@@ -15,15 +15,14 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from webhooks import signing
-from webhooks.addresses import UnsafeURLError, check_url_target
+from webhooks import signing, transport
+from webhooks.addresses import UnresolvableHostError, UnsafeURLError
 from webhooks.models import TEST_EVENT, Attempt, Delivery, DeliveryStatus, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -209,24 +208,24 @@ def _post(endpoint: Endpoint, delivery: Delivery) -> _Result:
     }
     started = time.monotonic()
     try:
-        check_url_target(endpoint.url)
-        with requests.post(
+        answer = transport.post(
             endpoint.url,
-            data=body,
-            headers=headers,
-            timeout=settings.WEBHOOK_TIMEOUT_S,
-            allow_redirects=False,
-            stream=True,
-        ) as response:
-            raw = next(response.iter_content(_EXCERPT_BYTES), b"")
-            excerpt = raw[:_EXCERPT_BYTES].decode("utf-8", "replace")
-            return _Result(response.status_code, _ms_since(started), "", excerpt)
+            body,
+            headers,
+            total_timeout=settings.WEBHOOK_TOTAL_TIMEOUT_S,
+            idle_timeout=settings.WEBHOOK_TIMEOUT_S,
+            max_body=_EXCERPT_BYTES,
+        )
+    except UnresolvableHostError as exc:  # DNS may come back: retried
+        return _Result(None, _ms_since(started), f"dns error: {exc}", "")
     except UnsafeURLError as exc:
         return _Result(None, _ms_since(started), f"refused: {exc}", "")
-    except requests.Timeout:
-        return _Result(None, _ms_since(started), f"timeout after {settings.WEBHOOK_TIMEOUT_S:g} s", "")
-    except requests.RequestException as exc:
-        return _Result(None, _ms_since(started), f"connection error: {type(exc).__name__}", "")
+    except transport.DeliveryTimeoutError as exc:
+        return _Result(None, _ms_since(started), str(exc), "")
+    except transport.ConnectionFailedError as exc:
+        return _Result(None, _ms_since(started), f"connection error: {exc}", "")
+    excerpt = answer.body.decode("utf-8", "replace")
+    return _Result(answer.status, _ms_since(started), "", excerpt)
 
 
 def _ms_since(started: float) -> int:

@@ -1,6 +1,8 @@
 """Celery task that delivers one webhook, retried with exponential backoff.
 
 Enqueued by ``webhooks.services`` with ``transaction.on_commit``; takes the delivery id only.
+Every task here runs on the ``webhooks`` queue (``CELERY_TASK_ROUTES``), served by its own
+worker pool, never by the workers that transcode live chunks.
 Retries (``WEBHOOK_MAX_RETRIES``, delays ``WEBHOOK_RETRY_BACKOFF_S`` * 2^n with full jitter, at
 most ``WEBHOOK_RETRY_BACKOFF_MAX_S``) on timeouts, connection errors, 5xx and 429.
 """
@@ -23,8 +25,8 @@ class RetryableDeliveryError(Exception):
     retry_backoff_max=settings.WEBHOOK_RETRY_BACKOFF_MAX_S,
     retry_jitter=True,
     acks_late=True,
-    soft_time_limit=int(settings.WEBHOOK_TIMEOUT_S) + 30,
-    time_limit=int(settings.WEBHOOK_TIMEOUT_S) + 60,
+    soft_time_limit=int(settings.WEBHOOK_TOTAL_TIMEOUT_S) + 30,
+    time_limit=int(settings.WEBHOOK_TOTAL_TIMEOUT_S) + 60,
 )
 def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-def]
     """Try delivery ``delivery_id`` once; raise ``RetryableDeliveryError`` to be retried."""

@@ -2,7 +2,12 @@
 
 Thin: selectors read (another user's endpoint is a 404), services write. The signing secret
 is shown once, on the page after creation or rotation (post/redirect/get via the session).
+"Send test event" shares the API's per-user limit (``webhooks.throttles``); over it the page
+answers 429 with the reason.
 """
+
+from math import ceil
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,7 +18,9 @@ from django.views.decorators.http import require_POST
 from livestream.auth import request_user
 from webhooks import selectors, services
 from webhooks.forms import EndpointForm
+from webhooks.models import Endpoint
 from webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from webhooks.throttles import allow_test_event
 
 _REVEAL = "reveal-webhook-secret:{}"
 
@@ -42,17 +49,39 @@ def endpoints(request: HttpRequest) -> HttpResponse:
 @login_required
 def detail(request: HttpRequest, endpoint_id: int) -> HttpResponse:
     endpoint = selectors.get_endpoint_for_user(request_user(request), endpoint_id)
-    initial = {
+    form = EndpointForm(request.POST or None, initial=_initial(endpoint))
+    if request.method == "POST" and form.is_valid():
+        services.update_endpoint(endpoint, **form.values())
+        messages.success(request, "Saved.")
+        return redirect("webhooks:detail", endpoint_id=endpoint.pk)
+    return _detail_page(request, endpoint, form, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def send_test(request: HttpRequest, endpoint_id: int) -> HttpResponse:
+    endpoint = selectors.get_endpoint_for_user(request_user(request), endpoint_id)
+    wait = allow_test_event(request)
+    if wait is not None:  # same per-user budget as the API's test action
+        messages.error(request, f"Too many test events; try again in {ceil(wait)} s.")
+        response = _detail_page(request, endpoint, EndpointForm(initial=_initial(endpoint)), status=429)
+        response["Retry-After"] = str(ceil(wait))
+        return response
+    services.send_test_event(endpoint)
+    messages.success(request, "Test event queued; refresh to see the delivery below.")
+    return redirect("webhooks:detail", endpoint_id=endpoint.pk)
+
+
+def _initial(endpoint: Endpoint) -> dict[str, Any]:
+    return {
         "url": endpoint.url,
         "description": endpoint.description,
         "events": endpoint.events,
         "is_active": endpoint.is_active,
     }
-    form = EndpointForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        services.update_endpoint(endpoint, **form.values())
-        messages.success(request, "Saved.")
-        return redirect("webhooks:detail", endpoint_id=endpoint.pk)
+
+
+def _detail_page(request: HttpRequest, endpoint: Endpoint, form: EndpointForm, *, status: int) -> HttpResponse:
     context = {
         "endpoint": endpoint,
         "form": form,
@@ -61,16 +90,7 @@ def detail(request: HttpRequest, endpoint_id: int) -> HttpResponse:
         "signature_header": SIGNATURE_HEADER,
         "timestamp_header": TIMESTAMP_HEADER,
     }
-    return render(request, "webhooks/detail.html", context, status=400 if form.errors else 200)
-
-
-@login_required
-@require_POST
-def send_test(request: HttpRequest, endpoint_id: int) -> HttpResponse:
-    endpoint = selectors.get_endpoint_for_user(request_user(request), endpoint_id)
-    services.send_test_event(endpoint)
-    messages.success(request, "Test event queued; refresh to see the delivery below.")
-    return redirect("webhooks:detail", endpoint_id=endpoint.pk)
+    return render(request, "webhooks/detail.html", context, status=status)
 
 
 @login_required

@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.authtoken.models import Token
@@ -7,14 +8,14 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts import services
 from accounts.api.serializers import MeSerializer, RegisterSerializer, TokenRequestSerializer, TokenSerializer
 from accounts.models import User
-from livestream.api import BoundedJSONParser
+from livestream.api import BoundedJSONParser, ScopedRateThrottle
 from livestream.auth import request_user
+from livestream.clientaddr import client_ip
 
 
 class ObtainToken(APIView):
@@ -37,10 +38,7 @@ class ObtainToken(APIView):
         data.is_valid(raise_exception=True)
         try:
             user = services.authenticate_throttled(
-                None,
-                data.validated_data["username"],
-                data.validated_data["password"],
-                request.META.get("REMOTE_ADDR", ""),
+                None, data.validated_data["username"], data.validated_data["password"], client_ip(request)
             )
         except services.LoginThrottled:
             raise Throttled(detail="Too many failed attempts; try again in a few minutes.") from None
@@ -59,6 +57,14 @@ class Register(APIView):
 
     @extend_schema(request=RegisterSerializer, responses={201: MeSerializer})
     def post(self, request: Request) -> Response:
+        """Create an account. Besides the ``auth`` rate, sign-ups count per client address
+        (``SIGNUP_RATE_LIMIT`` per ``SIGNUP_RATE_WINDOW_S``, shared with the sign-up page)."""
+        try:
+            services.count_signup_attempt(client_ip(request))
+        except services.SignUpThrottled:
+            raise Throttled(
+                wait=settings.SIGNUP_RATE_WINDOW_S, detail="Too many sign-ups from your network; try again later."
+            ) from None
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.register_user(**data.validated_data)

@@ -3,7 +3,9 @@ service, serialise.
 
 - ``POST analytics/playback/``: player QoE batches from watch pages. Public and anonymous by
   design (viewers need not sign in): it authenticates nobody, so it acts for nobody and has no
-  CSRF surface; abuse is bounded by body size, strict validation and per-viewer/per-IP limits.
+  CSRF surface; abuse is bounded by body size, strict validation, per-playback and per-address
+  limits (the address from ``livestream.clientaddr``), and only a broadcast on air or just ended
+  takes reports (409 otherwise).
 - ``GET streams/<id>/analytics/``, ``.../sessions/<sid>/analytics/``, ``.../analytics/live/``:
   owner (or staff) only; anybody else gets 404.
 - ``GET analytics/platform/``: staff only.
@@ -29,8 +31,8 @@ from analytics.api.serializers import (
     PlaybackAcceptedSerializer,
     PlaybackBatchSerializer,
 )
-from analytics.selectors import OPEN_STATUSES
 from livestream.auth import request_user
+from livestream.clientaddr import client_ip
 from streams.models import Stream
 
 MAX_BODY_BYTES = 16 * 1024
@@ -51,7 +53,16 @@ class PayloadTooLarge(APIException):
 class ReportsThrottled(APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_code = "rate_limited"
-    default_detail = "Too many reports from this player; slow down."
+    default_detail = "Too many reports from this player or address; slow down."
+
+
+class SessionClosed(APIException):
+    """Reports for a broadcast that is not on air and did not just end (code ``not_live`` or
+    ``session_ended``)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "session_ended"
+    default_detail = "This broadcast is over; reports are no longer accepted."
 
 
 def _query(serializer_class: type, request: Request) -> dict[str, Any]:
@@ -75,13 +86,13 @@ OWNER_ERRORS = _errors(400, 401, 403, 404, 503)
 class PlaybackReportView(APIView):
     authentication_classes: list[type] = []
     permission_classes = (permissions.AllowAny,)
-    throttle_classes: list[type] = []  # own per-viewer and per-IP limits in the service
+    throttle_classes: list[type] = []  # own per-playback and per-address limits in the service
 
     @extend_schema(
         request=PlaybackBatchSerializer,
         responses={
             202: PlaybackAcceptedSerializer,
-            **_errors(400, 404, 413, 429, 503),
+            **_errors(400, 404, 409, 413, 429, 503),
         },
         summary="Report player experience events (startup, heartbeat, rebuffer, latency, switch, error)",
     )
@@ -91,32 +102,24 @@ class PlaybackReportView(APIView):
         serializer = PlaybackBatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        stream = Stream.objects.filter(pk=data["stream"]).only("pk").first()
-        if stream is None:
-            raise NotFound("No such stream.")
-        session_id = data.get("session")
-        if session_id is not None:
-            if not stream.sessions.filter(pk=session_id).exists():
-                raise ValidationError({"session": ["Not a session of this stream."]})
-        else:
-            session_id = (
-                stream.sessions.filter(status__in=OPEN_STATUSES)
-                .order_by("-started_at")
-                .values_list("pk", flat=True)
-                .first()
-            )
         try:
             recorded = services.record_playback_batch(
-                stream_id=stream.pk,
-                session_id=session_id,
+                stream_id=data["stream"],
+                session_id=data.get("session"),
                 viewer_id=data["viewer"],
-                client_ip=str(request.META.get("REMOTE_ADDR", "")),
+                client_ip=client_ip(request),
                 reports=serializer.reports(),
             )
         except services.AnalyticsOffError:
             raise AnalyticsUnavailable from None
         except services.RateLimitedError:
             raise ReportsThrottled from None
+        except services.UnknownStreamError:
+            raise NotFound("No such stream.") from None
+        except services.UnknownSessionError:
+            raise ValidationError({"session": ["Not a session of this stream."]}) from None
+        except services.SessionClosedError as exc:
+            raise SessionClosed(str(exc), code=exc.code) from None
         return Response({"recorded": recorded}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -54,7 +54,7 @@ HLS_EDGE_URL = _validated_url("HLS_EDGE_URL", "http://127.0.0.1:8080", ("http", 
 # --- Applications -------------------------------------------------------------------------
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "accounts.apps.AdminConfig",  # django.contrib.admin, with the login throttled (accounts/admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -162,7 +162,12 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"transcoding.tasks.transcode_chunk": {"queue": "transcode"}}
+# Webhook deliveries wait on receivers chosen by users: they get their own queue and worker
+# pool (Procfile `webhooks`, compose `webhooks`) so a slow receiver never delays a transcode.
+CELERY_TASK_ROUTES = {
+    "transcoding.tasks.transcode_chunk": {"queue": "transcode"},
+    "webhooks.tasks.*": {"queue": "webhooks"},
+}
 # A worker takes one task at a time so a long transcode never hides queued chunks.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
@@ -216,6 +221,9 @@ TRUSTED_PROXIES: list[str] = env.list("TRUSTED_PROXIES", default=[])
 # Failed logins allowed per (username, IP) and per IP within LOGIN_RATE_WINDOW_S.
 LOGIN_RATE_LIMIT = env.int("LOGIN_RATE_LIMIT", default=5)
 LOGIN_RATE_WINDOW_S = env.int("LOGIN_RATE_WINDOW_S", default=300)
+# Sign-up attempts (page and API together) allowed per client address within the window.
+SIGNUP_RATE_LIMIT = env.int("SIGNUP_RATE_LIMIT", default=10)
+SIGNUP_RATE_WINDOW_S = env.int("SIGNUP_RATE_WINDOW_S", default=3600)
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the watch page's JS reads it for chat moderation POSTs
 X_FRAME_OPTIONS = "DENY"  # the embed view opts out explicitly
@@ -236,9 +244,10 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # DRF's throttles with the client's address from livestream.clientaddr (TRUSTED_PROXIES).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "livestream.api.AnonRateThrottle",
+        "livestream.api.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="600/min"),
@@ -308,9 +317,13 @@ ANALYTICS_EVENT_RETENTION_DAYS = env.int("ANALYTICS_EVENT_RETENTION_DAYS", defau
 ANALYTICS_SESSION_RETENTION_DAYS = env.int("ANALYTICS_SESSION_RETENTION_DAYS", default=365)
 # Seconds between viewer-count samples of live streams (the beat task's period).
 ANALYTICS_VIEWER_SAMPLE_S = env.int("ANALYTICS_VIEWER_SAMPLE_S", default=15)
-# Player QoE reports: batches allowed per viewer id and per client IP per minute.
+# Player QoE reports: batches allowed per playback (one viewer id in one session) and per client
+# address per minute.
 ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN = env.int("ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN", default=30)
 ANALYTICS_QOE_BATCHES_PER_IP_MIN = env.int("ANALYTICS_QOE_BATCHES_PER_IP_MIN", default=600)
+# Reports are accepted for a session on air, and for this many seconds after it ended (the last
+# batches of players that were watching); later ones are refused with 409.
+ANALYTICS_QOE_ENDED_GRACE_S = env.int("ANALYTICS_QOE_ENDED_GRACE_S", default=300)
 # Live health panel: warn when a rendition's published edge trails ingest by more than this.
 ANALYTICS_LAG_WARN_S = env.float("ANALYTICS_LAG_WARN_S", default=6.0)
 # ... or when this many transcode tasks wait in the queue.
@@ -328,8 +341,12 @@ CELERY_BEAT_SCHEDULE["analytics-sample-viewers"] = {
 # Allow webhook URLs that resolve to loopback/private/link-local addresses. Off in production
 # (SSRF: a streamer could make the server call internal services); local dev and tests set it.
 WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
-# Seconds to wait for a receiver to connect and answer before the try counts as a timeout.
+# Seconds a receiver may stay silent (connecting, or between bytes of its answer) before the
+# try counts as a timeout; the save-time DNS check of a URL is bounded by it too.
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+# Hard bound on one try, from DNS resolution to the last byte read: a receiver that trickles its
+# answer cannot hold a webhooks worker longer than this (webhooks/transport.py).
+WEBHOOK_TOTAL_TIMEOUT_S = env.float("WEBHOOK_TOTAL_TIMEOUT_S", default=10.0)
 # Retries after the first try (timeouts, connection errors, 5xx, 429); then the delivery fails.
 WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=6)
 # Exponential backoff: retry n waits up to BACKOFF * 2^n seconds (full jitter), capped at MAX.

@@ -2,11 +2,13 @@
 // events to POST /api/v1/analytics/playback/ (see docs/analytics.md for the format).
 //
 // Attaches to window.livePlayer (static/js/player.js): .hls (hls.js instance), .video, .config
-// ({streamId, mode, sessionId?: sent for replays only}); re-attaches on every "live-player-ready" event (a new hls.js
+// ({streamId, mode}); re-attaches on every "live-player-ready" event (a new hls.js
 // instance after the stream comes back). Reports: startup (load -> first frame), heartbeat
 // (seconds played, every 10 s, with the rendition playing), rebuffer (stall seconds), latency
 // (distance from the live edge), switch (new rendition), error (hls.js errors, "fatal:" first).
-// Stops for good on 400/404/503 answers (bad page config, analytics off); backs off on 429.
+// Stops for good on 400/404/409/413/503 answers (bad page config, broadcast over, analytics off);
+// backs off on 429. Replays (mode "vod") are not reported: the server takes reports only for a
+// broadcast on air or just ended (docs/analytics.md).
 (() => {
   "use strict";
 
@@ -64,9 +66,8 @@
         return out;
       }),
     };
-    // Replays name their session; live pages let the server pick the session on air, which
-    // stays right when the stream ends and restarts while the page is open.
-    if (config.mode === "vod" && config.sessionId) payload.session = Number(config.sessionId);
+    // No session: the server picks the one on air (or just ended), which stays right when the
+    // stream ends and restarts while the page is open.
     return JSON.stringify(payload);
   }
 
@@ -90,8 +91,8 @@
         if (response.status === 429) {
           flushEvery = Math.min(flushEvery * 2, 120000);
           queue = events.concat(queue).slice(0, MAX_QUEUE);
-        } else if ([400, 404, 413, 503].includes(response.status)) {
-          disabled = true; // misconfigured page or analytics off: stop, never retry in a loop
+        } else if ([400, 404, 409, 413, 503].includes(response.status)) {
+          disabled = true; // misconfigured page, broadcast over or analytics off: stop, never retry in a loop
           queue = [];
         } else if (response.ok) {
           flushEvery = FLUSH_MS;
@@ -112,6 +113,15 @@
 
   function attach(player) {
     if (!player || !player.hls || !player.config || !player.config.streamId) return;
+    if (player.config.mode === "vod") {
+      // Replays are not reported; a live page that turns into its replay sends what it has.
+      if (current) {
+        current.detach();
+        flush(false);
+        current = null;
+      }
+      return;
+    }
     if (current && current.hls === player.hls) return;
     if (current) current.detach();
     const hls = player.hls;

@@ -10,9 +10,9 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from analytics.documents import IngestSample, PlaybackEvent, SessionMetadata, ViewerSample
-from streams.models import SessionStatus
+from streams.models import SessionStatus, StreamSession
 from tests.analytics.helpers import stream_with_session
-from tests.factories import UserFactory
+from tests.factories import UserFactory, make_stream
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/analytics/playback/"
@@ -52,11 +52,42 @@ def test_valid_batch_is_stored_against_the_open_session(api_client: APIClient, u
     assert before - timedelta(seconds=6) <= at <= before - timedelta(seconds=4)
 
 
-def test_replay_session_may_be_named(api_client: APIClient, user: User) -> None:
-    stream, session = stream_with_session(user, status=SessionStatus.ENDED)
-    status, _ = _post(api_client, _batch(stream.pk, [{"kind": "heartbeat", "value": 5}], session=session.pk))
-    assert status == 202
-    assert PlaybackEvent.objects.get().session_id == session.pk
+def _ended(stream_session, seconds_ago: float) -> None:
+    stream_session.status = SessionStatus.ENDED
+    stream_session.ended_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    stream_session.save(update_fields=["status", "ended_at"])
+
+
+def test_reports_are_taken_on_air_and_just_after_the_end_only(api_client: APIClient, user: User, settings) -> None:
+    settings.ANALYTICS_QOE_ENDED_GRACE_S = 120
+    beat = [{"kind": "heartbeat", "value": 5}]
+    stream, session = stream_with_session(user, status=SessionStatus.ENDING)
+    assert _post(api_client, _batch(stream.pk, beat))[0] == 202  # finishing its last chunks
+    _ended(session, 60)
+    # Just ended: the last batches of players that were watching, named or not, still count.
+    assert _post(api_client, _batch(stream.pk, beat))[0] == 202
+    assert _post(api_client, _batch(stream.pk, beat, session=session.pk))[0] == 202
+    assert {e.session_id for e in PlaybackEvent.objects} == {session.pk}
+
+    _ended(session, 121)
+    status, answer = _post(api_client, _batch(stream.pk, beat, session=session.pk))
+    assert status == 409
+    assert answer["error"]["code"] == "session_ended"
+    assert "120 s" in answer["error"]["message"]
+    status, answer = _post(api_client, _batch(stream.pk, beat))
+    assert (status, answer["error"]["code"]) == (409, "not_live")
+    never_live, _ = make_stream(user)
+    status, answer = _post(api_client, _batch(never_live.pk, beat))
+    assert (status, answer["error"]["code"]) == (409, "not_live")
+    assert PlaybackEvent.objects.count() == 3
+
+
+def test_a_new_broadcast_takes_the_reports_of_its_stream(api_client: APIClient, user: User) -> None:
+    stream, old = stream_with_session(user, status=SessionStatus.ENDED, minutes_ago=60)
+    new = StreamSession.objects.create(stream=stream, status=SessionStatus.LIVE, started_at=datetime.now(UTC))
+    assert _post(api_client, _batch(stream.pk, [{"kind": "heartbeat", "value": 5}]))[0] == 202
+    assert _post(api_client, _batch(stream.pk, [{"kind": "heartbeat", "value": 5}], session=old.pk))[0] == 409
+    assert [e.session_id for e in PlaybackEvent.objects] == [new.pk]
 
 
 @pytest.mark.parametrize(
@@ -123,14 +154,52 @@ def test_unknown_stream_and_foreign_session(api_client: APIClient, user: User, o
     assert PlaybackEvent.objects.count() == 0
 
 
-def test_rate_limit_per_viewer(api_client: APIClient, user: User, settings) -> None:
+def test_rate_limit_per_playback(api_client: APIClient, user: User, settings) -> None:
     settings.ANALYTICS_QOE_BATCHES_PER_VIEWER_MIN = 3
-    stream, _ = stream_with_session(user)
+    stream, _ = stream_with_session(user, status=SessionStatus.ENDING)
     codes = [_post(api_client, _batch(stream.pk, [{"kind": "heartbeat", "value": 1}]))[0] for _ in range(5)]
     assert codes == [202, 202, 202, 429, 429]
     assert PlaybackEvent.objects.count() == 3
     other = {"stream": stream.pk, "viewer": "another-viewer-1", "events": [{"kind": "heartbeat", "value": 1}]}
     assert _post(api_client, other)[0] == 202
+    # The same page watching the stream's next broadcast is a new playback with its own budget.
+    StreamSession.objects.create(stream=stream, status=SessionStatus.LIVE, started_at=datetime.now(UTC))
+    assert _post(api_client, _batch(stream.pk, [{"kind": "heartbeat", "value": 1}]))[0] == 202
+
+
+def _post_from(client: APIClient, body: object, peer: str, forwarded_for: str | None = None) -> int:
+    extra: dict[str, Any] = {"REMOTE_ADDR": peer}
+    if forwarded_for is not None:
+        extra["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    return client.post(URL, data=json.dumps(body), content_type="application/json", **extra).status_code
+
+
+def test_rate_limit_per_address_ignores_a_spoofed_forwarded_for(api_client: APIClient, user: User, settings) -> None:
+    settings.ANALYTICS_QOE_BATCHES_PER_IP_MIN = 3
+    stream, _ = stream_with_session(user)
+
+    def batch(i: int) -> dict:  # a new viewer id every time: only the address limit applies
+        return {"stream": stream.pk, "viewer": f"rotating-viewer-{i}", "events": [{"kind": "heartbeat", "value": 1}]}
+
+    codes = [_post_from(api_client, batch(i), "198.51.100.7", f"203.0.113.{i}") for i in range(5)]
+    assert codes == [202, 202, 202, 429, 429]
+    assert _post_from(api_client, batch(9), "198.51.100.8") == 202  # another address
+    assert PlaybackEvent.objects.count() == 4
+
+
+def test_rate_limit_per_address_behind_a_trusted_proxy(api_client: APIClient, user: User, settings) -> None:
+    settings.ANALYTICS_QOE_BATCHES_PER_IP_MIN = 2
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    stream, _ = stream_with_session(user)
+
+    def batch(i: int) -> dict:
+        return {"stream": stream.pk, "viewer": f"rotating-viewer-{i}", "events": [{"kind": "heartbeat", "value": 1}]}
+
+    # Every client behind the proxy has its own budget; the proxy's own address is not one.
+    assert [_post_from(api_client, batch(i), "10.0.0.5", "203.0.113.1") for i in range(3)] == [202, 202, 429]
+    assert _post_from(api_client, batch(5), "10.0.0.5", "203.0.113.2") == 202
+    # A client-made entry left of the proxy's own is not believed: the proxy saw 203.0.113.1.
+    assert _post_from(api_client, batch(6), "10.0.0.5", "192.0.2.99, 203.0.113.1") == 429
 
 
 def test_reports_without_mongodb_get_a_clear_503(api_client: APIClient, user: User, mongo_off: None) -> None:

@@ -114,3 +114,83 @@ def test_token_endpoint_has_its_own_tight_limit(api_client, user):
     for _ in range(2):
         assert api_client.post("/api/v1/auth/token/", body, format="json").status_code == 200
     assert_error(api_client.post("/api/v1/auth/token/", body, format="json"), 429, "throttled")
+
+
+@pytest.mark.usefixtures("tight_rates")
+def test_a_spoofed_forwarded_for_does_not_change_the_throttle_identity(api_client):
+    for i in range(3):
+        response = api_client.get("/api/v1/streams/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}")
+        assert response.status_code == 200
+    # DRF's own get_ident would have believed the header and given each value a new budget.
+    limited = api_client.get("/api/v1/streams/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.77")
+    assert_error(limited, 429, "throttled")
+
+
+@pytest.mark.usefixtures("tight_rates")
+def test_behind_a_trusted_proxy_each_client_has_its_own_budget(api_client, settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    for _ in range(3):
+        response = api_client.get("/api/v1/streams/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.1")
+        assert response.status_code == 200
+    client_one = api_client.get("/api/v1/streams/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.1")
+    assert_error(client_one, 429, "throttled")
+    # Another client through the same proxy, and the same client through another proxy hop.
+    other = api_client.get("/api/v1/streams/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.2")
+    assert other.status_code == 200
+    relayed = api_client.get("/api/v1/streams/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="203.0.113.1, 10.9.9.9")
+    assert_error(relayed, 429, "throttled")
+
+
+@pytest.mark.usefixtures("tight_rates")
+def test_scoped_auth_throttle_ignores_a_spoofed_forwarded_for(api_client, user):
+    body = {"username": user.username, "password": DEFAULT_PASSWORD}
+    for i in range(2):
+        response = api_client.post(
+            "/api/v1/auth/token/", body, format="json", REMOTE_ADDR="10.0.0.3", HTTP_X_FORWARDED_FOR=f"192.0.2.{i}"
+        )
+        assert response.status_code == 200
+    response = api_client.post(
+        "/api/v1/auth/token/", body, format="json", REMOTE_ADDR="10.0.0.3", HTTP_X_FORWARDED_FOR="192.0.2.9"
+    )
+    assert_error(response, 429, "throttled")
+
+
+def test_token_login_failures_count_per_real_address(api_client, user, settings):
+    settings.LOGIN_RATE_LIMIT = 1  # 4 failures per address
+    for i in range(4):
+        response = api_client.post(
+            "/api/v1/auth/token/",
+            {"username": f"nobody{i}", "password": "x"},
+            format="json",
+            REMOTE_ADDR="10.0.0.4",
+            HTTP_X_FORWARDED_FOR=f"192.0.2.{i}",
+        )
+        assert_error(response, 401)
+    good = {"username": user.username, "password": DEFAULT_PASSWORD}
+    refused = api_client.post(
+        "/api/v1/auth/token/", good, format="json", REMOTE_ADDR="10.0.0.4", HTTP_X_FORWARDED_FOR="192.0.2.99"
+    )
+    assert_error(refused, 429, "throttled")
+    assert api_client.post("/api/v1/auth/token/", good, format="json", REMOTE_ADDR="10.0.0.5").status_code == 200
+
+
+def test_registration_is_throttled_per_address_with_the_signup_page(api_client, settings):
+    from django.test import Client
+
+    settings.SIGNUP_RATE_LIMIT = 2
+    settings.SIGNUP_RATE_WINDOW_S = 900
+
+    def register(name: str, **extra):
+        body = {"username": name, "email": f"{name}@example.com", "password": "long-enough-pass-42"}
+        return api_client.post("/api/v1/auth/register/", body, format="json", **extra)
+
+    assert register("apione", REMOTE_ADDR="10.0.0.6").status_code == 201
+    form = {"username": "pageone", "email": "p@example.com", "password1": "s3cret-pass-xyz"}
+    page = Client().post("/accounts/signup/", {**form, "password2": form["password1"]}, REMOTE_ADDR="10.0.0.6")
+    assert page.status_code == 302
+    refused = register("apitwo", REMOTE_ADDR="10.0.0.6", HTTP_X_FORWARDED_FOR="192.0.2.1")
+    error = assert_error(refused, 429, "throttled")
+    assert "sign-ups" in error["message"]
+    assert refused["Retry-After"] == "900"
+    assert not User.objects.filter(username="apitwo").exists()
+    assert register("apitwo", REMOTE_ADDR="10.0.0.7").status_code == 201

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,9 @@ def chromium(viewport: dict[str, int] | None = None) -> Iterator[Any]:
 
 
 @contextmanager
-def asgi_server(extra_env: dict[str, str], log_path: Path) -> Iterator[str]:
+def asgi_server(extra_env: dict[str, str], log_path: Path, uvicorn_args: Sequence[str] = ()) -> Iterator[str]:
     """uvicorn serving livestream.asgi on a free port against the *test* database (so rows a
-    transactional test commits are visible to it); yields the base URL."""
+    transactional test commits are visible to it), with ``uvicorn_args`` added; yields the base URL."""
     port = devstack.free_port()
     db = settings.DATABASES["default"]
     env = {
@@ -75,6 +75,7 @@ def asgi_server(extra_env: dict[str, str], log_path: Path) -> Iterator[str]:
     argv = [
         sys.executable, "-m", "uvicorn", "livestream.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+        *uvicorn_args,
     ]  # fmt: skip
     log = log_path.open("wb")
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -94,3 +94,28 @@ def test_anonymous_is_sent_to_login():
     response = Client().get(reverse("webhooks:endpoints"))
     assert response.status_code == 302
     assert reverse("accounts:login") in response["Location"]
+
+
+def test_send_test_is_throttled_per_user_like_the_api(user, other_user, settings):
+    from rest_framework.test import APIClient
+
+    settings.WEBHOOK_TEST_RATE = "3/min"
+    endpoint = services.create_endpoint(user, url="http://127.0.0.1:9/hook", events=["stream.live"]).endpoint
+    client = _logged_in(user)
+    url = reverse("webhooks:send_test", args=[endpoint.pk])
+    assert [client.post(url).status_code for _ in range(2)] == [302, 302]
+    api = APIClient()
+    api.force_authenticate(user)
+    assert api.post(f"/api/v1/webhooks/{endpoint.pk}/test/").status_code == 202  # one budget for both
+
+    refused = client.post(url)
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert "Too many test events" in refused.content.decode()
+    assert endpoint.url in refused.content.decode()  # the endpoint's page, with the reason
+    assert api.post(f"/api/v1/webhooks/{endpoint.pk}/test/").status_code == 429
+    assert endpoint.deliveries.count() == 3
+
+    # Another user's budget is their own.
+    theirs = services.create_endpoint(other_user, url="http://127.0.0.1:9/hook", events=["stream.live"]).endpoint
+    assert _logged_in(other_user).post(reverse("webhooks:send_test", args=[theirs.pk])).status_code == 302

@@ -11,7 +11,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
-from rest_framework.throttling import UserRateThrottle
 
 from livestream.api import BoundedJSONParser, StrictBooleanFilter
 from livestream.auth import request_user
@@ -23,17 +22,9 @@ from webhooks.api.serializers import (
     secret_context,
 )
 from webhooks.models import Delivery, DeliveryStatus, Endpoint
+from webhooks.throttles import WebhookTestThrottle
 
 ENDPOINT_PK = OpenApiParameter("endpoint_pk", int, OpenApiParameter.PATH, description="Id of the webhook endpoint.")
-
-
-class WebhookTestThrottle(UserRateThrottle):
-    """Per-user limit on "send test event" (each one is an outgoing HTTP request)."""
-
-    scope = "webhook_test"
-
-    def get_rate(self) -> str:
-        return str(settings.WEBHOOK_TEST_RATE)
 
 
 class EndpointFilter(django_filters.FilterSet):
