@@ -203,6 +203,14 @@ RECONNECT_GRACE_SECONDS = env.int("RECONNECT_GRACE_SECONDS", default=30)
 # Segments kept in a live media playlist's sliding window.
 PLAYLIST_WINDOW = env.int("PLAYLIST_WINDOW", default=6)
 
+# --- Quotas (streams/quotas.py) ---------------------------------------------------------------
+# Streams one user may own; creating one more is refused (dashboard form error, API 403
+# ``stream_limit_reached``). 0 = no limit. Operators override it per user in the admin.
+MAX_STREAMS_PER_USER = env.int("MAX_STREAMS_PER_USER", default=10)
+# Streams of one user that may be live at the same time; a publish beyond it is refused by
+# on_publish with the reason in the log and on the stream's dashboard page. 0 = no limit.
+MAX_LIVE_PER_USER = env.int("MAX_LIVE_PER_USER", default=2)
+
 # --- Auth and security --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
