@@ -31,9 +31,16 @@ def _validated_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     return value.rstrip("/")
 
 
+# Development-only values of the secrets below: settings.production refuses each of them.
+DEV_ONLY_SECRETS = {
+    "DJANGO_SECRET_KEY": "local-dev-only-not-secret-5c1f0e9d",
+    "S3_ACCESS_KEY": "livestream",
+    "S3_SECRET_KEY": "livestream-local-secret",
+}
+
 # --- Core -------------------------------------------------------------------------------
 # Never use the local default outside development: settings.production requires a real key.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-dev-only-not-secret-5c1f0e9d")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEV_ONLY_SECRETS["DJANGO_SECRET_KEY"])
 # Debug pages leak settings and stack traces: off unless explicitly enabled.
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Host names this site answers to.
@@ -178,8 +185,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="http://127.0.0.1:8333")
 S3_REGION = env.str("S3_REGION", default="us-east-1")
 # Credentials of the identity that writes segments (the local SeaweedFS config defines these).
-S3_ACCESS_KEY = env.str("S3_ACCESS_KEY", default="livestream")
-S3_SECRET_KEY = env.str("S3_SECRET_KEY", default="livestream-local-secret")
+S3_ACCESS_KEY = env.str("S3_ACCESS_KEY", default=DEV_ONLY_SECRETS["S3_ACCESS_KEY"])
+S3_SECRET_KEY = env.str("S3_SECRET_KEY", default=DEV_ONLY_SECRETS["S3_SECRET_KEY"])
 # Bucket holding HLS segments, playlists and recordings; the edge reads it anonymously.
 S3_BUCKET = env.str("S3_BUCKET", default="livestream")
 
