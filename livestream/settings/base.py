@@ -197,6 +197,14 @@ RTMP_PORT = env.int("RTMP_PORT", default=1935)
 RTMP_STAT_PORT = env.int("RTMP_STAT_PORT", default=1936)
 # Shared secret nginx-rtmp sends with its callbacks (query string); empty disables the check.
 RTMP_CALLBACK_SECRET = env.str("RTMP_CALLBACK_SECRET", default="")
+# nginx-rtmp's control interface (drop a publisher when its stream is deleted or re-keyed):
+# empty = http://127.0.0.1:RTMP_STAT_PORT/control, for a web role on the ingest host. Where
+# they run apart (compose), nginx-rtmp also listens on RTMP_CONTROL_BIND:RTMP_CONTROL_PORT for
+# /control only, answering requests that carry RTMP_CALLBACK_SECRET, and the web role sets
+# RTMP_CONTROL_URL to it (e.g. http://rtmp:1937/control).
+RTMP_CONTROL_URL = env.str("RTMP_CONTROL_URL", default="").rstrip("/")
+RTMP_CONTROL_BIND = env.str("RTMP_CONTROL_BIND", default="")
+RTMP_CONTROL_PORT = env.int("RTMP_CONTROL_PORT", default=1937)
 EDGE_BIND = env.str("EDGE_BIND", default="127.0.0.1")
 EDGE_PORT = env.int("EDGE_PORT", default=8080)
 # Runtime files of the generated nginx configs, SeaweedFS data, logs.

@@ -179,3 +179,10 @@ def test_the_image_never_contains_secrets():
         assert f"{name}=" not in dockerfile, f"{name} set in the Dockerfile"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored  # the compose secrets file never reaches the build context
+
+
+def test_web_roles_reach_the_ingest_control_interface_only_on_the_compose_network():
+    services = compose.config(COMPOSE, good_env())["services"]
+    assert services["web"]["environment"]["RTMP_CONTROL_URL"] == "http://rtmp:1937/control"
+    assert services["rtmp"]["environment"]["RTMP_CONTROL_BIND"] == "0.0.0.0"  # noqa: S104 - in the container
+    assert services["rtmp"]["ports"] == ["1935:1935"]  # RTMP only; control and stat stay inside

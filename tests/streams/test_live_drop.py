@@ -1,19 +1,26 @@
 """Regenerating a key or deleting a stream disconnects a live publisher: real nginx-rtmp, a
 real ffmpeg publisher, the dashboard and API paths (the ``live_stack`` fixture)."""
 
+import secrets
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+import requests
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from livestream import devstack
-from streams import keys
+from streams import keys, services
 from streams.models import SessionStatus, Stream, StreamSession
 from streams.playback import stream_prefix
 from tests.factories import DEFAULT_PASSWORD, make_stream
 from transcoding import state, storage
+from transcoding.golive import PublishOptions, publish_args
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -157,3 +164,62 @@ def test_a_publish_over_the_live_limit_is_refused_at_the_ingest(live_stack, user
         publisher.kill()
         publisher.wait()
     live_stack.wait_session_ended(first.pk, timeout=60)
+
+
+def test_a_web_role_on_another_host_drops_the_publisher_through_the_control_listener(live_server, settings, user):
+    """The compose layout: web and nginx-rtmp in different containers. nginx-rtmp serves
+    /control on RTMP_CONTROL_BIND (here 127.0.0.3) to requests carrying the callback secret;
+    the web role reaches it at RTMP_CONTROL_URL, not at its own 127.0.0.1."""
+    secret = secrets.token_urlsafe(16)
+    settings.RTMP_CALLBACK_SECRET = secret
+    rtmp_port, stat_port, control_port = devstack.free_port(), devstack.free_port(), devstack.free_port()
+    var = Path(tempfile.mkdtemp(prefix="rtmp-control-"))
+    var.chmod(0o755)
+    prefix = var / "rtmp"
+    config = devstack.write_nginx_config(
+        prefix,
+        devstack.rtmp_config(
+            prefix,
+            bind="127.0.0.1",
+            port=rtmp_port,
+            callback_base=live_server.url,
+            secret=secret,
+            stat_port=stat_port,
+            control_bind="127.0.0.3",
+            control_port=control_port,
+        ),
+    )
+    try:
+        with devstack.running(devstack.nginx_command(prefix, config), var / "nginx.log"):
+            devstack.wait_until(lambda: devstack.port_open(control_port, "127.0.0.3"), 10, "control listener")
+            control = f"http://127.0.0.3:{control_port}"
+            drop = f"{control}/control/drop/publisher?app=live&name=s1c1"
+            assert requests.get(drop, timeout=5).status_code == 403
+            assert requests.get(drop, headers={"X-Rtmp-Control-Secret": "wrong"}, timeout=5).status_code == 403
+            assert requests.get(f"{control}/stat", timeout=5).status_code == 404  # /control only
+
+            settings.RTMP_CONTROL_URL = f"{control}/control"
+            settings.RTMP_STAT_PORT = devstack.free_port()  # nothing there: only the control URL works
+            stream, key = make_stream(user, title="Remote control", keep_recordings=False)
+            publisher = subprocess.Popen(
+                publish_args(PublishOptions(url=f"rtmp://127.0.0.1:{rtmp_port}/live/{key}", duration_s=60)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                devstack.wait_until(
+                    lambda: Stream.objects.get(pk=stream.pk).status == "live", 20, "the publisher to go live"
+                )
+                session = StreamSession.objects.get(stream=stream)
+                assert session.status == SessionStatus.LIVE
+                start = time.monotonic()
+                services.regenerate_key(stream)
+                code, elapsed = _exit_after(publisher, start)
+                assert elapsed < DROP_WITHIN_S
+                assert code != 0
+            finally:
+                if publisher.poll() is None:
+                    publisher.kill()
+                    publisher.wait()
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
