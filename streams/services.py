@@ -8,6 +8,7 @@ nginx-rtmp's control interface (``transcoding.rtmp_control``).
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -146,26 +147,48 @@ def delete_stream(stream: Stream) -> None:
     logger.info("stream deleted", extra={"stream": stream_id})
 
 
-def _live_publishers(stream_id: int) -> list[str]:
-    """nginx-rtmp's internal names of the publishers live on the stream (at most one)."""
+# nginx-rtmp renames an accepted publish to its internal name only once on_publish has
+# answered: a publisher accepted a moment ago may not be known by that name yet. A drop that
+# finds nobody is retried after these pauses while the session is that young.
+DROP_RETRY_DELAYS_S = (0.2, 0.4, 0.8)
+DROP_RETRY_WINDOW_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Publisher:
+    name: str  # nginx-rtmp's internal name of the publish
+    accepted_at: datetime
+
+
+def _live_publishers(stream_id: int) -> list[_Publisher]:
+    """The publishers live on the stream (at most one), by nginx-rtmp's internal name."""
     from transcoding.services import internal_name
 
     live = StreamSession.objects.filter(stream_id=stream_id, status=SessionStatus.LIVE)
-    return [internal_name(session_id, connection) for session_id, connection in live.values_list("pk", "connections")]
+    return [
+        _Publisher(internal_name(session_id, connection), updated_at)
+        for session_id, connection, updated_at in live.values_list("pk", "connections", "updated_at")
+    ]
 
 
-def _drop_publishers(stream_id: int, names: list[str], why: str) -> None:
+def _drop_publishers(stream_id: int, publishers: list[_Publisher], why: str) -> None:
     """Disconnect these publishers at the ingest (best effort: their key is refused already,
-    so a publisher the ingest did not drop cannot come back)."""
+    so a publisher the ingest did not drop cannot come back once it leaves)."""
     from transcoding import rtmp_control
 
-    for name in names:
-        dropped = rtmp_control.drop_publisher(name)
+    for publisher in publishers:
+        dropped = rtmp_control.drop_publisher(publisher.name)
+        young = (timezone.now() - publisher.accepted_at).total_seconds() < DROP_RETRY_WINDOW_S
+        for delay in DROP_RETRY_DELAYS_S if young else ():
+            if dropped:
+                break
+            time.sleep(delay)
+            dropped = rtmp_control.drop_publisher(publisher.name)
         logger.info(
             "live publisher %s (%s)",
             "disconnected" if dropped else "not found at the ingest",
             why,
-            extra={"stream": stream_id, "ctx": {"name": name}},
+            extra={"stream": stream_id, "ctx": {"name": publisher.name}},
         )
 
 

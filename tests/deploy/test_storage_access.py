@@ -11,7 +11,10 @@ bucket-scoped app identity (it enforces both identities and bucket policies).
 
 import fnmatch
 import json
+import random
+import shutil
 import subprocess
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,9 +190,20 @@ ADMIN = ("storage-admin", "admin-secret-5b7c1e0f9a2d4c6e")
 APP = ("livestream-app", "app-secret-8d2a6f4b1c9e7a3d")
 
 
+def _weed_port() -> int:
+    """A free port P whose gRPC companion P + 10000 (SeaweedFS's convention) is free and valid:
+    an ephemeral port above 55535 would make SeaweedFS fail to start."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 30000)
+        if not devstack.port_open(port) and not devstack.port_open(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for SeaweedFS")
+
+
 @contextmanager
 def _scoped_seaweedfs(workdir: Path) -> Iterator[str]:
-    port = devstack.free_port()
+    port = _weed_port()
     endpoint = f"http://127.0.0.1:{port}"
     config = workdir / "s3.json"
     config.write_text(
@@ -226,8 +240,12 @@ def _scoped_seaweedfs(workdir: Path) -> Iterator[str]:
         f"-s3.config={config}",
     ]
     (workdir / "data").mkdir(parents=True, exist_ok=True)
-    with devstack.running(argv, workdir / "weed.log"):
-        devstack.wait_until(lambda: devstack.port_open(port), 30, "scoped SeaweedFS")
+    log = workdir / "weed.log"
+    with devstack.running(argv, log):
+        try:
+            devstack.wait_until(lambda: devstack.port_open(port), 60, "scoped SeaweedFS")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; its log ends: {log.read_text(errors='replace')[-1500:]}") from None
         yield endpoint
 
 
@@ -243,8 +261,17 @@ def _as(settings, endpoint: str, identity: tuple[str, str]) -> Iterator[None]:
         storage.client.cache_clear()
 
 
-def test_least_privileged_app_and_viewer_read_of_live_only(settings, tmp_path):
-    with _scoped_seaweedfs(tmp_path) as endpoint:
+def test_least_privileged_app_and_viewer_read_of_live_only(settings):
+    # Not under pytest's basetemp: concurrent pytest runs of other users rotate those away.
+    workdir = Path(tempfile.mkdtemp(prefix="scoped-s3-"))
+    try:
+        _check_least_privilege(settings, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_least_privilege(settings, workdir: Path) -> None:
+    with _scoped_seaweedfs(workdir) as endpoint:
         # The app alone cannot set the store up: no bucket creation, no policies.
         with _as(settings, endpoint, APP), pytest.raises(CommandError, match="bucket"):
             call_command("init_storage", check=True, timeout=3)
