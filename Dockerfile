@@ -13,8 +13,9 @@ RUN npm install --omit=dev --no-audit --no-fund && mkdir -p static/vendor \
     && cp node_modules/hls.js/dist/hls.min.js static/vendor/ \
     && cp node_modules/chart.js/dist/chart.umd.js static/vendor/
 COPY . .
-RUN DJANGO_SECRET_KEY=build S3_ACCESS_KEY=x S3_SECRET_KEY=x RTMP_CALLBACK_SECRET=x \
-    python manage.py collectstatic --noinput
+# Static files need no secrets: collect them with the base settings (production settings
+# refuse to load without real ones, which the image never contains).
+RUN DJANGO_SETTINGS_MODULE=livestream.settings.base python manage.py collectstatic --noinput
 EXPOSE 8000 1935 8080
 # --no-proxy-headers: the client's address comes from TRUSTED_PROXIES (livestream/clientaddr.py).
 CMD ["uvicorn", "livestream.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-proxy-headers"]

@@ -137,11 +137,28 @@ def rtmp_config(
     secret: str,
     stat_port: int,
     module: str = RTMP_MODULE,
+    control_bind: str = "",
+    control_port: int = 0,
 ) -> str:
     """nginx-rtmp ingest: publish from anywhere (the key is checked by Django's on_publish),
     play only from localhost (the ingest supervisor pulls the renamed stream). Its statistics
-    (``rtmp_stat``: codecs of each live stream) answer on 127.0.0.1:``stat_port``/stat."""
+    (``rtmp_stat``: codecs of each live stream) answer on 127.0.0.1:``stat_port``/stat.
+
+    ``control_bind``: also serve ``/control`` (only that) on ``control_bind:control_port`` for
+    web processes on other hosts (a container network), answering only requests that carry the
+    callback secret in ``X-Rtmp-Control-Secret`` (``transcoding/rtmp_control.py``)."""
     query = f"?secret={secret}" if secret else ""
+    control = ""
+    if control_bind:
+        if not secret:
+            raise ValueError("a control listener beyond 127.0.0.1 needs RTMP_CALLBACK_SECRET")
+        control = (
+            f"  server {{\n    listen {control_bind}:{control_port};\n"
+            "    location /control {\n"
+            f'      if ($http_x_rtmp_control_secret != "{secret}") {{ return 403; }}\n'
+            "      rtmp_control all;\n    }\n"
+            "    location / { return 404; }\n  }\n"
+        )
     return (
         # notice, not info: nginx-rtmp logs the publish name (the secret key) at info level.
         f"load_module {module};\n" + _nginx_common(prefix, "notice") + "rtmp {\n"
@@ -172,8 +189,7 @@ def rtmp_config(
         "  access_log off;\n"
         f"  server {{\n    listen 127.0.0.1:{stat_port};\n    location = /stat {{ rtmp_stat all; }}\n"
         # drop publishers whose stream was deleted or whose key was regenerated (rtmp_control.py)
-        "    location /control { rtmp_control all; }\n  }\n"
-        "}\n"
+        "    location /control { rtmp_control all; }\n  }\n" + control + "}\n"
     )
 
 
@@ -301,6 +317,8 @@ def local_rtmp_config() -> Path:
         callback_base=settings.RTMP_CALLBACK_BASE_URL,
         secret=settings.RTMP_CALLBACK_SECRET,
         stat_port=settings.RTMP_STAT_PORT,
+        control_bind=settings.RTMP_CONTROL_BIND,
+        control_port=settings.RTMP_CONTROL_PORT,
     )
     return write_nginx_config(prefix, text)
 

@@ -92,3 +92,24 @@ class StreamSession(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.stream} @ {self.started_at:%Y-%m-%d %H:%M}"
+
+
+@pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent())
+class QuotaOverride(TimestampedModel):
+    """An operator's exception to the site-wide quotas for one user (``streams/quotas.py``).
+    Empty fields keep the site default; 0 lifts the limit."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stream_quota")
+    max_streams = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Streams this user may own. Empty: MAX_STREAMS_PER_USER; 0: no limit."
+    )
+    max_live = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Streams of this user live at once. Empty: MAX_LIVE_PER_USER; 0: no limit."
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="Why (for other operators).")
+
+    class Meta:
+        verbose_name = "quota override"
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"

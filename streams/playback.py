@@ -4,7 +4,10 @@ Object layout in the S3 bucket (the edge serves the bucket at its root):
 ``live/<stream_id>/master.m3u8`` is the stable live master of the current session; each
 session writes ``live/<stream_id>/<session_id>/master.m3u8`` and
 ``live/<stream_id>/<session_id>/<rendition>/index.m3u8`` plus its segments. A finished
-session kept as a replay is played from its own master.
+session kept as a replay is played from its own master. The directory thumbnail of a live
+stream is ``live/<stream_id>/thumb.jpg``. Everything viewers fetch is under ``PUBLIC_PREFIX``,
+the only part of the bucket that is anonymously readable (``storage.ensure_public_read``, the
+compose stack's storage-init job).
 """
 
 from django.conf import settings
@@ -12,17 +15,20 @@ from django.urls import reverse
 
 from streams.models import Stream, StreamSession
 
+# Object keys viewers read through the edge (live and replay HLS, thumbnails) start with this.
+PUBLIC_PREFIX = "live/"
+
 
 def rtmp_url() -> str:
     return settings.RTMP_PUBLIC_URL
 
 
 def stream_prefix(stream_id: int) -> str:
-    return f"live/{stream_id}"
+    return f"{PUBLIC_PREFIX}{stream_id}"
 
 
 def session_prefix(stream_id: int, session_id: int) -> str:
-    return f"live/{stream_id}/{session_id}"
+    return f"{stream_prefix(stream_id)}/{session_id}"
 
 
 def playback_url(stream: Stream) -> str:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from livestream.events import send_event_on_commit
-from streams import keys, playback, problems
+from streams import keys, playback, problems, quotas
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,12 @@ logger = logging.getLogger(__name__)
 class PublishRefused(Exception):  # noqa: N818 - a refusal, not a programming error
     """A publish attempt that must be answered 403; ``reason`` is safe to log (no key)."""
 
-    def __init__(self, reason: str, stream_id: int | None = None) -> None:
+    def __init__(self, reason: str, stream_id: int | None = None, *, tell_owner: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.stream_id = stream_id
+        # Also shown on the stream's dashboard page (streams.problems), e.g. a quota refusal.
+        self.tell_owner = tell_owner
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,35 @@ def _set_stream_status(stream: Stream, status: str) -> None:
 def start_publish(key: str) -> PublishGrant:
     """Accept a publisher for the stream whose key is ``key``, or raise ``PublishRefused``.
 
-    Locks the stream row. A session waiting in ``reconnecting`` within the grace period is
+    Locks the owner's row, then the stream's (the order ``services.create_stream`` and user
+    deletion use), and refuses a publish beyond the owner's concurrent-live quota
+    (``quotas.live_refusal``; the reason is recorded for the dashboard with
+    ``problems.record``). A session waiting in ``reconnecting`` within the grace period is
     resumed (connections + 1); one past its grace period is moved to ``ending`` and a new
     session starts. Marks the stream live and sends ``stream.live`` after commit.
     """
-    digest = keys.hash_key(key)
+    try:
+        grant = _start_publish(keys.hash_key(key))
+    except PublishRefused as exc:
+        if exc.tell_owner and exc.stream_id is not None:
+            problems.record(exc.stream_id, exc.reason)
+        raise
+    session = grant.session
+    logger.info(
+        "publish accepted (%s)",
+        "reconnect" if grant.resumed else "new session",
+        extra={"stream": session.stream_id, "session": session.pk, "ctx": {"connection": session.connections}},
+    )
+    return grant
+
+
+def _start_publish(digest: str) -> PublishGrant:
     with transaction.atomic():
+        owner_id = Stream.objects.filter(key_hash=digest).values_list("owner_id", flat=True).first()
+        if owner_id is None:
+            raise PublishRefused("unknown stream key")
+        get_user_model().objects.select_for_update().filter(pk=owner_id).first()
+        # Re-read under lock: the key may have been regenerated (or the stream deleted) since.
         stream = Stream.objects.select_for_update().filter(key_hash=digest).first()
         if stream is None:
             raise PublishRefused("unknown stream key")
@@ -82,6 +108,9 @@ def start_publish(key: str) -> PublishGrant:
         )
         if session is not None and session.status == SessionStatus.LIVE:
             raise PublishRefused("stream already has a live session", stream.pk)
+        refusal = quotas.live_refusal(stream)
+        if refusal is not None:
+            raise PublishRefused(refusal, stream.pk, tell_owner=True)
         if session is not None and session.disconnected_at and now - session.disconnected_at <= _grace():
             session.status = SessionStatus.LIVE
             session.connections += 1
@@ -103,11 +132,6 @@ def start_publish(key: str) -> PublishGrant:
             "stream.live",
             {"stream": stream.pk, "session": session.pk, "playback_url": playback.playback_url(stream)},
         )
-    logger.info(
-        "publish accepted (%s)",
-        "reconnect" if resumed else "new session",
-        extra={"stream": stream.pk, "session": session.pk, "ctx": {"connection": session.connections}},
-    )
     return PublishGrant(session, session.connections, resumed, tuple(superseded))
 
 

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import User
 from chat.presence import viewer_count, viewer_counts
 from livestream.auth import request_user
-from streams import playback, selectors, services
+from streams import playback, quotas, selectors, services
 from streams.forms import StreamForm
 from streams.models import SessionStatus, Stream, StreamSession
 from transcoding import thumbnails
@@ -35,17 +35,26 @@ def _reveal_once(request: HttpRequest, stream_id: int, key: str) -> None:
 def dashboard(request: HttpRequest) -> HttpResponse:
     form = StreamForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        created = services.create_stream(
-            _user(request),
-            title=form.cleaned_data["title"],
-            description=form.cleaned_data["description"],
-            keep_recordings=form.cleaned_data["keep_recordings"],
-        )
-        _reveal_once(request, created.stream.pk, created.key)
-        messages.success(request, "Stream created. Copy your stream key now: it is shown only once.")
-        return redirect("streams:manage", stream_id=created.stream.pk)
+        try:
+            created = services.create_stream(
+                _user(request),
+                title=form.cleaned_data["title"],
+                description=form.cleaned_data["description"],
+                keep_recordings=form.cleaned_data["keep_recordings"],
+            )
+        except quotas.StreamLimitReachedError as exc:
+            form.add_error(None, str(exc))
+        else:
+            _reveal_once(request, created.stream.pk, created.key)
+            messages.success(request, "Stream created. Copy your stream key now: it is shown only once.")
+            return redirect("streams:manage", stream_id=created.stream.pk)
     streams = selectors.streams_owned_by(_user(request))
-    context = {"form": form, "streams": streams, "rtmp_url": playback.rtmp_url()}
+    context = {
+        "form": form,
+        "streams": streams,
+        "rtmp_url": playback.rtmp_url(),
+        "limits": quotas.limits_for(_user(request).pk),
+    }
     return render(request, "streams/dashboard.html", context, status=400 if form.errors else 200)
 
 

@@ -67,12 +67,12 @@ def test_init_storage_makes_objects_readable_without_credentials(s3):
 
     call_command("init_storage", timeout=10)
     call_command("init_storage", timeout=10)  # idempotent
-    storage.put_playlist("tests/public.m3u8", "#EXTM3U\n")
+    storage.put_playlist("live/0/public.m3u8", "#EXTM3U\n")
     try:
-        response = requests.get(f"{settings.S3_ENDPOINT_URL}/{settings.S3_BUCKET}/tests/public.m3u8", timeout=5)
+        response = requests.get(f"{settings.S3_ENDPOINT_URL}/{settings.S3_BUCKET}/live/0/public.m3u8", timeout=5)
         assert response.status_code == 200
         assert response.text == "#EXTM3U\n"
         # Reading is public; listing the bucket is not.
         assert requests.get(f"{settings.S3_ENDPOINT_URL}/{settings.S3_BUCKET}/", timeout=5).status_code == 403
     finally:
-        storage.delete_key("tests/public.m3u8")
+        storage.delete_key("live/0/public.m3u8")

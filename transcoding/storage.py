@@ -65,22 +65,35 @@ def wait_and_ensure_bucket(timeout_s: float = 60) -> None:
             return
 
 
-def ensure_public_read() -> None:
-    """Let anonymous clients GET the bucket's objects (the edge reads the origin as a CDN reads
-    a public origin). Only s3:GetObject: listing and writes stay private. SeaweedFS grants this
-    through its identity config instead; a gateway without bucket policies is left as it is."""
+def viewer_read_policy(bucket: str) -> dict[str, object]:
+    """The bucket policy that lets anonymous clients (the edge, as a CDN reads a public origin)
+    GET objects under ``playback.PUBLIC_PREFIX`` only: live and replay HLS, thumbnails.
+    Listing, writes and every other prefix stay private. The compose stack's storage-init job
+    (deploy/minio/init.sh) applies the same statement."""
+    from streams.playback import PUBLIC_PREFIX
+
     statement = {
-        "Sid": "EdgeReadsObjects",
+        "Sid": "ViewersReadHls",
         "Effect": "Allow",
-        "Principal": "*",
+        "Principal": {"AWS": ["*"]},
         "Action": ["s3:GetObject"],
-        "Resource": [f"arn:aws:s3:::{settings.S3_BUCKET}/*"],
+        "Resource": [f"arn:aws:s3:::{bucket}/{PUBLIC_PREFIX}*"],
     }
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def ensure_public_read() -> bool:
+    """Apply ``viewer_read_policy`` to the bucket (replacing any earlier policy, such as a
+    whole-bucket read). Returns False, with a warning, when the identity may not set bucket
+    policies (a least-privileged app user: the storage administrator sets it) or the gateway
+    has none."""
+    policy = json.dumps(viewer_read_policy(settings.S3_BUCKET))
     try:
         client().put_bucket_policy(Bucket=settings.S3_BUCKET, Policy=policy)
     except client().exceptions.ClientError as exc:
         logger.warning("bucket policy not set (%s); make sure the edge can read the bucket", exc)
+        return False
+    return True
 
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"

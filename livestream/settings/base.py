@@ -31,9 +31,16 @@ def _validated_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     return value.rstrip("/")
 
 
+# Development-only values of the secrets below: settings.production refuses each of them.
+DEV_ONLY_SECRETS = {
+    "DJANGO_SECRET_KEY": "local-dev-only-not-secret-5c1f0e9d",
+    "S3_ACCESS_KEY": "livestream",
+    "S3_SECRET_KEY": "livestream-local-secret",
+}
+
 # --- Core -------------------------------------------------------------------------------
 # Never use the local default outside development: settings.production requires a real key.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-dev-only-not-secret-5c1f0e9d")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEV_ONLY_SECRETS["DJANGO_SECRET_KEY"])
 # Debug pages leak settings and stack traces: off unless explicitly enabled.
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Host names this site answers to.
@@ -183,8 +190,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="http://127.0.0.1:8333")
 S3_REGION = env.str("S3_REGION", default="us-east-1")
 # Credentials of the identity that writes segments (the local SeaweedFS config defines these).
-S3_ACCESS_KEY = env.str("S3_ACCESS_KEY", default="livestream")
-S3_SECRET_KEY = env.str("S3_SECRET_KEY", default="livestream-local-secret")
+S3_ACCESS_KEY = env.str("S3_ACCESS_KEY", default=DEV_ONLY_SECRETS["S3_ACCESS_KEY"])
+S3_SECRET_KEY = env.str("S3_SECRET_KEY", default=DEV_ONLY_SECRETS["S3_SECRET_KEY"])
 # Bucket holding HLS segments, playlists and recordings; the edge reads it anonymously.
 S3_BUCKET = env.str("S3_BUCKET", default="livestream")
 
@@ -195,6 +202,14 @@ RTMP_PORT = env.int("RTMP_PORT", default=1935)
 RTMP_STAT_PORT = env.int("RTMP_STAT_PORT", default=1936)
 # Shared secret nginx-rtmp sends with its callbacks (query string); empty disables the check.
 RTMP_CALLBACK_SECRET = env.str("RTMP_CALLBACK_SECRET", default="")
+# nginx-rtmp's control interface (drop a publisher when its stream is deleted or re-keyed):
+# empty = http://127.0.0.1:RTMP_STAT_PORT/control, for a web role on the ingest host. Where
+# they run apart (compose), nginx-rtmp also listens on RTMP_CONTROL_BIND:RTMP_CONTROL_PORT for
+# /control only, answering requests that carry RTMP_CALLBACK_SECRET, and the web role sets
+# RTMP_CONTROL_URL to it (e.g. http://rtmp:1937/control).
+RTMP_CONTROL_URL = env.str("RTMP_CONTROL_URL", default="").rstrip("/")
+RTMP_CONTROL_BIND = env.str("RTMP_CONTROL_BIND", default="")
+RTMP_CONTROL_PORT = env.int("RTMP_CONTROL_PORT", default=1937)
 EDGE_BIND = env.str("EDGE_BIND", default="127.0.0.1")
 EDGE_PORT = env.int("EDGE_PORT", default=8080)
 # Runtime files of the generated nginx configs, SeaweedFS data, logs.
@@ -207,6 +222,14 @@ CHUNK_SECONDS = env.float("CHUNK_SECONDS", default=2.0)
 RECONNECT_GRACE_SECONDS = env.int("RECONNECT_GRACE_SECONDS", default=30)
 # Segments kept in a live media playlist's sliding window.
 PLAYLIST_WINDOW = env.int("PLAYLIST_WINDOW", default=6)
+
+# --- Quotas (streams/quotas.py) ---------------------------------------------------------------
+# Streams one user may own; creating one more is refused (dashboard form error, API 403
+# ``stream_limit_reached``). 0 = no limit. Operators override it per user in the admin.
+MAX_STREAMS_PER_USER = env.int("MAX_STREAMS_PER_USER", default=10)
+# Streams of one user that may be live at the same time; a publish beyond it is refused by
+# on_publish with the reason in the log and on the stream's dashboard page. 0 = no limit.
+MAX_LIVE_PER_USER = env.int("MAX_LIVE_PER_USER", default=2)
 
 # --- Auth and security --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

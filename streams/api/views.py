@@ -6,7 +6,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.filters import OrderingFilter
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +16,7 @@ from chat.presence import viewer_counts
 from livestream.api import BoundedJSONParser, StrictBooleanFilter
 from livestream.auth import request_user
 from livestream.permissions import IsOwnerOrStaffOrReadOnly, IsStreamOwnerOrStaffOrReadOnly
-from streams import replays, selectors, services
+from streams import quotas, replays, selectors, services
 from streams.api.serializers import (
     OwnerStreamSerializer,
     StreamLiveStatusSerializer,
@@ -27,6 +27,12 @@ from streams.api.serializers import (
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
 
 STREAM_PK = OpenApiParameter("stream_pk", int, OpenApiParameter.PATH, description="Id of the stream.")
+
+
+class StreamLimitReached(PermissionDenied):
+    """403 ``stream_limit_reached``: the user owns as many streams as their quota allows."""
+
+    default_code = "stream_limit_reached"
 
 
 class StreamFilter(django_filters.FilterSet):
@@ -92,12 +98,15 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = StreamSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        created = services.create_stream(
-            request_user(request),
-            title=data.validated_data["title"],
-            description=data.validated_data.get("description", ""),
-            keep_recordings=data.validated_data.get("keep_recordings", True),
-        )
+        try:
+            created = services.create_stream(
+                request_user(request),
+                title=data.validated_data["title"],
+                description=data.validated_data.get("description", ""),
+                keep_recordings=data.validated_data.get("keep_recordings", True),
+            )
+        except quotas.StreamLimitReachedError as exc:
+            raise StreamLimitReached(str(exc)) from None
         body = StreamWithKeySerializer(
             created.stream, context={**self.get_serializer_context(), "stream_key": created.key}
         )

@@ -1,0 +1,188 @@
+"""docker-compose.yml: valid against the Compose spec, refuses to start without any of its
+secrets (no secret has a default), publishes no MinIO console, keeps MinIO's administrator
+credentials to MinIO and the storage-init job, and gives the app its own S3 user.
+
+No Docker engine is available here: ``tests/deploy/compose.py`` implements the spec's
+interpolation, which is where Compose refuses a missing ``${VAR:?...}``.
+"""
+
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy import compose
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+# Every secret the stack needs; each must be required (``${VAR:?...}``) wherever it appears.
+SECRETS = (
+    "DJANGO_SECRET_KEY",
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
+    "RTMP_CALLBACK_SECRET",
+)
+# What a variable name says about it: anything like this is treated as a secret too.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|ROOT_USER|CREDENTIAL|PRIVATE")
+ADMIN_VARIABLES = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+APP_ROLES = ("migrate", "web", "worker", "beat", "ingest", "changes", "rtmp", "edge")
+
+
+def good_env() -> dict[str, str]:
+    return {
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+        "POSTGRES_PASSWORD": secrets.token_hex(24),
+        "MINIO_ROOT_USER": "storage-admin",
+        "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(32),
+        "S3_ACCESS_KEY": "livestream-app",
+        "S3_SECRET_KEY": secrets.token_urlsafe(40),
+        "RTMP_CALLBACK_SECRET": secrets.token_urlsafe(24),
+    }
+
+
+# --- the interpolation helper follows the Compose spec ------------------------------------
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("${A}", {"A": "x"}, "x"),
+        ("$A/b", {"A": "x"}, "x/b"),
+        ("${A}", {}, ""),
+        ("$${A} costs $$5", {"A": "x"}, "${A} costs $5"),
+        ("${A:-d}", {"A": ""}, "d"),
+        ("${A-d}", {"A": ""}, ""),
+        ("${A-d}", {}, "d"),
+        ("${A:-${B:-deep}}", {}, "deep"),
+        ("${A:-${B}}", {"B": "b"}, "b"),
+        ("${A:+alt}", {"A": "x"}, "alt"),
+        ("${A:+alt}", {"A": ""}, ""),
+        ("${A+alt}", {"A": ""}, "alt"),
+        ("${A?boom}", {"A": ""}, ""),
+        ("pre-${A:?boom}-post", {"A": "x"}, "pre-x-post"),
+    ],
+)
+def test_interpolation_follows_the_compose_spec(text, env, expected):
+    assert compose.interpolate_string(text, env) == expected
+
+
+def test_required_variables_fail_when_unset_or_empty():
+    with pytest.raises(compose.InterpolationError, match=r"required variable A is missing a value: set A"):
+        compose.interpolate_string("${A:?set A}", {})
+    with pytest.raises(compose.InterpolationError):
+        compose.interpolate_string("${A:?set A}", {"A": ""})  # ":?" also refuses an empty value
+    with pytest.raises(compose.InterpolationError):
+        compose.interpolate_string("${A?set A}", {})
+
+
+# --- the compose file -----------------------------------------------------------------------
+def test_compose_with_its_secrets_validates_against_the_compose_spec(tmp_path):
+    resolved = compose.config(COMPOSE, good_env())
+    out = tmp_path / "resolved-compose.yml"
+    out.write_text(yaml.safe_dump(resolved))
+    check = Path(sys.executable).parent / "check-jsonschema"
+    for path in (COMPOSE, out):
+        result = subprocess.run(
+            [str(check), "--builtin-schema", "vendor.compose-spec", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+@pytest.mark.parametrize("how", ["unset", "empty"])
+def test_compose_refuses_to_start_without_each_secret(missing, how):
+    env = good_env()
+    if how == "unset":
+        del env[missing]
+    else:
+        env[missing] = ""
+    with pytest.raises(compose.InterpolationError) as refused:
+        compose.config(COMPOSE, env)
+    assert refused.value.name == missing
+    assert "docs/deployment.md" in str(refused.value)  # the message says where to look
+
+
+def test_no_secret_has_a_default_anywhere():
+    document = compose.load(COMPOSE)
+    refs = [ref for text in compose.string_values(document) for ref in compose.references(text)]
+    secret_refs = [ref for ref in refs if ref.name in SECRETS or SECRET_NAME.search(ref.name)]
+    assert {ref.name for ref in secret_refs} == set(SECRETS), "a new secret? add it to SECRETS and the docs"
+    for ref in secret_refs:
+        assert ref.operator == ":?", f"${{{ref.name}{ref.operator}...}}: a secret must be ${{{ref.name}:?...}}"
+    # No literal credentials either: every secret-named setting is an interpolation.
+    for name, service in document["services"].items():
+        environment = service.get("environment") or {}
+        for key, value in environment.items():
+            if SECRET_NAME.search(key):
+                assert "${" in str(value), f"{name}.{key} is a literal value"
+
+
+def test_minio_publishes_no_port_and_no_console():
+    services = compose.load(COMPOSE)["services"]
+    minio = services["minio"]
+    assert "ports" not in minio
+    assert "console" not in " ".join(minio.get("command", []))
+    assert minio["environment"]["MINIO_BROWSER"] == "off"
+    for internal in ("postgres", "redis", "mongo", "storage-init", "migrate"):
+        assert "ports" not in services[internal], internal
+
+
+def test_admin_credentials_stay_with_minio_and_the_storage_init_job():
+    env = good_env()
+    services = compose.config(COMPOSE, env)["services"]
+    holders = {
+        name
+        for name, service in services.items()
+        for value in compose.string_values(service)
+        if env["MINIO_ROOT_USER"] in value or env["MINIO_ROOT_PASSWORD"] in value
+    }
+    assert holders == {"minio", "storage-init"}
+    for role in APP_ROLES:
+        app_env = services[role]["environment"]
+        assert app_env["S3_ACCESS_KEY"] == env["S3_ACCESS_KEY"], role
+        assert app_env["S3_SECRET_KEY"] == env["S3_SECRET_KEY"], role
+        assert not any(key.startswith("MINIO_") for key in app_env), role
+        assert app_env["DJANGO_SETTINGS_MODULE"] == "livestream.settings.production"
+
+
+def test_storage_init_job_runs_before_the_app_and_the_edge():
+    services = compose.load(COMPOSE)["services"]
+    job = services["storage-init"]
+    assert job["image"].startswith("minio/mc")
+    assert job["entrypoint"] == ["/bin/sh", "/deploy/minio/init.sh"]
+    assert "./deploy/minio:/deploy/minio:ro" in job["volumes"]
+    assert job["depends_on"]["minio"]["condition"] == "service_healthy"
+    for dependent in ("migrate", "edge"):
+        assert services[dependent]["depends_on"]["storage-init"]["condition"] == "service_completed_successfully"
+    # The app's user may not manage buckets: migrate only checks that the bucket answers.
+    assert "init_storage --check" in " ".join(services["migrate"]["command"])
+
+
+def test_production_settings_and_https_defaults_in_compose():
+    app_env = compose.config(COMPOSE, good_env())["services"]["web"]["environment"]
+    assert app_env["DJANGO_SECURE_COOKIES"] == "true"
+    assert app_env["DJANGO_SECURE_SSL_REDIRECT"] == "true"
+
+
+def test_the_image_never_contains_secrets():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in SECRETS:
+        assert f"{name}=" not in dockerfile, f"{name} set in the Dockerfile"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".env" in ignored  # the compose secrets file never reaches the build context
+
+
+def test_web_roles_reach_the_ingest_control_interface_only_on_the_compose_network():
+    services = compose.config(COMPOSE, good_env())["services"]
+    assert services["web"]["environment"]["RTMP_CONTROL_URL"] == "http://rtmp:1937/control"
+    assert services["rtmp"]["environment"]["RTMP_CONTROL_BIND"] == "0.0.0.0"  # noqa: S104 - in the container
+    assert services["rtmp"]["ports"] == ["1935:1935"]  # RTMP only; control and stat stay inside
