@@ -19,6 +19,7 @@ export TEST_CHANNEL_REDIS_URL="redis://127.0.0.1:$port/12"
 export REDIS_URL="redis://127.0.0.1:$port/0" CELERY_BROKER_URL="redis://127.0.0.1:$port/1"
 export CHANNEL_REDIS_URL="redis://127.0.0.1:$port/2"
 export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/livestream_s$slot"
-export S3_ENDPOINT_URL="http://127.0.0.$((20 + slot)):8333"
+# weed mini also binds its S3 port on 127.0.0.1: a port of its own per slot too.
+export S3_ENDPOINT_URL="http://127.0.0.$((20 + slot)):$((8400 + slot))"
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-livestream.settings.test}"
 exec "$@"
