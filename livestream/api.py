@@ -20,12 +20,10 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, pagination, parsers, serializers, status, throttling
+from rest_framework import exceptions, pagination, parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
-
-from livestream import clientaddr
 
 logger = logging.getLogger(__name__)
 
@@ -69,30 +67,6 @@ def _message(exc: exceptions.APIException) -> str:
     if isinstance(detail, list):
         return " ".join(str(item) for item in detail)
     return str(detail)
-
-
-# --- Throttles ----------------------------------------------------------------------------
-# DRF's own ``get_ident`` believes the left-most X-Forwarded-For entry (or REMOTE_ADDR, which
-# may be a proxy): either lets one client pose as many, or many share one budget. These use
-# the project's one notion of the client's address instead (TRUSTED_PROXIES). Settings name
-# them in DEFAULT_THROTTLE_CLASSES; views needing a scope or a rate of their own subclass them.
-
-
-class _ClientAddressIdent:
-    def get_ident(self, request: Request) -> str:
-        return clientaddr.client_ip(request)
-
-
-class AnonRateThrottle(_ClientAddressIdent, throttling.AnonRateThrottle):
-    """Anonymous requests, per client address (rate ``anon``)."""
-
-
-class UserRateThrottle(_ClientAddressIdent, throttling.UserRateThrottle):
-    """Per signed-in user; anonymous requests per client address (rate ``user``)."""
-
-
-class ScopedRateThrottle(_ClientAddressIdent, throttling.ScopedRateThrottle):
-    """Per user or client address, at the rate of the view's ``throttle_scope``."""
 
 
 API_PREFIX = "/api/"

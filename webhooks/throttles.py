@@ -8,7 +8,7 @@ from one per-user budget (``WEBHOOK_TEST_RATE``, DRF rate syntax, cache key of s
 from django.conf import settings
 from django.http import HttpRequest
 
-from livestream.api import UserRateThrottle
+from livestream.throttles import UserRateThrottle
 
 
 class WebhookTestThrottle(UserRateThrottle):

@@ -13,9 +13,10 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.api.serializers import MeSerializer, RegisterSerializer, TokenRequestSerializer, TokenSerializer
 from accounts.models import User
-from livestream.api import BoundedJSONParser, ScopedRateThrottle
+from livestream.api import BoundedJSONParser
 from livestream.auth import request_user
 from livestream.clientaddr import client_ip
+from livestream.throttles import ScopedRateThrottle
 
 
 class ObtainToken(APIView):

@@ -269,8 +269,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # DRF's throttles with the client's address from livestream.clientaddr (TRUSTED_PROXIES).
     "DEFAULT_THROTTLE_CLASSES": [
-        "livestream.api.AnonRateThrottle",
-        "livestream.api.UserRateThrottle",
+        "livestream.throttles.AnonRateThrottle",
+        "livestream.throttles.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="600/min"),
