@@ -19,7 +19,11 @@ from transcoding import storage
 @pytest.fixture
 def worker(transactional_db):
     celery_app.control.purge()
-    with start_worker(celery_app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=10):
+    # queues named: a worker started without them consumes whatever an earlier test's worker
+    # selected on the shared app (e.g. only "webhooks").
+    with start_worker(
+        celery_app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=10, queues=["default"]
+    ):
         yield
 
 
