@@ -18,4 +18,4 @@ COPY . .
 RUN DJANGO_SETTINGS_MODULE=livestream.settings.base python manage.py collectstatic --noinput
 EXPOSE 8000 1935 8080
 # --no-proxy-headers: the client's address comes from TRUSTED_PROXIES (livestream/clientaddr.py).
-CMD ["uvicorn", "livestream.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-proxy-headers"]
+CMD ["uvicorn", "livestream.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-access-log", "--ws-per-message-deflate", "false", "--ws-max-size", "8192", "--no-proxy-headers"]

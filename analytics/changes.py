@@ -4,7 +4,9 @@
 clusters). Where the server cannot (a standalone ``mongod`` answers "only supported on replica
 sets", mongomock raises NotImplementedError) it falls back to polling. Either way each new
 document becomes one event on the stream's channel-layer group through
-``livestream.events.send_event_on_commit`` (the only broadcaster):
+``livestream.events.send_event_on_commit`` (the only broadcaster), for the stream's OWNER only
+(group ``stream.<id>.owner``, relayed to the owner's analytics socket ``/ws/streams/<id>/owner/``;
+never to the public ``stream.<id>`` room that every watch page, anonymous ones included, hears):
 
 - ``ingest_samples``   -> ``analytics.ingest``   (bitrate, fps, lag per rendition, queue depth)
 - ``viewer_samples``   -> ``analytics.viewers``  (viewers, per rendition)
@@ -77,7 +79,7 @@ def to_event(collection: str, doc: dict[str, Any]) -> tuple[int, str, dict[str, 
 
 
 def publish(stream_id: int, name: str, data: dict[str, Any]) -> None:
-    events.send_event_on_commit(stream_id, name, data)
+    events.send_event_on_commit(stream_id, name, data, audience="owner")
 
 
 def _emit(collection: str, doc: dict[str, Any], publisher: Publisher) -> bool:

@@ -1,24 +1,35 @@
-"""Chat fan-out: N viewers in one room, a steady 10 msg/s, real WebSockets over TCP.
+"""Chat fan-out: N viewers in one room, 1 in 100 of them never reading, a steady 10 msg/s,
+real WebSockets over TCP.
 
 For each N (100, 1000, 2000; ``--quick``: 100, 500) two servers are measured in the same
-run, each as ``uvicorn --workers 2`` on the Redis channel layer of the bench settings:
+run, each as ``uvicorn --workers 2`` (the Procfile's WebSocket flags) on the Redis channel
+layer of the bench settings:
 
 - ours: ``livestream.asgi:application`` (chat.fanout: one subscription per process and
   room, encode once, ``chat.batch`` on a short tick, messages stored in PostgreSQL);
 - baseline: ``bench._chat_baseline`` (one consumer per socket, group_send per message,
   JSON per recipient, nothing stored).
 
-Load: 20 signed-in senders (token auth) at 0.5 msg/s each, staggered, for DURATION seconds,
-and N viewers spread over two load-generator processes (asyncio + uvloop, no compression
-offered, every socket read continuously). Each message carries its send time; a spread
-sample of ~100 viewers parses every frame for latency, all viewers count deliveries.
-A delivery later than DRAIN_S after the last send counts as lost.
+Load: 20 signed-in senders (token auth) at 0.5 msg/s each, staggered, for DURATION seconds
+(each message TEXT_CHARS long, the long messages of a busy chat, so that a socket that does
+not read fills its buffers within the run), and N viewers:
 
-Prints per run: delivered/sent (over all viewers), p50 and p99 latency (also p99 from the
-server's ``sent_at`` stamp, which leaves out the post path: checks and queueing before the
-row is built), server CPU per
-delivered message (user+sys of the uvicorn processes over the window / deliveries), then a
-ratio line per N.
+- N - N/100 healthy viewers spread over two load-generator processes (asyncio + uvloop, no
+  compression offered, every socket read continuously). Each message carries its send time; a
+  spread sample of ~100 of them parses every frame for latency, all of them count deliveries.
+  A delivery later than DRAIN_S after the last send counts as lost.
+- N/100 never-reading viewers (20 of 2000): bare sockets (bench/_rawws.py) with a 4 kB
+  SO_RCVBUF and no library read loop, connected just before the senders start, that read
+  nothing until the end; the server's kernel and transport buffers for them really fill.
+  Then each reads what it was sent and reports how its connection ended: the close code
+  (4008 "too slow" is what ours sends, docs/chat.md), dropped without a close frame, or still
+  open.
+
+Prints per run: delivered/expected over the healthy viewers, p50 and p99 latency (also p99
+from the server's ``sent_at`` stamp, which leaves out the post path: checks and queueing before
+the row is built), server CPU per delivered message (user+sys of the uvicorn processes over the
+window / deliveries), how the never-reading sockets ended, then a ratio line per N.
+The per-address socket cap is off for the bench server (every viewer comes from 127.0.0.1).
 """
 
 import asyncio
@@ -32,13 +43,21 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench._rawws import RawWebSocket
+
 SENDERS = 20
 SENDER_RATE = 0.5  # messages per second per sender -> 10 msg/s in the room
+TEXT_CHARS = 480  # per message (CHAT_MAX_LENGTH is 500): ~7 kB/s to every viewer
+SLOW_EVERY = 100  # one viewer in SLOW_EVERY never reads
+SLOW_RCVBUF = 4096
+TOO_SLOW = 4008  # chat.fanout.CLOSE_TOO_SLOW (not imported: the bench runs before django.setup)
 DRAIN_S = 5.0
 WORKERS = 2
 LOAD_PROCESSES = 2
@@ -58,19 +77,36 @@ class Result:
     connect_s: float
     server_cores: float
     load_cores: float
+    slow: int = 0
+    slow_endings: Counter[str] = field(default_factory=Counter)
+    slow_closed_by_server: int = 0
+
+    @property
+    def healthy(self) -> int:
+        return self.viewers - self.slow
+
+    @property
+    def expected(self) -> int:
+        return self.sent * self.healthy
 
     @property
     def ratio(self) -> float:
-        expected = self.sent * self.viewers
-        return self.delivered / expected if expected else 0.0
+        return self.delivered / self.expected if self.expected else 0.0
+
+    @property
+    def slow_too_slow(self) -> int:
+        return self.slow_endings.get(f"close {TOO_SLOW}", 0)
 
     def line(self) -> str:
+        endings = ", ".join(f"{count} {ending}" for ending, count in sorted(self.slow_endings.items()))
         return (
-            f"chat fan-out {self.name:8s} N={self.viewers:5d}: delivered {self.delivered}/{self.sent * self.viewers} "
-            f"({self.ratio:.1%}), p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms "
+            f"chat fan-out {self.name:8s} N={self.viewers:5d}: healthy {self.healthy} delivered "
+            f"{self.delivered}/{self.expected} ({self.ratio:.1%}), p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms "
             f"(p99 from the server's sent_at {self.p99_stored_ms:.0f} ms), "
             f"server CPU {self.cpu_us:.1f} us/delivered msg; cores used: server {self.server_cores:.2f}, "
-            f"load generator {self.load_cores:.2f} (connect {self.connect_s:.1f} s)"
+            f"load generator {self.load_cores:.2f} (connect {self.connect_s:.1f} s); "
+            f"never-reading {self.slow}: {endings or 'none'} "
+            f"(server log: {self.slow_closed_by_server} closed as too slow)"
         )
 
 
@@ -111,7 +147,13 @@ def _start_server(app: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         "warning",
         "--loop",
         "uvloop",
+        # As the Procfile's web line.
+        "--ws-per-message-deflate",
+        "false",
+        "--ws-max-size",
+        "8192",
     ]
+    env["CHAT_MAX_SOCKETS_PER_IP"] = "0"  # every bench viewer comes from 127.0.0.1
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -154,7 +196,7 @@ def _latencies(raw: str, now: float, out: list[float], stored: list[float]) -> N
     for message in messages:
         text = message.get("text", "")
         if text.startswith("b"):
-            out.append(now - float(text.split(":", 1)[1]))
+            out.append(now - float(text.split(":")[1]))
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 stored.append(now - datetime.fromisoformat(message["sent_at"]).timestamp())
 
@@ -236,7 +278,8 @@ async def _senders(url: str, tokens: list[str], duration: float) -> int:
     start = time.monotonic()
     while time.monotonic() - start < duration:
         ws = sockets[sent % len(sockets)]
-        await ws.send(json.dumps({"type": "chat.message", "text": f"b{sent}:{time.time():.6f}"}))
+        text = f"b{sent}:{time.time():.6f}:"
+        await ws.send(json.dumps({"type": "chat.message", "text": text + "x" * (TEXT_CHARS - len(text))}))
         sent += 1
         await asyncio.sleep(max(0.0, start + sent * interval - time.monotonic()))
     await asyncio.sleep(DRAIN_S)
@@ -256,17 +299,34 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _slow_ending(sock: RawWebSocket) -> str:
+    """Read what a never-reading socket was sent, up to how its connection ended."""
+    try:
+        closed, _ = sock.read_until_close(timeout=8)
+    except TimeoutError:
+        return "still open"
+    except OSError:
+        return "dropped without a close frame"
+    finally:
+        sock.sock.close()
+    return f"close {closed[0]}" if closed else "dropped without a close frame"
+
+
 def _measure(
     name: str, app: str, stream_id: int, tokens: list[str], *, viewers: int, duration: float, log: Path
 ) -> Result:
     port = _free_port()
+    log_start = log.stat().st_size if log.exists() else 0
     server = _start_server(app, port, log)
     url = f"ws://127.0.0.1:{port}/ws/streams/{stream_id}/chat/"
-    stride = max(1, viewers // 100)
+    slow_count = viewers // SLOW_EVERY
+    healthy = viewers - slow_count
+    stride = max(1, healthy // 100)
     procs, pipes = [], []
+    slow: list[RawWebSocket] = []
     try:
         t0 = time.monotonic()
-        per = [viewers // LOAD_PROCESSES + (1 if i < viewers % LOAD_PROCESSES else 0) for i in range(LOAD_PROCESSES)]
+        per = [healthy // LOAD_PROCESSES + (1 if i < healthy % LOAD_PROCESSES else 0) for i in range(LOAD_PROCESSES)]
         first = 0
         for count in per:
             parent, child = mp.Pipe()
@@ -279,6 +339,9 @@ def _measure(
             if not pipe.poll(180):
                 raise RuntimeError(f"{name}: viewers did not connect within 180 s")
             pipe.recv()
+        # The never-reading ones join last, just before the chat starts: uvicorn's own keepalive
+        # (a ping every 20 s, 20 s to answer, which they never do) must not be what ends them.
+        slow = [RawWebSocket.connect(url, rcvbuf=SLOW_RCVBUF, timeout=30) for _ in range(slow_count)]
         connect_s = time.monotonic() - t0
         time.sleep(1.0)
         cpu0 = _tree_cpu(server.pid)
@@ -296,12 +359,20 @@ def _measure(
             delivered += report["delivered"]
             samples += report["samples"]
             stored += report["stored"]
+        with ThreadPoolExecutor(max_workers=max(1, len(slow))) as pool:
+            endings = Counter(pool.map(_slow_ending, slow))
     finally:
+        for sock in slow:
+            with contextlib.suppress(OSError):
+                sock.sock.close()
         for proc in procs:
             proc.join(timeout=20)
             if proc.is_alive():
                 proc.kill()
         _stop(server)
+    with log.open("rb") as out:
+        out.seek(log_start)
+        slow_closed = out.read().count(b"closing a socket that does not read")
     return Result(
         name=name,
         viewers=viewers,
@@ -314,6 +385,9 @@ def _measure(
         connect_s=connect_s,
         server_cores=server_cores,
         load_cores=load_cores,
+        slow=slow_count,
+        slow_endings=endings,
+        slow_closed_by_server=slow_closed,
     )
 
 
@@ -344,12 +418,16 @@ def run(args: Any) -> list[str]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     quick = bool(getattr(args, "quick", False))
     sizes = [100, 500] if quick else [100, 1000, 2000]
-    duration = 5.0 if quick else 10.0
+    # Long enough for a never-reading socket to fill its buffers (~17 s at ~7 kB/s) and wait
+    # out CHAT_SEND_TIMEOUT_S (10 s) within the run.
+    duration = 35.0 if quick else 40.0
     log = Path(settings.VAR_DIR) / "bench" / "chat_fanout.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"chat fan-out: {SENDERS} senders x {SENDER_RATE} msg/s for {duration:.0f} s, uvicorn --workers {WORKERS}, "
-        f"batch tick {settings.CHAT_BATCH_TICK_MS} ms, cores {os.cpu_count()}, "
+        f"chat fan-out: {SENDERS} senders x {SENDER_RATE} msg/s of {TEXT_CHARS} characters for {duration:.0f} s, "
+        f"1 viewer in {SLOW_EVERY} never reads; uvicorn --workers {WORKERS}, "
+        f"batch tick {settings.CHAT_BATCH_TICK_MS} ms, send timeout {settings.CHAT_SEND_TIMEOUT_S:g} s, "
+        f"send queue {settings.CHAT_SEND_QUEUE_BYTES // 1024} kB, cores {os.cpu_count()}, "
         f"load average before {os.getloadavg()[0]:.1f}"
     ]
     _progress(lines[0])
@@ -367,10 +445,13 @@ def run(args: Any) -> list[str]:
         ours, base = pair
         speed = (ours.ratio / base.ratio) if base.ratio else float("inf")
         cpu = base.cpu_us / ours.cpu_us if ours.cpu_us else float("inf")
+        met = ours.p99_ms < 250 and ours.delivered == ours.expected and ours.slow_too_slow == ours.slow
         lines.append(
-            f"chat fan-out N={n}: ours/baseline delivered {speed:.2f}x, p99 {ours.p99_ms:.0f} vs {base.p99_ms:.0f} ms, "
-            f"CPU per delivery {cpu:.1f}x less; ours p99 < 250 ms with nothing lost: "
-            f"{'yes' if ours.p99_ms < 250 and ours.delivered == ours.sent * n else 'NO'}"
+            f"chat fan-out N={n} ({ours.slow} never read): ours/baseline delivered {speed:.2f}x, "
+            f"p99 {ours.p99_ms:.0f} vs {base.p99_ms:.0f} ms, CPU per delivery {cpu:.1f}x less; never-reading "
+            f"sockets closed with {TOO_SLOW}: ours {ours.slow_too_slow}/{ours.slow}, "
+            f"baseline {base.slow_too_slow}/{base.slow}; ours healthy viewers 100% delivered with p99 < 250 ms "
+            f"and every never-reading socket closed with {TOO_SLOW}: {'yes' if met else 'NO'}"
         )
         _progress(lines[-1])
     return lines

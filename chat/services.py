@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 MAX_SLOW_MODE_S = 3600
 MAX_TIMEOUT_S = 14 * 24 * 3600
-# C0/C1 control characters other than tab and newline; they have no business in chat.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Not text: C0/C1 control characters other than tab and newline, and lone UTF-16 surrogates
+# (JSON can carry "\ud800", no encoding can store or send it).
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class ChatError(Exception):
@@ -46,11 +47,19 @@ class ChatError(Exception):
 
 
 def clean_text(text: object) -> str:
-    """The text as stored: a string, control characters removed, trimmed, within the length
-    limit. Raises ChatError(``invalid``/``empty``/``too_long``)."""
+    """The text as stored: a string of valid text, trimmed, within the length limit. Raises
+    ChatError(``invalid``/``invalid_text``/``empty``/``too_long``). Cheap (no I/O): sockets
+    call it before anything else."""
     if not isinstance(text, str):
         raise ChatError("invalid", "A message needs a text string.")
-    cleaned = _CONTROL.sub("", text).strip()
+    if len(text) > settings.CHAT_MAX_LENGTH * 4 + 64:  # do not scan megabytes from the API
+        raise ChatError("too_long", f"Messages are at most {settings.CHAT_MAX_LENGTH} characters.")
+    if _NOT_TEXT.search(text):
+        raise ChatError(
+            "invalid_text",
+            "Messages are plain text: no control characters (other than tab and newline), no broken characters.",
+        )
+    cleaned = text.strip()
     if not cleaned:
         raise ChatError("empty", "A message cannot be empty.")
     if len(cleaned) > settings.CHAT_MAX_LENGTH:
@@ -68,12 +77,16 @@ def _rate_limit() -> ratelimit.Limit:
 def post_message(*, stream_id: int, user: User, text: object) -> Message:
     """Store a message from ``user`` and broadcast it as ``chat.message`` after commit.
 
-    Checks in order: text (``invalid``, ``empty``, ``too_long``), stream (``not_found``),
+    Checks in order: text (``invalid``, ``invalid_text``, ``empty``, ``too_long``; no I/O), the
+    per-user rate limit (``rate_limited``; one Redis counter, before anything touches the
+    database, so every well-formed attempt counts, refused or not), stream (``not_found``),
     ban/timeout (``banned``, ``timed_out``), duplicate of the user's last text within
-    CHAT_DUPLICATE_WINDOW_S (``duplicate``), slow mode for non-moderators (``slow_mode``), the
-    per-user rate limit (``rate_limited``). A refused message leaves no row.
+    CHAT_DUPLICATE_WINDOW_S (``duplicate``), slow mode for non-moderators (``slow_mode``). A
+    refused message leaves no row.
     """
     cleaned = clean_text(text)
+    if not ratelimit.hit(_rate_limit(), f"{stream_id}:{user.pk}"):
+        raise ChatError("rate_limited", "You are sending messages too fast; wait a moment.", status=429)
     found = selectors.stream_for_poster(stream_id, user.pk)
     if found is None:
         raise ChatError("not_found", "No such stream.", status=404)
@@ -93,8 +106,6 @@ def post_message(*, stream_id: int, user: User, text: object) -> Message:
     if slow and not privileged and not r.set(f"chat:slow:{stream.pk}:{user.pk}", 1, nx=True, ex=slow):
         wait = max(1, int(r.ttl(f"chat:slow:{stream.pk}:{user.pk}")))
         raise ChatError("slow_mode", f"Slow mode is on: wait {wait} s before your next message.", status=429)
-    if not ratelimit.hit(_rate_limit(), f"{stream.pk}:{user.pk}"):
-        raise ChatError("rate_limited", "You are sending messages too fast; wait a moment.", status=429)
     message = Message.objects.create(stream=stream, user=user, text=cleaned)
     r.set(dup_key, digest, ex=settings.CHAT_DUPLICATE_WINDOW_S)
     send_event_on_commit(stream.pk, "chat.message", selectors.message_payload(message, stream, moderators))

@@ -3,17 +3,24 @@
 Services call ``send_event_on_commit``; nothing else broadcasts. After the surrounding
 transaction commits, an event goes to:
 
-- the channel layer group ``stream.<id>`` (watch pages and chat sockets of that stream
-  relay it to browsers), as ``{"type": "stream.event", "event": <name>, "data": {...}}``;
+- the channel layer group of its audience, as
+  ``{"type": "stream.event", "event": <name>, "data": {...}}``:
+  - public events go to ``stream.<id>`` (``stream_group``), which the chat hub relays to every
+    socket of the stream's watch pages, anonymous ones included;
+  - owner-only events (``analytics.*``: ingest health, viewer samples, session metadata) go to
+    ``stream.<id>.owner`` (``owner_group``), which reaches only the owner's sockets
+    (``/ws/streams/<id>/owner/``, owner or staff, checked on connect). The hub also refuses to
+    relay an owner-only event that reaches a public group by mistake;
 - webhooks registered for the stream's owner (``webhooks.services.enqueue_deliveries``),
   when the webhooks app is installed.
 
-Event names: ``stream.live``, ``stream.offline``, ``replay.ready``, ``viewers.count``,
-``chat.*`` (chat uses its own group fan-out but the same group name).
+Event names: public ``stream.live``, ``stream.offline``, ``replay.ready``, ``viewers.count``,
+``chat.*`` (chat uses its own group fan-out but the same group name); owner-only
+``analytics.ingest``, ``analytics.viewers``, ``analytics.session`` (any ``analytics.*``).
 """
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -22,18 +29,38 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = frozenset({"stream.live", "stream.offline", "replay.ready"})
+# Events only the stream's owner (and staff) may see: the analytics API answers 404 to anybody
+# else for the same data.
+OWNER_ONLY_PREFIXES = ("analytics.",)
+
+Audience = Literal["public", "owner"]
 
 
 def stream_group(stream_id: int) -> str:
+    """The public group: every watch page of the stream."""
     return f"stream.{stream_id}"
 
 
-def _broadcast(stream_id: int, event: str, data: dict[str, Any]) -> None:
+def owner_group(stream_id: int) -> str:
+    """The owner's group: the stream owner's (or staff's) analytics sockets only."""
+    return f"stream.{stream_id}.owner"
+
+
+def is_owner_only(event: str) -> bool:
+    return event.startswith(OWNER_ONLY_PREFIXES)
+
+
+def audience_of(event: str) -> Audience:
+    return "owner" if is_owner_only(event) else "public"
+
+
+def _broadcast(stream_id: int, event: str, data: dict[str, Any], audience: Audience) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    group = owner_group(stream_id) if audience == "owner" else stream_group(stream_id)
     try:
-        async_to_sync(layer.group_send)(stream_group(stream_id), {"type": "stream.event", "event": event, "data": data})
+        async_to_sync(layer.group_send)(group, {"type": "stream.event", "event": event, "data": data})
     except Exception:  # viewers miss one push; never fail the caller's committed work
         logger.exception("broadcast failed", extra={"stream": stream_id, "ctx": {"event": event}})
 
@@ -48,11 +75,17 @@ def _webhooks(stream_id: int, event: str, data: dict[str, Any]) -> None:
     enqueue_deliveries(stream_id=stream_id, event=event, data=data)
 
 
-def send_event_on_commit(stream_id: int, event: str, data: dict[str, Any]) -> None:
-    """Announce ``event`` for ``stream_id`` once the current transaction commits."""
+def send_event_on_commit(stream_id: int, event: str, data: dict[str, Any], *, audience: Audience | None = None) -> None:
+    """Announce ``event`` for ``stream_id`` once the current transaction commits.
+
+    ``audience`` defaults to the event's own (``audience_of``); an owner-only event can never
+    be sent to the public group (asking for it raises ValueError)."""
+    resolved = audience or audience_of(event)
+    if resolved == "public" and is_owner_only(event):
+        raise ValueError(f"{event} is owner-only; it cannot go to the public group")
 
     def send() -> None:
-        _broadcast(stream_id, event, data)
+        _broadcast(stream_id, event, data, resolved)
         _webhooks(stream_id, event, data)
 
     transaction.on_commit(send)

@@ -419,6 +419,24 @@ CHAT_BATCH_TICK_MS = env.int("CHAT_BATCH_TICK_MS", default=100)
 CHAT_FANOUT_WRITES_PER_S = env.int("CHAT_FANOUT_WRITES_PER_S", default=5000)
 # How often each web process re-reads viewer counts of its rooms and pushes changes.
 CHAT_PRESENCE_POLL_S = env.float("CHAT_PRESENCE_POLL_S", default=1.0)
+# Hostile or slow clients (docs/chat.md, docs/adr/0010-chat-backpressure.md). A socket is closed
+# with code 4008 ("too slow") when the frames waiting for it in the server (its own queue plus
+# the transport buffer) exceed CHAT_SEND_QUEUE_BYTES, or when its oldest waiting frame has
+# waited CHAT_SEND_TIMEOUT_S; nobody else ever waits for it.
+CHAT_SEND_QUEUE_BYTES = env.int("CHAT_SEND_QUEUE_BYTES", default=262144)
+CHAT_SEND_TIMEOUT_S = env.float("CHAT_SEND_TIMEOUT_S", default=10.0)
+# Kernel send buffer (SO_SNDBUF) of each chat socket; the kernel doubles it. Chat needs a few
+# kB/s; left to autotuning a socket that stops reading absorbs ~3 MB before anyone notices.
+# 0 keeps the kernel's default.
+CHAT_SOCKET_SNDBUF = env.int("CHAT_SOCKET_SNDBUF", default=32768)
+# Frames waiting in one room's outbox of a web process; beyond it frames are dropped (logged).
+CHAT_ROOM_OUTBOX = env.int("CHAT_ROOM_OUTBOX", default=1000)
+# Largest WebSocket message a client may send, in bytes (also uvicorn's --ws-max-size in the
+# Procfile). A 500-character message fits even with every character JSON-escaped.
+CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=8192)
+# Open chat/analytics sockets per client address (TRUSTED_PROXIES decides what that is; IPv6
+# per /64), over all web processes; 0 = no cap. Raise it for audiences behind one big NAT.
+CHAT_MAX_SOCKETS_PER_IP = env.int("CHAT_MAX_SOCKETS_PER_IP", default=50)
 
 # --- Pipeline (transcoding) ---------------------------------------------------------------
 # URL nginx-rtmp uses to reach Django's /internal/rtmp/* callbacks (the web process).

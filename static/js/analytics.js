@@ -1,6 +1,6 @@
 // Analytics pages: charts (Chart.js from static/vendor/chart.umd.js) from the JSON the page
 // embeds with json_script, and the live health panel, which polls the live health API every
-// 5 s (and refreshes at once when the stream's socket relays an "analytics.ingest" frame).
+// 5 s (and refreshes at once when the owner socket relays an "analytics.ingest" frame).
 // All text goes in with textContent; nothing from the server is parsed as HTML.
 (() => {
   "use strict";
@@ -136,11 +136,24 @@
   }
   poll();
 
-  // Push: the follow_changes command sends "analytics.ingest" events to the stream's group; the
-  // stream socket relays them. Optional: polling alone keeps the panel current.
-  try {
-    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${window.location.host}/ws/streams/${panel.dataset.stream}/chat/`);
+  // Push: the follow_changes command sends the owner-only "analytics.*" events to the stream's
+  // owner group; the owner socket (data-socket, /ws/streams/<id>/owner/: owner or staff only,
+  // not counted as a viewer) relays them. Optional: polling alone keeps the panel current.
+  // The socket's state is mirrored in data-socket-state, pushes counted in data-pushes.
+  const FINAL_CODES = new Set([4401, 4404]); // not signed in / not the owner: retrying cannot help
+  let delay = 1000;
+  function connect() {
+    let socket;
+    try {
+      const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+      socket = new WebSocket(`${scheme}://${window.location.host}${panel.dataset.socket}`);
+    } catch (_err) {
+      return; // No socket: polling continues.
+    }
+    socket.addEventListener("open", () => {
+      delay = 1000;
+      panel.dataset.socketState = "open";
+    });
     socket.addEventListener("message", (event) => {
       let frame = null;
       try {
@@ -148,9 +161,17 @@
       } catch (_err) {
         return;
       }
-      if (frame && frame.type === "analytics.ingest") poll();
+      if (frame && frame.type === "analytics.ingest") {
+        panel.dataset.pushes = String(Number(panel.dataset.pushes || 0) + 1);
+        poll();
+      }
     });
-  } catch (_err) {
-    // No socket: polling continues.
+    socket.addEventListener("close", (event) => {
+      panel.dataset.socketState = "closed";
+      if (FINAL_CODES.has(event.code)) return;
+      setTimeout(connect, delay * (0.75 + Math.random() / 2));
+      delay = Math.min(delay * 2, 30000);
+    });
   }
+  if (panel.dataset.socket) connect();
 })();

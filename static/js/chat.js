@@ -10,8 +10,10 @@
  *                                   "socket.closed" report the connection)
  *   .send(obj) -> bool               false while disconnected
  *   .isOpen()
- * It reconnects by itself (backoff 0.5 s .. 10 s, jittered) except after 4401/4404 closes, also
- * when no frame (not even the server's 15 s "heartbeat") arrived for 40 s.
+ * It reconnects by itself (backoff 0.5 s .. 10 s, jittered; 15-30 s after 4429 "too many sockets
+ * from your address") except after 4401/4404 closes, also when no frame (not even the server's
+ * 15 s "heartbeat") arrived for 40 s. After 4008 ("too slow": it did not read its frames) it
+ * reconnects like after any drop and the history frame catches it up.
  * The page's other scripts may also wait for document event "livesocket:ready" (detail.socket).
  *
  * Safety: every piece of server text goes into the DOM through textContent / createTextNode,
@@ -86,6 +88,8 @@
     this.emit("socket.closed", { type: "socket.closed", code: code });
     if (this.stopped || code === 4401 || code === 4404) return;
     var delay = Math.min(10000, 500 * Math.pow(2, this.attempt));
+    // 4429: too many sockets from this address (docs/chat.md); retry, but slowly.
+    if (code === 4429) delay = 30000;
     this.attempt += 1;
     window.setTimeout(function () { self.connect(); }, delay / 2 + Math.random() * delay / 2);
   };
@@ -210,7 +214,8 @@
       self.setStatus("live", "is-open");
     });
     s.on("socket.closed", function (f) {
-      self.setStatus(f.code === 4404 ? "no such stream" : "reconnecting…", "is-closed");
+      var status = f.code === 4404 ? "no such stream" : f.code === 4429 ? "too many open pages; retrying…" : "reconnecting…";
+      self.setStatus(status, "is-closed");
     });
     s.on("chat.history", function (f) { self.onHistory(f); });
     s.on("chat.message", function (m) {

@@ -81,7 +81,7 @@ def test_poller_sends_each_document_once_even_when_ids_arrive_out_of_order() -> 
 
 @pytest.mark.django_db(transaction=True)
 def test_follow_changes_command_feeds_the_channel_layer() -> None:
-    group = events.stream_group(4242)
+    group = events.owner_group(4242)  # owner-only: never the public stream.<id> group
 
     async def scenario() -> dict[str, Any]:
         layer = get_channel_layer()

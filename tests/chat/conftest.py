@@ -89,26 +89,42 @@ class Socket:
         )
 
     async def close(self) -> None:
+        if self.comm.future.done():  # the application already ended (closed, or crashed)
+            return
         await self.comm.disconnect()
 
 
 @pytest.fixture
 async def connect() -> AsyncIterator[Callable[..., Any]]:
-    """``await connect(stream, user=None, headers=(), origin=True)`` -> joined Socket (history
-    frame received); every socket is disconnected at the end of the test."""
+    """``await connect(stream, headers=(), origin=True, path="chat", client=None)`` -> joined
+    Socket (``ready`` frame received: the history, or ``owner.ready`` on the owner socket);
+    every socket is disconnected at the end of the test."""
     opened: list[Socket] = []
 
     async def _connect(
-        stream: Stream, *, headers: tuple[tuple[bytes, bytes], ...] = (), origin: bool = True, join: bool = True
+        stream: Stream,
+        *,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        origin: bool = True,
+        join: bool = True,
+        path: str = "chat",
+        client: tuple[str, int] | None = None,
+        ready: str = "chat.history",
     ) -> Socket:
         all_headers = [*headers, ORIGIN] if origin else list(headers)
-        comm = WebsocketCommunicator(application, f"/ws/streams/{stream.pk}/chat/", headers=all_headers)
+        app: Any = application
+        if client is not None:  # the TCP peer, as a real server puts it in the scope
+
+            async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+                await application({**scope, "client": client}, receive, send)
+
+        comm = WebsocketCommunicator(app, f"/ws/streams/{stream.pk}/{path}/", headers=all_headers)
         connected, _ = await comm.connect(timeout=5)
         socket = Socket(comm)
         opened.append(socket)
         assert connected
         if join:
-            await socket.wait_type("chat.history")
+            await socket.wait_type(ready)
         return socket
 
     yield _connect

@@ -128,3 +128,33 @@ def test_panel_in_chromium_sends_escapes_moderates_and_reconnects_without_duplic
     page.wait_for_function("document.querySelectorAll('.chat-messages li.chat-row').length === 3")
     assert _rows(page) == [payload, "also while away", "live again"]
     page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_analytics_page_gets_owner_pushes_on_its_own_socket_and_is_not_a_viewer(web: str, browser: Any) -> None:
+    from analytics import changes
+    from chat import presence
+    from streams.models import Stream, StreamStatus
+
+    owner = UserFactory.create(username="analyst")
+    stream, _ = make_stream(owner, title="Owner socket")
+    Stream.objects.filter(pk=stream.pk).update(status=StreamStatus.LIVE)
+    _login(browser, web, owner)
+    watch = browser.new_page()  # a viewer's watch page in the same browser
+    watch.goto(web + stream.get_absolute_url())
+    watch.wait_for_function("document.querySelector('.chat-status').textContent === 'live'", timeout=15000)
+    watch.evaluate("window.seen = []; window.LiveSocket.on('*', (f) => window.seen.push(f.type))")
+    page = browser.new_page()
+    page.goto(f"{web}/analytics/streams/{stream.pk}/")
+    page.wait_for_selector('#live-health[data-socket-state="open"]', timeout=15000)
+    _off_loop(changes.publish, stream_id=stream.pk, name="analytics.ingest", data={"bitrate": 2_500_000})
+    page.wait_for_selector('#live-health[data-pushes="1"]', timeout=10000)
+    # The owner's page is not a viewer; the watch page is, and it never saw the analytics.
+    assert presence.viewer_count(stream.pk) == 1
+    assert watch.locator(".chat-viewers").text_content() == "1 watching"
+    _off_loop(changes.publish, stream_id=stream.pk, name="analytics.viewers", data={"viewers": 1})
+    page.wait_for_timeout(500)
+    assert not [kind for kind in watch.evaluate("window.seen") if kind.startswith("analytics.")]
+    page.close()
+    watch.close()
