@@ -12,43 +12,7 @@ off``), and ``-rw_timeout`` is the backstop for a silent connection.
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-
-from livestream.redis import redis_client
-from transcoding import state
 from transcoding.segmenter import Segmenter, rtmp_play_base
+from transcoding.supervisor import serve
 
 __all__ = ["Segmenter", "rtmp_play_base", "serve"]
-
-logger = logging.getLogger(__name__)
-
-
-def serve(stop: threading.Event) -> None:
-    """Pop ingest commands and supervise segmenters until ``stop`` is set; then stop them."""
-    r = redis_client()
-    running: list[Segmenter] = []
-    logger.info("ingest supervisor ready (RTMP %s)", rtmp_play_base())
-    while not stop.is_set():
-        item = r.blpop([state.INGEST_QUEUE], timeout=1)
-        running = [s for s in running if s.is_alive()]
-        if item is None:
-            continue
-        try:
-            command = json.loads(item[1])
-            segmenter = Segmenter(
-                session_id=int(command["session"]),
-                stream_id=int(command["stream"]),
-                conn=int(command["conn"]),
-                name=str(command["name"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            logger.error("malformed ingest command ignored: %r", item[1][:200])
-            continue
-        segmenter.start()
-        running.append(segmenter)
-    for segmenter in running:
-        segmenter.stop()
-    for segmenter in running:
-        segmenter.join(timeout=10)

@@ -7,6 +7,7 @@ Chunk files live only in this process's temporary directory; workers never see a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import tempfile
@@ -17,14 +18,19 @@ from collections import deque
 from pathlib import Path
 from xml.etree import ElementTree
 
+import kombu.exceptions
+import redis.exceptions
 from django.conf import settings
 
+from livestream.devstack import dies_with_caller
 from streams import playback
 from transcoding import ffmpeg, metadata, playlists, state, storage
 
 logger = logging.getLogger(__name__)
 # Plays of a stream nginx-rtmp has not published yet are refused (idle_streams off): retries.
 PLAY_ATTEMPTS = 3
+# Redis (state, broker) unreachable: chunk files wait on disk and are sent when it is back.
+OUTAGE = (redis.exceptions.RedisError, kombu.exceptions.OperationalError)
 
 
 def rtmp_play_base() -> str:
@@ -61,12 +67,19 @@ def published_audio_codec(name: str, *, timeout_s: float = 2.0) -> str | None:
 class Segmenter(threading.Thread):
     """Runs the segmenter ffmpeg of one publisher connection and feeds its chunks to Redis."""
 
-    def __init__(self, *, session_id: int, stream_id: int, conn: int, name: str) -> None:
+    def __init__(self, *, session_id: int, stream_id: int, conn: int, name: str, resumed: bool = False) -> None:
         super().__init__(name=f"segmenter-{name}", daemon=True)
         self.session_id = session_id
         self.stream_id = stream_id
         self.conn = conn
         self.input_name = name
+        # A restart of a connection's segmenter (its ffmpeg died, or its supervisor did) while
+        # the publisher stays: its first chunk follows a hole, so it carries a discontinuity.
+        self.resumed = resumed
+        self.epoch: int | None = None  # the numbering generation this segmenter writes (state.py)
+        self._disc_next = conn > 1 or resumed
+        self._queued_seq = -1
+        self._outage_since: float | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.chunks = 0
         self.last_seq = -1
@@ -100,8 +113,12 @@ class Segmenter(threading.Thread):
                 self._stderr.append(line)
 
     def run(self) -> None:
-        state.set_ingest(self.session_id, self.conn, "running")
-        if self.conn == 1:
+        try:
+            self.epoch = state.ensure_epoch(self.session_id)
+            state.set_ingest(self.session_id, self.conn, "running")
+        except OUTAGE:
+            logger.warning("Redis unreachable at segmenter start", extra=self.ctx)
+        if self.conn == 1 and not self.resumed:
             # A new broadcast: the stable master must not keep pointing at the last one.
             try:
                 storage.delete_key(f"{playback.stream_prefix(self.stream_id)}/master.m3u8")
@@ -113,7 +130,12 @@ class Segmenter(threading.Thread):
         except Exception:
             logger.exception("segmenter crashed", extra=self.ctx)
         finally:
-            state.set_ingest(self.session_id, self.conn, f"ended:{self.last_seq}")
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()  # never leave an ffmpeg behind a crashed segmenter
+            try:
+                state.set_ingest(self.session_id, self.conn, f"ended:{self.last_seq}")
+            except OUTAGE:
+                logger.warning("Redis unreachable: segmenter end not recorded", extra=self.ctx)
             logger.info("segmenter finished after %d chunks", self.chunks, extra=self.ctx)
 
     def _run(self, work: Path) -> None:
@@ -143,7 +165,10 @@ class Segmenter(threading.Thread):
             logger.info("segmenter got no stream yet (attempt %d), retrying", attempt, extra=self.ctx)
             time.sleep(0.3)
         if self._current is not None:  # ffmpeg died mid-chunk: its task must not wait for it
-            state.mark_gap(self.session_id, self._current[0], "ingest ended mid-chunk")
+            try:
+                state.mark_gap(self.session_id, self._current[0], "ingest ended mid-chunk")
+            except OUTAGE:
+                logger.warning("Redis unreachable: unfinished chunk not marked", extra=self.ctx)
             self._current = None
         code = self.proc.returncode if self.proc is not None else None
         level = logging.INFO if code in (0, 255) or self.chunks else logging.WARNING
@@ -157,18 +182,61 @@ class Segmenter(threading.Thread):
 
     def _segment(self, args: list[str], work: Path) -> None:
         """One run of the segmenter ffmpeg, feeding its chunks to Redis until it exits."""
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Parent-death signal: the ffmpeg ends with this thread, even when the supervisor is killed.
+        self.proc = subprocess.Popen(
+            dies_with_caller(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         reader = threading.Thread(target=self._read_stderr, daemon=True)
         reader.start()
         next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
         while self.proc.poll() is None:
-            self._drain(work)
+            self._drain_safely(work)
             if time.monotonic() >= next_sample:
-                self._sample()
+                try:
+                    self._sample()
+                except Exception:  # health samples are best effort
+                    logger.warning("ingest sample failed", extra=self.ctx, exc_info=True)
                 next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
             time.sleep(0.02)  # a finished chunk waits at most 20 ms for us
         reader.join(timeout=2)
-        self._drain(work)
+        self._drain_safely(work, wait_s=settings.INGEST_OUTAGE_WAIT_S)
+
+    def _drain_safely(self, work: Path, *, wait_s: float = 0.0) -> None:
+        """``_drain`` through Redis outages: chunk files stay on disk until Redis answers again
+        (for up to ``wait_s`` more seconds when ffmpeg has exited); a session whose state Redis
+        lost continues in a new numbering generation."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if self.epoch is None:
+                    self.epoch = state.ensure_epoch(self.session_id)
+                self._drain(work)
+            except state.StateLost:
+                with contextlib.suppress(*OUTAGE):
+                    self._state_lost()
+                continue
+            except OUTAGE as exc:
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    logger.warning("Redis unreachable (%s): chunks wait on disk", exc, extra=self.ctx)
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.5)
+                continue
+            if self._outage_since is not None:
+                logger.info("Redis back after %.1f s", time.monotonic() - self._outage_since, extra=self.ctx)
+                self._outage_since = None
+            return
+
+    def _state_lost(self) -> None:
+        """Redis lost the session's state: the chunk being written is sent whole again under a
+        new generation, and the next chunk carries a discontinuity."""
+        self._current, self._sent, self._queued_seq = None, 0, -1
+        self._ladder_known = False
+        self._disc_next = True
+        self.epoch = state.ensure_epoch(self.session_id)
+        state.set_ingest(self.session_id, self.conn, "running")
+        logger.warning("pipeline state lost; numbering generation %s", self.epoch, extra=self.ctx)
 
     def _drain(self, work: Path) -> None:
         listing = work / "chunks.csv"
@@ -177,9 +245,9 @@ class Segmenter(threading.Thread):
         lines = listing.read_text().split("\n")
         complete = lines[:-1]  # the last element is "" or a line still being written
         for line in complete[self._lines_done :]:
-            self._lines_done += 1
             name, start_s, end_s = line.rsplit(",", 2)
             self._publish_chunk(work / name, float(start_s), float(end_s))
+            self._lines_done += 1  # only once sent: a Redis error retries the chunk
         if settings.PROGRESSIVE_TRANSCODE:
             self._stream_current(work / f"chunk_{self._lines_done:06d}.ts")
 
@@ -192,9 +260,10 @@ class Segmenter(threading.Thread):
         if not self._ladder_known or not path.exists():
             return
         if self._current is None or self._current[1] != path.name:
-            seq = state.reserve_chunk(self.session_id, conn=self.conn, disc=self.conn > 1 and self.chunks == 0)
+            seq = state.reserve_chunk(self.session_id, conn=self.conn, disc=self._disc_next, epoch=self.epoch)
             self._current, self._sent = (seq, path.name), 0
-            self._queue(seq)
+        if self._queued_seq != self._current[0]:
+            self._queue(self._current[0])
         self._send_new_bytes(path)
 
     def _send_new_bytes(self, path: Path) -> int:
@@ -204,7 +273,7 @@ class Segmenter(threading.Thread):
             handle.seek(self._sent)
             data = handle.read()
         if data:
-            state.append_chunk_data(self.session_id, self._current[0], data)
+            state.append_chunk_data(self.session_id, self._current[0], data, epoch=self.epoch)
             self._sent += len(data)
         return self._sent
 
@@ -214,13 +283,8 @@ class Segmenter(threading.Thread):
         # source time ``end``; the smallest offset seen is the least delayed estimate.
         offset = now - end
         self._anchor = offset if self._anchor is None else min(self._anchor, offset)
-        if self._current is not None and self._current[1] == path.name:  # streamed: finish it
-            seq, size = self._current[0], self._send_new_bytes(path)
-            state.complete_chunk(self.session_id, seq, start=start, end=end, wall=self._anchor + start)
-            self._current = None
-        else:
+        if self._current is None or self._current[1] != path.name:  # not streamed: send it whole
             data = path.read_bytes()
-            size = len(data)
             seq = state.add_chunk(
                 self.session_id,
                 data=data,
@@ -228,9 +292,17 @@ class Segmenter(threading.Thread):
                 end=end,
                 wall=self._anchor + start,
                 conn=self.conn,
-                disc=self.conn > 1 and self.chunks == 0,
+                disc=self._disc_next,
+                epoch=self.epoch,
             )
+            self._current, self._sent = (seq, path.name), len(data)
+        # Streamed (or retried after a Redis error): the rest of its bytes, then its timing.
+        seq, size = self._current[0], self._send_new_bytes(path)
+        state.complete_chunk(self.session_id, seq, start=start, end=end, wall=self._anchor + start, epoch=self.epoch)
+        if self._queued_seq != seq:
             self._queue(seq)
+        self._current = None
+        self._disc_next = False
         path.unlink(missing_ok=True)
         self.chunks += 1
         self.last_seq = seq
@@ -242,7 +314,8 @@ class Segmenter(threading.Thread):
 
         parts = max(1, settings.TRANSCODE_TASKS_PER_CHUNK)
         for part in range(parts):
-            transcode_chunk.delay(self.session_id, seq, part, parts)
+            transcode_chunk.delay(self.session_id, seq, part, parts, self.epoch)
+        self._queued_seq = seq
 
     def _sample(self) -> None:
         """One IngestSample: received bitrate, fps, keyframe interval, lag per rendition, backlog."""
@@ -266,3 +339,4 @@ class Segmenter(threading.Thread):
             queue_depth=state.chunk_count(self.session_id) - len(entries) - gaps,
         )
         self._bytes_since_sample = 0
+
