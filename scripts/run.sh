@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: install what is missing, prepare the database, then run every process of the
-# stack in the foreground with prefixed logs (honcho). Ctrl-C stops them all.
+# stack in the foreground with prefixed logs (honcho). Ctrl-C stops them all. Each Procfile line
+# runs under scripts/respawn.sh: a process that crashes is started again, the others keep going.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -12,6 +12,7 @@ The stream reads ``offline`` as soon as the publisher leaves. Events go out thro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,7 +63,7 @@ def _set_stream_status(stream: Stream, status: str) -> None:
     stream.save(update_fields=fields)
 
 
-def start_publish(key: str) -> PublishGrant:
+def start_publish(key: str, *, ingest_dead: Callable[[StreamSession], bool] | None = None) -> PublishGrant:
     """Accept a publisher for the stream whose key is ``key``, or raise ``PublishRefused``.
 
     Locks the owner's row, then the stream's (the order ``services.create_stream`` and user
@@ -70,7 +71,10 @@ def start_publish(key: str) -> PublishGrant:
     (``quotas.live_refusal``; the reason is recorded for the dashboard with
     ``problems.record``). A session waiting in ``reconnecting`` within the grace period is
     resumed (connections + 1); one past its grace period is moved to ``ending`` and a new
-    session starts. Marks the stream live and sends ``stream.live`` after commit.
+    session starts. A ``live`` session is taken over (resumed like a reconnect) when
+    ``ingest_dead(session)`` says nothing receives its publisher any more (nginx-rtmp was
+    killed, its on_publish_done was lost); otherwise the key is refused as in use. Marks the
+    stream live and sends ``stream.live`` after commit.
     """
     try:
         grant = _start_publish(keys.hash_key(key))
@@ -97,8 +101,6 @@ def _start_publish(digest: str) -> PublishGrant:
         stream = Stream.objects.select_for_update().filter(key_hash=digest).first()
         if stream is None:
             raise PublishRefused("unknown stream key")
-        if stream.status == StreamStatus.LIVE:
-            raise PublishRefused("stream is already live (key in use by another publisher)", stream.pk)
         now = timezone.now()
         superseded: list[int] = []
         session = (
@@ -106,6 +108,17 @@ def _start_publish(digest: str) -> PublishGrant:
             .filter(stream=stream, status__in=[SessionStatus.LIVE, SessionStatus.RECONNECTING])
             .first()
         )
+        live = session is not None and session.status == SessionStatus.LIVE
+        if live and session is not None and ingest_dead is not None and ingest_dead(session):
+            logger.warning(
+                "publish takes over a live session whose ingest is dead",
+                extra={"stream": stream.pk, "session": session.pk, "ctx": {"connection": session.connections}},
+            )
+            session.status = SessionStatus.RECONNECTING
+            session.disconnected_at = now
+            stream.status = StreamStatus.OFFLINE
+        if stream.status == StreamStatus.LIVE:
+            raise PublishRefused("stream is already live (key in use by another publisher)", stream.pk)
         if session is not None and session.status == SessionStatus.LIVE:
             raise PublishRefused("stream already has a live session", stream.pk)
         refusal = quotas.live_refusal(stream)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ class Entry:
     wall: float  # ingest wall clock of the first frame, epoch seconds
     disc: bool
     sizes: dict[str, int] = field(default_factory=dict)
+    epoch: int = 0  # numbering generation (state.py): part of the segment's name when not 0
+
+    @property
+    def name(self) -> str:
+        return segment_name(self.seq, self.epoch)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,17 +61,43 @@ class Entry:
                 "wall": self.wall,
                 "disc": self.disc,
                 "r": self.sizes,
+                "e": self.epoch,
             }
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Entry:
         d = json.loads(raw)
-        return cls(d["i"], d["seq"], d["dur"], d["wall"], d["disc"], d["r"])
+        return cls(d["i"], d["seq"], d["dur"], d["wall"], d["disc"], d["r"], d.get("e", 0))
 
 
-def segment_name(seq: int) -> str:
-    return f"seg_{seq:06d}.ts"
+def segment_name(seq: int, epoch: int = 0) -> str:
+    """``seg_<seq>.ts``; after Redis lost a session's state its numbering restarts in a new
+    generation, named ``seg_<epoch>_<seq>.ts`` so no published object is ever written again."""
+    return f"seg_{seq:06d}.ts" if not epoch else f"seg_{epoch}_{seq:06d}.ts"
+
+
+NAME_RE = re.compile(r"^seg_(?:(\d+)_)?(\d+)\.ts$")
+
+
+def parse_media(text: str, renditions: list[str]) -> list[Entry]:
+    """Entries of a media playlist we wrote (``index.m3u8``): how the published log of a session
+    is recovered from S3 when Redis lost it. Sizes are unknown (0)."""
+    entries: list[Entry] = []
+    wall, duration, disc = 0.0, 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            wall = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
+        elif line.startswith("#EXTINF:"):
+            duration = float(line[8:].split(",")[0])
+        elif line == "#EXT-X-DISCONTINUITY":
+            disc = True
+        elif (match := NAME_RE.match(line.strip())) is not None:
+            epoch, seq = int(match[1] or 0), int(match[2])
+            sizes = dict.fromkeys(renditions, 0)
+            entries.append(Entry(len(entries), seq, duration, wall, disc, sizes, epoch))
+            disc = False
+    return entries
 
 
 def target_duration(entries: list[Entry], floor: int) -> int:
@@ -101,7 +133,7 @@ def render_media(
             lines.append("#EXT-X-DISCONTINUITY")
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(entry.wall)}")
         lines.append(f"#EXTINF:{entry.duration:.3f},")
-        lines.append(segment_name(entry.seq))
+        lines.append(entry.name)
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
@@ -114,7 +146,11 @@ def extinf_total(text: str) -> float:
 
 def bandwidths(entries: list[Entry], rendition: Rendition) -> tuple[int, int]:
     """(peak, average) bits/s measured over published segments; configured values before."""
-    measured = [(e.sizes.get(rendition.name, 0) * 8, e.duration) for e in entries if e.duration >= 0.2]
+    measured = [
+        (e.sizes.get(rendition.name, 0) * 8, e.duration)
+        for e in entries
+        if e.duration >= 0.2 and e.sizes.get(rendition.name, 0) > 0  # recovered entries: size unknown
+    ]
     if not measured:
         fallback = rendition.peak_bandwidth or 1_000_000
         return fallback, int(fallback / 1.1)
@@ -179,7 +215,7 @@ def _settle(session_id: int, nxt: int, *, force: bool) -> str:
     return "wait"
 
 
-def _commit(layout: Layout, seq: int) -> bool:
+def _commit(layout: Layout, seq: int, epoch: int) -> bool:
     """Continue the TS continuity counters of chunk ``seq``'s segments from the previous
     committed chunk, PUT them (immutable, deterministic keys) and mark the chunk done. Runs under
     the assembler lock, strictly in order, so no worker ever waits for another chunk."""
@@ -195,10 +231,11 @@ def _commit(layout: Layout, seq: int) -> bool:
         start = {int(pid): cc for pid, cc in previous.get(name, {}).items()}
         fixed[name], after = mpegts.continue_counters(data, start)
         counters[name] = {str(pid): cc for pid, cc in after.items()}
+    name = segment_name(seq, epoch)
     with ThreadPoolExecutor(max_workers=len(fixed)) as pool:
         list(
             pool.map(
-                lambda item: storage.put_segment(f"{layout.session_prefix}/{item[0]}/{segment_name(seq)}", item[1]),
+                lambda item: storage.put_segment(f"{layout.session_prefix}/{item[0]}/{name}", item[1]),
                 fixed.items(),
             )
         )
@@ -220,6 +257,9 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
     session_id = layout.session_id
     r = redis_client()
     with r.lock(state.key(session_id, "assemble"), timeout=60, blocking_timeout=60):
+        # A missing generation means Redis lost the session's state: a new one starts here.
+        epoch = state.ensure_epoch(session_id)
+        _recover_log(layout)
         nxt = int(r.get(state.key(session_id, "next")) or 0)
         pending_disc = r.get(state.key(session_id, "pending_disc")) == b"1"
         total = state.chunk_count(session_id)
@@ -233,7 +273,7 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
                 pending_disc = True
                 nxt += 1
                 continue
-            if outcome == "ready" and not _commit(layout, nxt):
+            if outcome == "ready" and not _commit(layout, nxt, epoch):
                 pending_disc = True
                 nxt += 1
                 continue
@@ -250,6 +290,7 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
                 wall=meta.wall,
                 disc=meta.disc or pending_disc,
                 sizes={name: int(info["bytes"]) for name, info in result.get("renditions", {}).items()},
+                epoch=epoch,
             )
             new.append(entry)
             pending_disc = False
@@ -269,6 +310,40 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
         for entry in new:
             logger.debug("segment published", extra={"session": session_id, "seq": entry.seq})
         return len(entries)
+
+
+def _recover_log(layout: Layout) -> None:
+    """After Redis lost the session's state (its numbering generation is not the first and no
+    log exists), reload the published log from the session's ``index.m3u8`` in S3 so the
+    playlists keep every segment published before the loss; the next segment carries a
+    discontinuity. Runs under the assembler lock."""
+    session_id = layout.session_id
+    r = redis_client()
+    marker = state.key(session_id, "recovered")
+    if not state.epoch(session_id) or r.exists(marker) or r.exists(state.key(session_id, "published")):
+        return
+    renditions = [x.name for x in state.ladder(session_id) or []]
+    if not renditions:
+        return  # nothing to publish before the new generation's ladder is known
+    entries: list[Entry] = []
+    for name in renditions:
+        text = storage.get_bytes(f"{layout.session_prefix}/{name}/index.m3u8")
+        if text is not None:
+            entries = parse_media(text.decode("utf-8", "replace"), renditions)
+            break
+    pipe = r.pipeline()
+    for entry in entries:
+        pipe.rpush(state.key(session_id, "published"), entry.to_json())
+    if entries:
+        pipe.set(state.key(session_id, "pending_disc"), "1", ex=settings.PIPELINE_STATE_TTL_SECONDS)
+    pipe.set(marker, str(len(entries)), ex=settings.PIPELINE_STATE_TTL_SECONDS)
+    pipe.execute()
+    if entries:
+        logger.warning(
+            "published log recovered from S3 (%d segments) after the live state was lost",
+            len(entries),
+            extra={"session": session_id},
+        )
 
 
 def write_playlists(layout: Layout, entries: list[Entry], *, ended: bool) -> None:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from django.conf import settings
 from django.db import transaction
 
 from livestream.redis import redis_client
 from streams import keys, sessions
+from streams.models import StreamSession
 from transcoding import state
 
 logger = logging.getLogger(__name__)
-
-CLIENT_TTL_S = 86400
 
 
 def internal_name(session_id: int, connection: int) -> str:
@@ -30,28 +30,51 @@ def _client_key(client_id: str) -> str:
     return f"pipe:client:{client_id}"
 
 
+def ingest_silent_for(session: StreamSession) -> float:
+    """Seconds since anything showed that the ingest of the session's current connection is
+    alive: its segmenter's heartbeat, the session's last change, or (right after a Redis restart,
+    when heartbeats are not back yet) the moment this Redis's state began."""
+    last = max(
+        state.last_heartbeat(session.pk, session.connections) or 0.0,
+        session.updated_at.timestamp(),
+        state.observed_since(),
+    )
+    return time.time() - last
+
+
+def ingest_dead(session: StreamSession) -> bool:
+    """Nothing receives the session's publisher any more: its segmenter ended for good (nginx-rtmp
+    gone, on_publish_done lost) or its heartbeat is older than ``INGEST_TAKEOVER_SECONDS``."""
+    status = state.ingest_status(session.pk, session.connections) or ""
+    if status.startswith("ended:"):
+        return True
+    return ingest_silent_for(session) > settings.INGEST_TAKEOVER_SECONDS
+
+
 def accept_publish(*, key: str, client_id: str) -> str:
     """Accept a publisher (``sessions.start_publish``; raises ``PublishRefused``) and queue its
     segmenter. Returns the internal stream name nginx-rtmp renames the publish to.
 
-    Side effects after commit: Redis client map (for on_publish_done), an ingest command on
-    ``state.INGEST_QUEUE``, and finalisation of superseded sessions.
+    The Redis steps (client map for on_publish_done, numbering generation, the ingest command on
+    ``state.INGEST_QUEUE``) run inside the database transaction: when Redis fails, the session is
+    rolled back (a RedisError reaches the caller) and the database never says live for a publish
+    nothing segments. Superseded sessions are finalised after commit.
     """
     if not key or len(key) > 200:
         raise sessions.PublishRefused("missing or malformed stream key")
-    grant = sessions.start_publish(key)
-    session = grant.session
-    name = internal_name(session.pk, grant.connection)
-    command = {"session": session.pk, "stream": session.stream_id, "conn": grant.connection, "name": name}
-
-    def queue_ingest() -> None:
+    with transaction.atomic():
+        grant = sessions.start_publish(key, ingest_dead=ingest_dead)
+        session = grant.session
+        name = internal_name(session.pk, grant.connection)
+        command = {"session": session.pk, "stream": session.stream_id, "conn": grant.connection, "name": name}
         r = redis_client()
         mapping = {"session": session.pk, "conn": grant.connection, "key_hash": keys.hash_key(key)}
-        r.set(_client_key(client_id), json.dumps(mapping), ex=CLIENT_TTL_S)
+        # No TTL: the mapping lives as long as its session (state.purge deletes it).
+        r.set(_client_key(client_id), json.dumps(mapping))
+        state.remember_client(session.pk, _client_key(client_id))
+        state.start_epoch(session.pk)
         state.set_ingest(session.pk, grant.connection, "queued")
         r.rpush(state.INGEST_QUEUE, json.dumps(command))
-
-    transaction.on_commit(queue_ingest)
     if grant.superseded:
         from transcoding.tasks import finalize_session
 

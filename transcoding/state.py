@@ -18,11 +18,21 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``next``            the next seq the assembler waits for
 - ``ingest:<conn>``   "running" / last seq when the segmenter of that connection finished
 - ``ended``           "1" once the session's publisher is gone for good (finalising)
+- ``epoch``           numbering generation: "0" from accept_publish; a new one (ms timestamp)
+                      whenever the session's state was found missing (Redis lost it), so
+                      segment names of a new generation never collide with published ones
+- ``hb:<conn>``       epoch seconds of the last heartbeat of that connection's segmenter
+- ``clients``         set of nginx-rtmp client ids mapped to the session (``pipe:client:<id>``)
+
+``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
+every segmenter without scanning keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +43,12 @@ from livestream.redis import redis_client
 from transcoding.ladder import Rendition, SourceInfo, dumps, loads
 
 INGEST_QUEUE = "pipe:ingest:queue"
+HEARTBEATS = "pipe:ingest:hb"
+
+
+class StateLost(RuntimeError):  # noqa: N818 - a condition, like PublishRefused
+    """The session's Redis state is not the generation (epoch) the caller wrote for: Redis lost
+    it (restart without persistence, eviction). The caller starts over with ``ensure_epoch``."""
 
 
 def key(session_id: int, name: str) -> str:
@@ -45,6 +61,52 @@ def _text(value: bytes | str) -> str:
 
 def _ttl() -> int:
     return int(settings.PIPELINE_STATE_TTL_SECONDS)
+
+
+def start_epoch(session_id: int) -> None:
+    """A session's first numbering generation is 0 (accept_publish; kept if already set)."""
+    redis_client().set(key(session_id, "epoch"), "0", ex=_ttl(), nx=True)
+
+
+def ensure_epoch(session_id: int) -> int:
+    """The session's numbering generation. When its state is gone (Redis restarted or lost it)
+    a new generation starts: the current time in ms, so it differs from every earlier one and
+    the segments it names never overwrite published objects."""
+    r = redis_client()
+    value = r.get(key(session_id, "epoch"))
+    if value is None:
+        r.set(key(session_id, "epoch"), str(int(time.time() * 1000)), ex=_ttl(), nx=True)
+        value = r.get(key(session_id, "epoch"))
+    return int(value or 0)
+
+
+def _epoch_or_first(session_id: int) -> int:
+    """Callers that do not track generations (unit tests, tools) write into the current one."""
+    start_epoch(session_id)
+    return epoch(session_id) or 0
+
+
+def epoch(session_id: int) -> int | None:
+    value = redis_client().get(key(session_id, "epoch"))
+    return int(value) if value is not None else None
+
+
+# Run KEYS[2..] writes only while KEYS[1] (the session's epoch) still holds ARGV[1].
+_GUARD = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
+_RESERVE = _GUARD + ("local seq = redis.call('INCR', KEYS[2]) - 1 redis.call('EXPIRE', KEYS[2], ARGV[2]) return seq")
+_APPEND = _GUARD + "redis.call('APPEND', KEYS[2], ARGV[2]) redis.call('EXPIRE', KEYS[2], ARGV[3]) return 1"
+
+
+def _next_seq(session_id: int, epoch_: int) -> int:
+    seq = int(redis_client().eval(_RESERVE, 2, key(session_id, "epoch"), key(session_id, "seq"), str(epoch_), _ttl()))
+    if seq < 0:
+        raise StateLost(f"session {session_id}: epoch {epoch_} is gone")
+    return seq
+
+
+def _check_epoch(session_id: int, epoch_: int | None) -> None:
+    if epoch_ is not None and epoch(session_id) != epoch_:
+        raise StateLost(f"session {session_id}: epoch {epoch_} is gone")
 
 
 @dataclass(frozen=True)
@@ -64,13 +126,23 @@ class ChunkMeta:
         return max(0.0, self.end - self.start)
 
 
-def add_chunk(session_id: int, *, data: bytes, start: float, end: float, wall: float, conn: int, disc: bool) -> int:
-    """Store a finished chunk and return its session-wide sequence number."""
+def add_chunk(
+    session_id: int,
+    *,
+    data: bytes,
+    start: float,
+    end: float,
+    wall: float,
+    conn: int,
+    disc: bool,
+    epoch: int | None = None,
+) -> int:
+    """Store a finished chunk and return its session-wide sequence number. With ``epoch``,
+    raises ``StateLost`` instead when the session's state is of another generation."""
     r = redis_client()
     now = time.time()
-    seq = int(r.incr(key(session_id, "seq"))) - 1
+    seq = _next_seq(session_id, epoch if epoch is not None else _epoch_or_first(session_id))
     pipe = r.pipeline()
-    pipe.expire(key(session_id, "seq"), _ttl())
     pipe.set(key(session_id, f"data:{seq}"), data, ex=int(settings.CHUNK_TTL_SECONDS))
     pipe.hset(
         key(session_id, f"chunk:{seq}"),
@@ -89,13 +161,12 @@ def add_chunk(session_id: int, *, data: bytes, start: float, end: float, wall: f
     return seq
 
 
-def reserve_chunk(session_id: int, *, conn: int, disc: bool) -> int:
+def reserve_chunk(session_id: int, *, conn: int, disc: bool, epoch: int | None = None) -> int:
     """Number a chunk the segmenter has started writing (progressive transcoding): its bytes
     follow with ``append_chunk_data``, its timing with ``complete_chunk``."""
     r = redis_client()
-    seq = int(r.incr(key(session_id, "seq"))) - 1
+    seq = _next_seq(session_id, epoch if epoch is not None else _epoch_or_first(session_id))
     pipe = r.pipeline()
-    pipe.expire(key(session_id, "seq"), _ttl())
     pipe.hset(
         key(session_id, f"chunk:{seq}"),
         mapping={"conn": conn, "disc": "1" if disc else "0", "queued": repr(time.time())},
@@ -105,15 +176,31 @@ def reserve_chunk(session_id: int, *, conn: int, disc: bool) -> int:
     return seq
 
 
-def append_chunk_data(session_id: int, seq: int, data: bytes) -> None:
-    pipe = redis_client().pipeline()
-    pipe.append(key(session_id, f"data:{seq}"), data)
-    pipe.expire(key(session_id, f"data:{seq}"), int(settings.CHUNK_TTL_SECONDS))
-    pipe.execute()
+def append_chunk_data(session_id: int, seq: int, data: bytes, *, epoch: int | None = None) -> None:
+    if epoch is None:
+        pipe = redis_client().pipeline()
+        pipe.append(key(session_id, f"data:{seq}"), data)
+        pipe.expire(key(session_id, f"data:{seq}"), int(settings.CHUNK_TTL_SECONDS))
+        pipe.execute()
+        return
+    done = redis_client().eval(
+        _APPEND,
+        2,
+        key(session_id, "epoch"),
+        key(session_id, f"data:{seq}"),
+        str(epoch),
+        data,
+        int(settings.CHUNK_TTL_SECONDS),
+    )
+    if int(done) < 0:
+        raise StateLost(f"session {session_id}: epoch {epoch} is gone")
 
 
-def complete_chunk(session_id: int, seq: int, *, start: float, end: float, wall: float) -> None:
+def complete_chunk(
+    session_id: int, seq: int, *, start: float, end: float, wall: float, epoch: int | None = None
+) -> None:
     """The reserved chunk ``seq`` is fully written (every byte appended)."""
+    _check_epoch(session_id, epoch)
     redis_client().hset(
         key(session_id, f"chunk:{seq}"),
         mapping={"start": repr(start), "end": repr(end), "wall": repr(wall), "completed": repr(time.time())},
@@ -236,6 +323,57 @@ def has_outputs(session_id: int, seq: int) -> bool:
     return all(r.name in fields for r in renditions)
 
 
+def has_part_outputs(session_id: int, seq: int, part: int, parts: int) -> bool:
+    """The renditions task ``part`` of ``parts`` encodes for chunk ``seq`` are all stored."""
+    renditions = ladder(session_id)
+    if not renditions:
+        return False
+    fields = {_text(f) for f in redis_client().hkeys(key(session_id, f"out:{seq}"))}
+    return f"_ms:{part}" in fields and all(r.name in fields for r in renditions[part::parts])
+
+
+def next_to_publish(session_id: int) -> int:
+    return int(redis_client().get(key(session_id, "next")) or 0)
+
+
+class Lease:
+    """A transcode task's claim on chunk ``seq`` (part ``part``), refreshed by a thread while the
+    task runs: when its worker dies the lease lapses within ``TRANSCODE_LEASE_SECONDS`` and the
+    reconciler queues the chunk again (well inside the live deadline; Celery's broker would
+    only redeliver after its visibility timeout)."""
+
+    def __init__(self, session_id: int, seq: int, part: int) -> None:
+        self.name = key(session_id, f"lease:{seq}:{part}")
+        self.ttl = max(1, int(settings.TRANSCODE_LEASE_SECONDS))
+        self._stop = threading.Event()
+        self._refresh()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _refresh(self) -> None:
+        with contextlib.suppress(Exception):  # a lapsed lease only means a duplicate transcode
+            redis_client().set(self.name, "1", ex=self.ttl)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            self._refresh()
+
+    def release(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):  # expires by itself
+            redis_client().delete(self.name)
+
+    @staticmethod
+    def held(session_id: int, seq: int, part: int) -> bool:
+        return bool(redis_client().exists(key(session_id, f"lease:{seq}:{part}")))
+
+    @staticmethod
+    def claim_requeue(session_id: int, seq: int, part: int) -> bool:
+        """At most one re-queue per chunk part."""
+        name = key(session_id, f"requeued:{seq}:{part}")
+        return bool(redis_client().set(name, "1", ex=int(settings.LIVE_DEADLINE_SECONDS) + 5, nx=True))
+
+
 def is_settled(session_id: int, seq: int) -> bool:
     """Done or given up: nothing more will happen to this chunk."""
     r = redis_client()
@@ -278,9 +416,51 @@ def ingest_running(session_id: int) -> bool:
     return any(r.get(k) == b"running" for k in r.scan_iter(key(session_id, "ingest:*")))
 
 
-def purge(session_id: int) -> None:
-    """Delete every Redis key of the session (idempotent)."""
+def heartbeat(session_id: int, conn: int, *, now: float | None = None) -> None:
+    """The segmenter of (session, connection) is alive (the supervisor calls this every second)."""
+    stamp = repr(now if now is not None else time.time())
+    pipe = redis_client().pipeline()
+    pipe.set(key(session_id, f"hb:{conn}"), stamp, ex=_ttl())
+    pipe.hset(HEARTBEATS, f"{session_id}:{conn}", stamp)
+    pipe.execute()
+
+
+def drop_heartbeat(session_id: int, conn: int) -> None:
+    pipe = redis_client().pipeline()
+    pipe.delete(key(session_id, f"hb:{conn}"))
+    pipe.hdel(HEARTBEATS, f"{session_id}:{conn}")
+    pipe.execute()
+
+
+def last_heartbeat(session_id: int, conn: int) -> float | None:
+    value = redis_client().get(key(session_id, f"hb:{conn}"))
+    return float(value) if value is not None else None
+
+
+def observed_since() -> float:
+    """When this Redis's pipeline state began (epoch s; set on first call): after a restart
+    that lost it, heartbeats need a moment to come back, and nothing counts as silent before."""
     r = redis_client()
-    keys = list(r.scan_iter(key(session_id, "*"), count=500))
+    r.set("pipe:state:since", repr(time.time()), nx=True)
+    value = r.get("pipe:state:since")
+    return float(value) if value is not None else time.time()
+
+
+def remember_client(session_id: int, client_key: str) -> None:
+    """A ``pipe:client:<id>`` mapping that belongs to the session (deleted with it)."""
+    pipe = redis_client().pipeline()
+    pipe.sadd(key(session_id, "clients"), client_key)
+    pipe.expire(key(session_id, "clients"), _ttl())
+    pipe.execute()
+
+
+def purge(session_id: int) -> None:
+    """Delete every Redis key of the session (idempotent), its client mappings and heartbeats."""
+    r = redis_client()
+    clients = [_text(c) for c in r.smembers(key(session_id, "clients"))]
+    keys = list(r.scan_iter(key(session_id, "*"), count=500)) + clients
     if keys:
         r.delete(*keys)
+    stale = [f for f in (_text(f) for f in r.hkeys(HEARTBEATS)) if f.startswith(f"{session_id}:")]
+    if stale:
+        r.hdel(HEARTBEATS, *stale)

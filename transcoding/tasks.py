@@ -6,6 +6,10 @@
   session (ENDLIST + replay, or deletion of its objects).
 - ``purge_stream_objects(stream_id)`` / ``purge_session_objects(session_id, stream_id=None)``:
   delete stored HLS objects (stream deletion, replay deletion).
+- ``reconcile_live_sessions()`` (Celery beat, every ``RECONCILE_INTERVAL_SECONDS``): the
+  database against the ingest, without relying on any callback: ends live sessions whose ingest
+  is silent, finalises sessions whose countdown task was lost, re-queues chunks whose transcode
+  lease expired (a worker died).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +27,24 @@ import botocore.exceptions
 import redis.exceptions
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
+from livestream.redis import redis_client
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import cores, encoder, ffmpeg, metadata, mpegts, playlists, state, storage
+from transcoding import cores, encoder, ffmpeg, metadata, mpegts, playlists, services, state, storage
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, redis.exceptions.ConnectionError)
+TRANSIENT = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+# S3 errors that no retry fixes (credentials, bucket, request): the task fails at once.
+PERMANENT_S3 = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidRequest"}
 # How long finalisation waits for the ingest and the last chunks before forcing the end.
 FINALIZE_MAX_ATTEMPTS = 90
 
@@ -93,17 +107,21 @@ def _give_up(session_id: int, seq: int, reason: str) -> None:
         playlists.advance(layout)
 
 
+def _is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return exc.response.get("Error", {}).get("Code", "") in PERMANENT_S3
+    return False
+
+
 @shared_task(
     bind=True,
     acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=1,
-    retry_backoff_max=4,
-    max_retries=3,
     soft_time_limit=settings.TRANSCODE_TIMEOUT_S + 30,
     time_limit=settings.TRANSCODE_TIMEOUT_S + 60,
 )
-def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: int = 1) -> str:
+def transcode_chunk(  # noqa: PLR0917 - Celery task arguments are positional in messages
+    self: Any, session_id: int, seq: int, part: int = 0, parts: int = 1, epoch: int | None = None
+) -> str:
     """Transcode chunk ``seq`` of ``session_id`` into its renditions and publish what is ready.
 
     With ``parts`` > 1 (TRANSCODE_TASKS_PER_CHUNK) this task encodes only every ``parts``-th
@@ -112,8 +130,32 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     deadline (or whose bytes expired) becomes a gap. A transcode failure (FFmpeg's message) is
     logged with the stream and chunk and the chunk becomes a gap (a corrupt chunk would fail
     again on retry).
+
+    ``epoch``: the numbering generation the segmenter queued it in (state.py); a task of an
+    older generation (Redis lost the session's state meanwhile) does nothing. Outputs are kept
+    in Redis until uploaded: when S3 or Redis fails the task is retried with backoff
+    (``TRANSCODE_PUBLISH_RETRIES``) and the retry only publishes, it never transcodes again,
+    and a chunk whose outputs are ready never becomes a gap.
     """
+    try:
+        return _transcode_chunk(session_id, seq, part, parts, epoch)
+    except TRANSIENT as exc:
+        if _is_permanent(exc) or self.request.retries >= settings.TRANSCODE_PUBLISH_RETRIES:
+            raise
+        countdown = min(4.0, 0.5 * 2**self.request.retries)
+        logger.warning(
+            "chunk not published yet (%s): retrying in %.1f s",
+            exc.__class__.__name__,
+            countdown,
+            extra={"session": session_id, "seq": seq},
+        )
+        raise self.retry(exc=exc, countdown=countdown) from None
+
+
+def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: int | None) -> str:  # noqa: PLR0911
     ctx = {"session": session_id, "seq": seq, "part": f"{part + 1}/{parts}"}
+    if epoch is not None and state.epoch(session_id) != epoch:
+        return "stale"  # queued before Redis lost the session's state: its chunk is gone
     if state.is_settled(session_id, seq):
         return "settled"
     meta = state.chunk_meta(session_id, seq)
@@ -121,6 +163,10 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     if meta is None or layout is None:
         _give_up(session_id, seq, "chunk expired or session gone")
         return "gap"
+    if state.has_part_outputs(session_id, seq, part, parts):
+        # A retry after S3/Redis failed while publishing: the outputs are there, just publish.
+        playlists.advance(layout)
+        return "published"
     if time.time() > meta.queued + settings.LIVE_DEADLINE_SECONDS:
         _give_up(session_id, seq, "missed the live deadline before transcoding")
         return "gap"
@@ -128,6 +174,7 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
     feed = ChunkFeed(session_id, seq)
     started = time.monotonic()
     threads = 0
+    lease = state.Lease(session_id, seq, part)
     try:
         data, ladder, source = _input(stream_id, meta, feed, ctx)
         renditions = ladder[part::parts]
@@ -140,6 +187,10 @@ def transcode_chunk(self: Any, session_id: int, seq: int, part: int = 0, parts: 
         logger.error("transcode failed: %s", exc, extra={**ctx, "ctx": {"threads": threads}})
         _give_up(session_id, seq, f"transcode failed: {exc}")
         return "gap"
+    finally:
+        lease.release()
+    if epoch is not None and state.epoch(session_id) != epoch:
+        return "stale"
     codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
@@ -273,11 +324,22 @@ def _settled_target(session_id: int) -> int:
     )
 
 
+def master_points_at(master: bytes, session_id: int) -> bool:
+    """Whether a stable master's variant URIs (``<session>/<rendition>/live.m3u8``) are this
+    session's: the first path segment must be the session id exactly (``1/`` is not ``11/``)."""
+    wanted = str(session_id)
+    for raw in master.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and line.split("/", 1)[0] == wanted:
+            return True
+    return False
+
+
 def _delete_session_objects(stream_id: int, session_id: int) -> int:
     deleted = storage.delete_prefix(playback.session_prefix(stream_id, session_id) + "/")
     stable = f"{playback.stream_prefix(stream_id)}/master.m3u8"
     master = storage.get_bytes(stable)
-    if master is not None and f"{session_id}/".encode() in master:
+    if master is not None and master_points_at(master, session_id):
         storage.delete_key(stable)
         deleted += 1
     return deleted
@@ -306,3 +368,78 @@ def purge_session_objects(session_id: int, stream_id: int | None = None) -> int:
         "session objects purged", extra={"stream": stream_id, "session": session_id, "ctx": {"objects": deleted}}
     )
     return deleted
+
+
+@shared_task(ignore_result=True)
+def reconcile_live_sessions() -> dict[str, int]:
+    """Make the database agree with the ingest, whatever callbacks were lost (Celery beat).
+
+    - a ``live`` session whose segmenter has been silent for ``INGEST_SILENCE_SECONDS`` (no
+      heartbeat: nginx-rtmp or the ingest node died, Django missed on_publish_done) is
+      disconnected: stream offline, ``reconnecting``, finalised after the grace period;
+    - ``reconnecting`` sessions past their grace and ``ending`` sessions that stopped moving are
+      finalised again (their countdown task may have been lost with a Redis restart);
+    - a chunk whose transcode lease expired without a result (its worker died) is queued again
+      while it can still make the live deadline.
+    """
+    counts = {"ended": 0, "finalised": 0, "requeued": 0}
+    r = redis_client()
+    r.set("pipe:reconcile:last", repr(time.time()), ex=3600)  # compose's health check of beat
+    for session in StreamSession.objects.filter(status=SessionStatus.LIVE).only(
+        "pk", "stream_id", "connections", "updated_at", "status"
+    ):
+        silent = services.ingest_silent_for(session)
+        if silent > settings.INGEST_SILENCE_SECONDS:
+            if sessions.disconnect(session.pk, session.connections) is not None:
+                logger.warning(
+                    "ingest silent for %.0f s: publisher considered gone",
+                    silent,
+                    extra={"stream": session.stream_id, "session": session.pk},
+                )
+                counts["ended"] += 1
+                finalize_session.apply_async((session.pk,), countdown=settings.RECONNECT_GRACE_SECONDS + 0.5)
+            continue
+        counts["requeued"] += _requeue_lost_chunks(session.pk)
+    stuck_before = timezone.now() - timedelta(seconds=FINALIZE_MAX_ATTEMPTS + 30)
+    for session in StreamSession.objects.filter(status__in=[SessionStatus.RECONNECTING, SessionStatus.ENDING]).only(
+        "pk", "status", "disconnected_at", "updated_at"
+    ):
+        due = (
+            sessions.grace_remaining(session) <= 0
+            if session.status == SessionStatus.RECONNECTING
+            else session.updated_at < stuck_before
+        )
+        # One finalisation at a time per session: its own reschedules keep it going.
+        if due and r.set(state.key(session.pk, "finalizing"), "1", ex=FINALIZE_MAX_ATTEMPTS + 30, nx=True):
+            finalize_session.delay(session.pk)
+            counts["finalised"] += 1
+    return counts
+
+
+def _requeue_lost_chunks(session_id: int) -> int:
+    """Queue again the chunks of a live session whose transcode lease lapsed without a result."""
+    now = time.time()
+    count = state.chunk_count(session_id)
+    nxt = state.next_to_publish(session_id)
+    ladder = state.ladder(session_id)
+    parts = max(1, settings.TRANSCODE_TASKS_PER_CHUNK)
+    requeued = 0
+    epoch = state.epoch(session_id)
+    for seq in range(nxt, count):
+        meta = state.chunk_meta(session_id, seq)
+        if meta is None or state.is_settled(session_id, seq):
+            continue
+        if now > meta.queued + settings.LIVE_DEADLINE_SECONDS:
+            continue  # the assembler gives it up
+        age = now - (meta.completed or meta.queued)
+        if not meta.complete or age < settings.TRANSCODE_LEASE_SECONDS:
+            continue
+        for part in range(parts):
+            if ladder is not None and state.has_part_outputs(session_id, seq, part, parts):
+                continue
+            if state.Lease.held(session_id, seq, part) or not state.Lease.claim_requeue(session_id, seq, part):
+                continue
+            logger.warning("transcode lease lapsed: chunk queued again", extra={"session": session_id, "seq": seq})
+            transcode_chunk.delay(session_id, seq, part, parts, epoch)
+            requeued += 1
+    return requeued

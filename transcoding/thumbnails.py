@@ -66,7 +66,7 @@ def newest_segment_key(session: StreamSession) -> str | None:
         return None
     smallest = min(ladder, key=lambda r: r.height)
     prefix = session.storage_prefix or session_prefix(session.stream_id, session.pk)
-    return f"{prefix}/{smallest.name}/{playlists.segment_name(entries[-1].seq)}"
+    return f"{prefix}/{smallest.name}/{entries[-1].name}"
 
 
 @shared_task(

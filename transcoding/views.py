@@ -9,6 +9,7 @@ publish, so the secret key never appears in stream names, logs or the segmenter'
 import hmac
 import logging
 
+import redis.exceptions
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -43,6 +44,10 @@ def on_publish(request: HttpRequest) -> HttpResponse:
     except PublishRefused as exc:
         logger.warning("publish refused: %s", exc.reason, extra={"addr": addr, "stream": exc.stream_id or "-"})
         return HttpResponse(f"refused: {exc.reason}\n", status=403, content_type="text/plain")
+    except redis.exceptions.RedisError as exc:
+        # Nothing was committed (services.accept_publish): the publisher retries.
+        logger.error("publish refused: live state unreachable (%s)", exc.__class__.__name__, extra={"addr": addr})
+        return HttpResponse("ingest temporarily unavailable\n", status=503, content_type="text/plain")
     response = HttpResponse(status=302)
     response["Location"] = name
     return response
@@ -54,7 +59,12 @@ def on_publish_done(request: HttpRequest) -> HttpResponse:
     if not _from_nginx(request):
         logger.warning("rtmp callback refused: bad or missing secret", extra={"addr": request.META.get("REMOTE_ADDR")})
         return HttpResponse("forbidden\n", status=403, content_type="text/plain")
-    session_id = services.publish_done(key=request.POST.get("name", ""), client_id=request.POST.get("clientid", ""))
+    try:
+        session_id = services.publish_done(key=request.POST.get("name", ""), client_id=request.POST.get("clientid", ""))
+    except redis.exceptions.RedisError as exc:
+        # The reconciler (tasks.reconcile_live_sessions) ends the session once its ingest is silent.
+        logger.error("publish_done not applied: live state unreachable (%s)", exc.__class__.__name__)
+        return HttpResponse("retry later\n", status=503, content_type="text/plain")
     logger.info(
         "publisher disconnected", extra={"session": session_id or "-", "addr": request.POST.get("addr", "?")[:64]}
     )

@@ -180,6 +180,29 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Never give up on the broker: a worker waits out a Redis restart of any length (the default
+# of 100 attempts ends the worker after a long outage) and reconnects by itself.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A task (message) whose worker vanished is redelivered after this many seconds (Redis broker).
+# It must exceed the longest countdown/ETA of any task (webhook retries wait up to
+# WEBHOOK_RETRY_BACKOFF_MAX_S), so live chunks do not rely on it: their transcode lease
+# (TRANSCODE_LEASE_SECONDS) lets the reconciler queue them again within the live deadline.
+CELERY_VISIBILITY_TIMEOUT_S = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=900)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S,
+    # Reconnect instead of blocking for ever on a half-open socket after a Redis restart.
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+}
+# A worker process is replaced after this many tasks (bounds leaks of long-lived processes:
+# codec contexts, fragmented memory); 0 = never.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=200) or None
+# Workers keep running tasks while the broker is away; what they could not acknowledge is
+# redelivered (tasks are idempotent).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Runs tasks inline; unit tests of task logic only (integration tests use a real worker).
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -476,6 +499,32 @@ INGEST_SAMPLE_SECONDS = env.float("INGEST_SAMPLE_SECONDS", default=5.0)
 TRANSCODE_TASKS_PER_CHUNK = env.int("TRANSCODE_TASKS_PER_CHUNK", default=1)
 # Hard limit of one chunk's transcode (ffmpeg is killed after it).
 TRANSCODE_TIMEOUT_S = env.float("TRANSCODE_TIMEOUT_S", default=60.0)
+
+# --- Pipeline fault tolerance (docs/pipeline.md "Faults", ADR 0013) ------------------------
+# A live session whose segmenter sent no heartbeat for this long is considered gone (nginx-rtmp
+# or the ingest node died, on_publish_done was lost): stream offline, then finalised.
+INGEST_SILENCE_SECONDS = env.float("INGEST_SILENCE_SECONDS", default=10.0)
+# A publish with the right key takes over a live session whose ingest has been silent this long
+# (or whose segmenter ended) instead of being refused as "already live".
+INGEST_TAKEOVER_SECONDS = env.float("INGEST_TAKEOVER_SECONDS", default=3.0)
+# Period of the reconciler (Celery beat): silent ingests, lost finalisations, lapsed leases.
+RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=2.0)
+# A segmenter that ends while its publisher is connected is restarted, at most this many times
+# a minute; then the publisher is dropped (it reconnects through on_publish).
+SEGMENTER_MAX_RESTARTS = env.int("SEGMENTER_MAX_RESTARTS", default=5)
+# When ffmpeg has exited and Redis is unreachable, the segmenter keeps its last chunks on disk
+# this long waiting for Redis.
+INGEST_OUTAGE_WAIT_S = env.float("INGEST_OUTAGE_WAIT_S", default=30.0)
+# A transcode task holds a lease on its chunk, refreshed while it runs; when its worker dies the
+# lease lapses after this long and the reconciler queues the chunk again.
+TRANSCODE_LEASE_SECONDS = env.float("TRANSCODE_LEASE_SECONDS", default=4.0)
+# Retries (backoff 0.5 s doubling to 4 s) of a chunk whose publishing failed (S3 or Redis
+# unreachable); the retry only uploads the outputs kept in Redis, it never transcodes again.
+TRANSCODE_PUBLISH_RETRIES = env.int("TRANSCODE_PUBLISH_RETRIES", default=12)
+CELERY_BEAT_SCHEDULE["pipeline-reconcile-live-sessions"] = {
+    "task": "transcoding.tasks.reconcile_live_sessions",
+    "schedule": RECONCILE_INTERVAL_SECONDS,
+}
 
 # --- Viewer (watch page, directory) -------------------------------------------------------
 # Seconds between refreshes of the directory thumbnails of live streams (Celery beat).

@@ -1,0 +1,258 @@
+"""The ingest supervisor (``manage.py run_ingest``): keeps one segmenter running for every
+publisher connected to this node's nginx-rtmp, through every fault it can outlive.
+
+- **Command intake**: ``accept_publish`` pushes a command on ``state.INGEST_QUEUE``; a BLPOP
+  here starts a ``Segmenter`` (``transcoding.ingest``) for it.
+- **Heartbeats**: every second, for each of its segmenters, ``state.heartbeat`` (the periodic
+  reconciler, ``tasks.reconcile_live_sessions``, ends sessions whose heartbeat stops) and the
+  ownership key ``pipe:<session>:owner:<conn>`` (so two supervisors never run the same one).
+- **Restarts**: a segmenter whose thread ended (its ffmpeg died, crashed) while nginx-rtmp still
+  shows its publisher is started again (``resumed``: its first chunk carries a discontinuity),
+  at most ``SEGMENTER_MAX_RESTARTS`` times a minute; after that the publisher is dropped so it
+  reconnects cleanly.
+- **Adoption**: every ``ADOPT_EVERY_S`` the supervisor lists the streams nginx-rtmp publishes
+  (its stat page on 127.0.0.1) and starts a segmenter for any internal name ``s<S>c<C>`` that
+  nobody owns, if the database still has session S live on connection C: a restarted supervisor
+  (or one whose command Redis lost) picks up every publisher still connected. A publish the
+  database no longer has as live is dropped, so the publisher comes back through on_publish.
+- **Outages**: Redis errors (BLPOP, heartbeats) and database errors are logged once and waited
+  out; nothing here exits because a dependency restarted.
+
+Segmenter ffmpegs carry the parent-death signal: they end with this process, however it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from xml.etree import ElementTree
+
+import django.db
+import kombu.exceptions
+import redis.exceptions
+from django.conf import settings
+
+from livestream.redis import redis_client
+from transcoding import rtmp_control, state
+from transcoding.segmenter import Segmenter, rtmp_play_base
+
+logger = logging.getLogger(__name__)
+
+OUTAGE = (redis.exceptions.RedisError, kombu.exceptions.OperationalError)
+ADOPT_EVERY_S = 1.0
+# A published stream must be seen without a segmenter this long before it is adopted (the
+# command of a fresh publish normally arrives first).
+ADOPT_AFTER_S = 1.5
+OWNER_TTL_S = 5
+NAME = re.compile(r"^s(\d+)c(\d+)$")
+
+
+def owner_key(session_id: int, conn: int) -> str:
+    return state.key(session_id, f"owner:{conn}")
+
+
+def published_streams(timeout_s: float = 1.0) -> set[str] | None:
+    """Names of the streams nginx-rtmp on this node has a publisher for; None when its
+    statistics page does not answer (nginx down)."""
+    url = f"http://127.0.0.1:{settings.RTMP_STAT_PORT}/stat"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            root = ElementTree.fromstring(response.read())  # noqa: S314 - our own nginx on 127.0.0.1
+    except (OSError, ElementTree.ParseError):
+        return None
+    names: set[str] = set()
+    for stream in root.iter("stream"):
+        name = stream.findtext("name")
+        if name and any(client.find("publishing") is not None for client in stream.iter("client")):
+            names.add(name)
+    return names
+
+
+@dataclass
+class Slot:
+    """One publisher connection this supervisor segments."""
+
+    command: dict[str, object]
+    segmenter: Segmenter
+    starts: list[float] = field(default_factory=list)
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        return int(self.command["session"]), int(self.command["conn"])  # type: ignore[call-overload]
+
+
+class Supervisor:
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        self.slots: dict[tuple[int, int], Slot] = {}
+        self.unowned_since: dict[str, float] = {}
+        self.next_adopt = 0.0
+        self.next_beat = 0.0
+        self.outage_since: float | None = None
+
+    # --- the loop -----------------------------------------------------------------------
+    def serve(self) -> None:
+        logger.info("ingest supervisor ready (RTMP %s, node %s)", rtmp_play_base(), self.node)
+        while not self.stop.is_set():
+            try:
+                self._intake()
+                self._supervise()
+            except OUTAGE as exc:
+                self._outage(exc)
+            except django.db.Error as exc:
+                logger.warning("database error in the ingest supervisor: %s", exc)
+                django.db.close_old_connections()
+                self.stop.wait(1)
+            else:
+                if self.outage_since is not None:
+                    logger.info("Redis back after %.1f s", time.monotonic() - self.outage_since)
+                    self.outage_since = None
+        self._shutdown()
+
+    def _outage(self, exc: Exception) -> None:
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            logger.warning("Redis unreachable (%s): segmenters keep running, retrying", exc)
+        self.stop.wait(1)
+
+    def _intake(self) -> None:
+        item = redis_client().blpop([state.INGEST_QUEUE], timeout=1)
+        if item is None:
+            return
+        try:
+            command = json.loads(item[1])
+            ident = int(command["session"]), int(command["conn"])
+            str(command["name"]), int(command["stream"])
+        except (ValueError, KeyError, TypeError):
+            logger.error("malformed ingest command ignored: %r", item[1][:200])
+            return
+        if ident in self.slots:
+            return
+        redis_client().set(owner_key(*ident), self.node, ex=OWNER_TTL_S)
+        self._start(command, resumed=False)
+
+    def _start(self, command: dict[str, object], *, resumed: bool) -> None:
+        segmenter = Segmenter(
+            session_id=int(command["session"]),  # type: ignore[call-overload]
+            stream_id=int(command["stream"]),  # type: ignore[call-overload]
+            conn=int(command["conn"]),  # type: ignore[call-overload]
+            name=str(command["name"]),
+            resumed=resumed,
+        )
+        ident = segmenter.session_id, segmenter.conn
+        slot = self.slots.get(ident)
+        if slot is None:
+            slot = self.slots[ident] = Slot(command, segmenter)
+        slot.segmenter = segmenter
+        slot.starts = [t for t in slot.starts if t > time.monotonic() - 60] + [time.monotonic()]
+        state.heartbeat(*ident)
+        segmenter.start()
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        ended = [slot for slot in self.slots.values() if not slot.segmenter.is_alive()]
+        published = published_streams() if ended or now >= self.next_adopt else None
+        for slot in ended:
+            self._after_end(slot, published)
+        if now >= self.next_beat:
+            self.next_beat = now + 1.0
+            r = redis_client()
+            r.set(f"pipe:ingest:alive:{socket.gethostname()}", repr(time.time()), ex=60)
+            for session_id, conn in self.slots:
+                state.heartbeat(session_id, conn)
+                r.set(owner_key(session_id, conn), self.node, ex=OWNER_TTL_S)
+        if now >= self.next_adopt:
+            self.next_adopt = now + ADOPT_EVERY_S
+            if published is not None:
+                self._adopt(published)
+
+    def _after_end(self, slot: Slot, published: set[str] | None) -> None:
+        name = str(slot.command["name"])
+        still_there = published is not None and name in published and not self.stop.is_set()
+        if not still_there:
+            self._forget(slot)
+            return
+        if len(slot.starts) > settings.SEGMENTER_MAX_RESTARTS:
+            logger.error(
+                "segmenter failed %d times within a minute; dropping the publisher", len(slot.starts) - 1,
+                extra={"session": slot.ident[0], "ctx": {"connection": slot.ident[1]}},
+            )  # fmt: skip
+            self._forget(slot)
+            rtmp_control.drop_publisher(name)
+            return
+        if time.monotonic() - slot.starts[-1] < 1.0:
+            return  # at most one start per second; try again on the next pass
+        logger.warning(
+            "segmenter ended while its publisher is connected: restarting it",
+            extra={"session": slot.ident[0], "ctx": {"connection": slot.ident[1]}},
+        )
+        self._start(slot.command, resumed=True)
+
+    def _forget(self, slot: Slot) -> None:
+        del self.slots[slot.ident]
+        r = redis_client()
+        if r.get(owner_key(*slot.ident)) in (self.node, self.node.encode()):
+            r.delete(owner_key(*slot.ident))
+
+    def _adopt(self, published: set[str]) -> None:
+        mine = {str(slot.command["name"]) for slot in self.slots.values()}
+        now = time.monotonic()
+        candidates = {name for name in published - mine if NAME.match(name)}
+        self.unowned_since = {name: self.unowned_since.get(name, now) for name in candidates}
+        for name, since in list(self.unowned_since.items()):
+            if now - since < ADOPT_AFTER_S:
+                continue
+            match = NAME.match(name)
+            if match is None:
+                continue
+            session_id, conn = int(match[1]), int(match[2])
+            if redis_client().exists(owner_key(session_id, conn)):
+                continue  # another supervisor runs it (its owner key is fresh)
+            self._adopt_one(name, session_id, conn)
+            self.unowned_since.pop(name, None)
+
+    def _adopt_one(self, name: str, session_id: int, conn: int) -> None:
+        from streams.models import SessionStatus, StreamSession
+
+        django.db.close_old_connections()
+        session = StreamSession.objects.filter(pk=session_id).only("stream_id", "status", "connections").first()
+        if session is None or session.status != SessionStatus.LIVE or session.connections != conn:
+            logger.warning(
+                "publish %s has no live session any more: dropping it so the publisher reconnects", name,
+                extra={"session": session_id},
+            )  # fmt: skip
+            rtmp_control.drop_publisher(name)
+            return
+        if not redis_client().set(owner_key(session_id, conn), self.node, ex=OWNER_TTL_S, nx=True):
+            return
+        logger.warning(
+            "adopting a publisher nobody segments (supervisor restarted or command lost)",
+            extra={"session": session_id, "stream": session.stream_id, "ctx": {"connection": conn}},
+        )
+        command: dict[str, object] = {"session": session_id, "stream": session.stream_id, "conn": conn, "name": name}
+        self._start(command, resumed=True)
+
+    def _shutdown(self) -> None:
+        for slot in self.slots.values():
+            slot.segmenter.stop()
+        for slot in self.slots.values():
+            slot.segmenter.join(timeout=10)
+        try:  # let a supervisor that starts next adopt these publishers at once
+            keys = [owner_key(*ident) for ident in self.slots]
+            if keys:
+                redis_client().delete(*keys)
+        except OUTAGE:
+            pass
+
+
+def serve(stop: threading.Event) -> None:
+    """Supervise segmenters until ``stop`` is set; then stop them."""
+    Supervisor(stop).serve()
