@@ -346,6 +346,8 @@ class Lease:
         self.name = key(session_id, f"lease:{seq}:{part}")
         self.ttl = max(1, int(settings.TRANSCODE_LEASE_SECONDS))
         self._stop = threading.Event()
+        with contextlib.suppress(Exception):  # a worker took it: only then can a worker lose it
+            redis_client().set(key(session_id, f"started:{seq}:{part}"), "1", ex=_ttl())
         self._refresh()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -364,8 +366,12 @@ class Lease:
             redis_client().delete(self.name)
 
     @staticmethod
-    def held(session_id: int, seq: int, part: int) -> bool:
-        return bool(redis_client().exists(key(session_id, f"lease:{seq}:{part}")))
+    def lapsed(session_id: int, seq: int, part: int) -> bool:
+        """A worker started this chunk part and its lease is gone (the worker died). A task
+        still waiting in the queue has no lease yet and is not lapsed."""
+        r = redis_client()
+        started = r.exists(key(session_id, f"started:{seq}:{part}"))
+        return bool(started) and not r.exists(key(session_id, f"lease:{seq}:{part}"))
 
     @staticmethod
     def claim_requeue(session_id: int, seq: int, part: int) -> bool:

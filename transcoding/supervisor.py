@@ -49,7 +49,7 @@ OUTAGE = (redis.exceptions.RedisError, kombu.exceptions.OperationalError)
 ADOPT_EVERY_S = 1.0
 # A published stream must be seen without a segmenter this long before it is adopted (the
 # command of a fresh publish normally arrives first).
-ADOPT_AFTER_S = 1.5
+ADOPT_AFTER_S = 1.0
 OWNER_TTL_S = 5
 NAME = re.compile(r"^s(\d+)c(\d+)$")
 
@@ -214,10 +214,24 @@ class Supervisor:
             if match is None:
                 continue
             session_id, conn = int(match[1]), int(match[2])
-            if redis_client().exists(owner_key(session_id, conn)):
+            if not self._owner_gone(session_id, conn):
                 continue  # another supervisor runs it (its owner key is fresh)
             self._adopt_one(name, session_id, conn)
             self.unowned_since.pop(name, None)
+
+    def _owner_gone(self, session_id: int, conn: int) -> bool:
+        """No owner key, or its owner was a supervisor of this host that is not running any
+        more (killed: its key has not expired yet). Then the key is cleared for adoption."""
+        raw = redis_client().get(owner_key(session_id, conn))
+        if raw is None:
+            return True
+        host, _, pid = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+            return False
+        if os.path.exists(f"/proc/{pid}"):
+            return False
+        redis_client().delete(owner_key(session_id, conn))
+        return True
 
     def _adopt_one(self, name: str, session_id: int, conn: int) -> None:
         from streams.models import SessionStatus, StreamSession

@@ -400,6 +400,15 @@ def reconcile_live_sessions() -> dict[str, int]:
                 finalize_session.apply_async((session.pk,), countdown=settings.RECONNECT_GRACE_SECONDS + 0.5)
             continue
         counts["requeued"] += _requeue_lost_chunks(session.pk)
+        # Publish what is ready even when no task is left to do it (all gave up while S3 was down).
+        layout = layout_for(session.pk)
+        if layout is not None and state.ladder(session.pk) is not None:
+            try:
+                playlists.advance(layout)
+            except TRANSIENT as exc:
+                logger.warning(
+                    "reconciler could not publish: %s", exc.__class__.__name__, extra={"session": session.pk}
+                )
     stuck_before = timezone.now() - timedelta(seconds=FINALIZE_MAX_ATTEMPTS + 30)
     for session in StreamSession.objects.filter(status__in=[SessionStatus.RECONNECTING, SessionStatus.ENDING]).only(
         "pk", "status", "disconnected_at", "updated_at"
@@ -431,13 +440,10 @@ def _requeue_lost_chunks(session_id: int) -> int:
             continue
         if now > meta.queued + settings.LIVE_DEADLINE_SECONDS:
             continue  # the assembler gives it up
-        age = now - (meta.completed or meta.queued)
-        if not meta.complete or age < settings.TRANSCODE_LEASE_SECONDS:
-            continue
         for part in range(parts):
             if ladder is not None and state.has_part_outputs(session_id, seq, part, parts):
                 continue
-            if state.Lease.held(session_id, seq, part) or not state.Lease.claim_requeue(session_id, seq, part):
+            if not state.Lease.lapsed(session_id, seq, part) or not state.Lease.claim_requeue(session_id, seq, part):
                 continue
             logger.warning("transcode lease lapsed: chunk queued again", extra={"session": session_id, "seq": seq})
             transcode_chunk.delay(session_id, seq, part, parts, epoch)
