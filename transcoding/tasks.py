@@ -116,6 +116,7 @@ def _is_permanent(exc: BaseException) -> bool:
 @shared_task(
     bind=True,
     acks_late=True,
+    max_retries=settings.TRANSCODE_PUBLISH_RETRIES,
     soft_time_limit=settings.TRANSCODE_TIMEOUT_S + 30,
     time_limit=settings.TRANSCODE_TIMEOUT_S + 60,
 )

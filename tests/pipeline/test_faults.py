@@ -123,7 +123,7 @@ def _ends_and_publishes_again(stack: ProcessStack, stream_id: int, key: str, pub
     publisher.wait(timeout=90)
     _wait(lambda: _status(stream_id) == "offline", OFFLINE_BOUND_S, "stream offline")
     _wait(lambda: _latest(stream_id).status == SessionStatus.ENDED, 60, "session ended")
-    again = stack.publish_accepted(key, within_s=10, duration_s=4)
+    again = stack.publish_accepted(key, within_s=10, duration_s=3)
     _wait(lambda: _status(stream_id) == "live", 10, "live again")
     again.wait(timeout=30)
 
@@ -135,7 +135,7 @@ def _no_dead_roles(stack: ProcessStack) -> None:
 def test_redis_restart_during_a_broadcast(process_stack: ProcessStack, user, tmp_path):
     stack = process_stack
     stream, key = make_stream(user)
-    publisher = stack.publish(key, duration_s=30)
+    publisher = stack.publish(key, duration_s=26)
     _wait(lambda: _status(stream.pk) == "live", 20, "live")
     session = _latest(stream.pk)
     url = _live_url(stack, stream.pk)
@@ -150,13 +150,13 @@ def test_redis_restart_during_a_broadcast(process_stack: ProcessStack, user, tmp
     assert watch.overwritten == [], watch.overwritten
     assert resumed < RESUME_BOUND_S
     count = _source_segments_decode(stack, StreamSession.objects.get(pk=session.pk), tmp_path)
-    assert count >= 8  # ~30 s of 2 s chunks, minus the outage window
+    assert count >= 6  # ~26 s of 2 s chunks, minus the outage window
 
 
 def test_ingest_supervisor_killed(process_stack: ProcessStack, user, tmp_path):
     stack = process_stack
     stream, key = make_stream(user)
-    publisher = stack.publish(key, duration_s=30)
+    publisher = stack.publish(key, duration_s=24)
     _wait(lambda: _status(stream.pk) == "live", 20, "live")
     session = _latest(stream.pk)
     url = _live_url(stack, stream.pk)
@@ -180,7 +180,7 @@ def test_ingest_supervisor_killed(process_stack: ProcessStack, user, tmp_path):
 def test_segmenter_ffmpeg_killed_while_the_publisher_stays(process_stack: ProcessStack, user, tmp_path):
     stack = process_stack
     stream, key = make_stream(user)
-    publisher = stack.publish(key, duration_s=26)
+    publisher = stack.publish(key, duration_s=20)
     _wait(lambda: _status(stream.pk) == "live", 20, "live")
     session = _latest(stream.pk)
     url = _live_url(stack, stream.pk)
@@ -213,7 +213,7 @@ def test_nginx_rtmp_killed(process_stack: ProcessStack, user, tmp_path):
         offline = _wait(lambda: _status(stream.pk) == "offline", OFFLINE_BOUND_S, "offline without on_publish_done")
         stack.start("rtmp")
         time.sleep(0.5)
-        again = stack.publish_accepted(key, within_s=10, duration_s=8)
+        again = stack.publish_accepted(key, within_s=10, duration_s=5)
         _wait(lambda: _status(stream.pk) == "live", 10, "live again")
         again.wait(timeout=40)
         _wait(lambda: _status(stream.pk) == "offline", OFFLINE_BOUND_S, "offline")
