@@ -1,8 +1,15 @@
 """Celery application.
 
 Queues: ``transcode`` (one task per live chunk, CPU heavy) and ``default`` (everything else:
-webhooks, playlist finalisation, retention). Workers on any machine run
-``celery -A livestream worker -Q transcode,default``.
+playlist finalisation, thumbnails, analytics, retention, the pipeline reconciler). Each has its
+own worker pool (Procfile, docker-compose.yml), so nothing else ever delays a live chunk::
+
+    celery -A livestream worker -n transcode@%h -Q transcode --pool prefork --without-gossip --without-mingle
+    celery -A livestream worker -n default@%h -Q default --pool prefork --without-gossip --without-mingle
+
+Gossip and mingle are off: unused here, and gossip's restart after a broker loss is where kombu
+builds a Redis client from a connection it already closed (ADR 0013). Broker settings (never
+give up reconnecting, visibility timeout, tasks per child): ``livestream/settings/base.py``.
 """
 
 import os

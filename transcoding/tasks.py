@@ -47,6 +47,8 @@ TRANSIENT = (
 PERMANENT_S3 = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidRequest"}
 # How long finalisation waits for the ingest and the last chunks before forcing the end.
 FINALIZE_MAX_ATTEMPTS = 90
+# The reconciler finalises a session whose grace ended this long ago (its countdown was lost).
+FINALIZE_LATE_S = 5
 
 
 def layout_for(session_id: int) -> playlists.Layout | None:
@@ -411,11 +413,15 @@ def reconcile_live_sessions() -> dict[str, int]:
                     "reconciler could not publish: %s", exc.__class__.__name__, extra={"session": session.pk}
                 )
     stuck_before = timezone.now() - timedelta(seconds=FINALIZE_MAX_ATTEMPTS + 30)
+    grace = settings.RECONNECT_GRACE_SECONDS
     for session in StreamSession.objects.filter(status__in=[SessionStatus.RECONNECTING, SessionStatus.ENDING]).only(
         "pk", "status", "disconnected_at", "updated_at"
     ):
+        # Reconnecting: its own countdown task normally finalises it when the grace ends; this
+        # is for a countdown lost with Redis, so it waits FINALIZE_LATE_S more.
         due = (
-            sessions.grace_remaining(session) <= 0
+            session.disconnected_at is not None
+            and timezone.now() - session.disconnected_at > timedelta(seconds=grace + FINALIZE_LATE_S)
             if session.status == SessionStatus.RECONNECTING
             else session.updated_at < stuck_before
         )

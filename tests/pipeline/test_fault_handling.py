@@ -165,3 +165,21 @@ def test_purging_one_session_never_touches_a_master_of_another(s3):
         storage.delete_prefix(f"live/{stream_id}/")
     assert tasks.master_points_at(b"#EXTM3U\n11/source/live.m3u8\n", 11)
     assert not tasks.master_points_at(b"#EXTM3U\n11/source/live.m3u8\n", 1)
+
+
+def test_reconciler_finalises_a_session_whose_countdown_was_lost(user, settings):
+    settings.RECONNECT_GRACE_SECONDS = 3
+    _stream, key = make_stream(user)
+    _name, session = _accept(key)
+    services.sessions.disconnect(session.pk, 1)
+    from django.utils import timezone
+
+    from livestream.celery import app
+
+    with app.connection() as conn:
+        assert tasks.reconcile_live_sessions.run()["finalised"] == 0  # its own countdown is due first
+        long_ago = timezone.now() - timezone.timedelta(seconds=60)
+        StreamSession.objects.filter(pk=session.pk).update(disconnected_at=long_ago)
+        assert tasks.reconcile_live_sessions.run()["finalised"] == 1
+        assert tasks.reconcile_live_sessions.run()["finalised"] == 0  # once, not every period
+        conn.default_channel.queue_purge("default")  # type: ignore[attr-defined]
