@@ -90,7 +90,7 @@ def test_reconciler_ends_a_live_session_whose_ingest_is_silent(user, settings):
 
     with app.connection() as conn:  # the finalisation is queued (countdown): drop it afterwards
         counts = tasks.reconcile_live_sessions.run()
-        conn.default_channel.queue_purge("default")  # type: ignore[attr-defined]
+        conn.default_channel.queue_purge("default")
     assert counts["ended"] == 1
     assert StreamSession.objects.get(pk=session.pk).status == SessionStatus.RECONNECTING
     assert Stream.objects.get(pk=stream.pk).status == "offline"
@@ -182,4 +182,4 @@ def test_reconciler_finalises_a_session_whose_countdown_was_lost(user, settings)
         StreamSession.objects.filter(pk=session.pk).update(disconnected_at=long_ago)
         assert tasks.reconcile_live_sessions.run()["finalised"] == 1
         assert tasks.reconcile_live_sessions.run()["finalised"] == 0  # once, not every period
-        conn.default_channel.queue_purge("default")  # type: ignore[attr-defined]
+        conn.default_channel.queue_purge("default")
