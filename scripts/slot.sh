@@ -3,7 +3,7 @@
 #   bash scripts/slot.sh N COMMAND...     (N = 1..20), e.g. bash scripts/slot.sh 3 .venv/bin/pytest tests/chat
 # Slot N gets its own Redis (port 6400+N, started here if absent, no persistence), its own
 # PostgreSQL database (livestream_sN; pytest makes test_livestream_sN), and its own SeaweedFS
-# bound to 127.0.0.(20+N) (the s3 fixture starts it). Nothing else is shared but the machine.
+# bound to 127.0.0.(20+N):(8340+N) (the s3 fixture starts it). Nothing else is shared but the machine.
 set -euo pipefail
 slot="${1:?usage: scripts/slot.sh N COMMAND...}"; shift
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ export TEST_CHANNEL_REDIS_URL="redis://127.0.0.1:$port/12"
 export REDIS_URL="redis://127.0.0.1:$port/0" CELERY_BROKER_URL="redis://127.0.0.1:$port/1"
 export CHANNEL_REDIS_URL="redis://127.0.0.1:$port/2"
 export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/livestream_s$slot"
-export S3_ENDPOINT_URL="http://127.0.0.$((20 + slot)):8333"
+# SeaweedFS checks its S3 port on every address: each slot needs its own port, not just its own IP.
+export S3_ENDPOINT_URL="http://127.0.0.$((20 + slot)):$((8340 + slot))"
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-livestream.settings.test}"
 exec "$@"
