@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 OUTAGE = (redis.exceptions.RedisError, kombu.exceptions.OperationalError)
 ADOPT_EVERY_S = 1.0
+# How often the supervisor checks that the sessions it segments are still live in the database.
+CHECK_SESSIONS_EVERY_S = 5.0
 # A published stream must be seen without a segmenter this long before it is adopted (the
 # command of a fresh publish normally arrives first).
 ADOPT_AFTER_S = 1.0
@@ -96,6 +98,8 @@ class Supervisor:
         self.unowned_since: dict[str, float] = {}
         self.next_adopt = 0.0
         self.next_beat = 0.0
+        self.next_check = time.monotonic() + CHECK_SESSIONS_EVERY_S
+        self.not_live: set[tuple[int, int]] = set()  # seen not live at the last check
         self.outage_since: float | None = None
 
     # --- the loop -----------------------------------------------------------------------
@@ -173,6 +177,38 @@ class Supervisor:
             self.next_adopt = now + ADOPT_EVERY_S
             if published is not None:
                 self._adopt(published)
+        if now >= self.next_check:
+            self.next_check = now + CHECK_SESSIONS_EVERY_S
+            self._check_sessions()
+
+    def _check_sessions(self) -> None:
+        """A session the reconciler ended while this supervisor still segments it (its heartbeats
+        did not reach Redis for a while): stop segmenting and drop the publisher, which then
+        reconnects through on_publish and resumes the session within its grace period."""
+        from streams.models import SessionStatus, StreamSession
+
+        if not self.slots:
+            return
+        django.db.close_old_connections()
+        live = set(
+            StreamSession.objects.filter(pk__in={s for s, _ in self.slots}, status=SessionStatus.LIVE).values_list(
+                "pk", "connections"
+            )
+        )
+        suspects = {ident for ident in self.slots if ident not in live}
+        # Twice in a row (5 s apart): a publisher that just left ends its segmenter by itself.
+        confirmed, self.not_live = suspects & self.not_live, suspects
+        for ident in confirmed:
+            slot = self.slots[ident]
+            if not slot.segmenter.is_alive():
+                continue
+            logger.warning(
+                "session no longer live on this connection: stopping its segmenter, dropping the publisher",
+                extra={"session": ident[0], "ctx": {"connection": ident[1]}},
+            )
+            slot.segmenter.stop()
+            self._forget(slot)
+            rtmp_control.drop_publisher(str(slot.command["name"]))
 
     def _after_end(self, slot: Slot, published: set[str] | None) -> None:
         name = str(slot.command["name"])

@@ -119,6 +119,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres:post
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections for a minute instead of reconnecting per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# A kept connection is checked before its first use in a request or task, so a PostgreSQL
+# restart costs no failed request (the dead connection is replaced instead of raising once).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # Redis: live state, rate limits, presence, raw chunks. Celery and Channels use their own DBs.
 REDIS_URL = _validated_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
