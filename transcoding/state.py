@@ -23,6 +23,11 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       segment names of a new generation never collide with published ones
 - ``hb:<conn>``       epoch seconds of the last heartbeat of that connection's segmenter
 - ``clients``         set of nginx-rtmp client ids mapped to the session (``pipe:client:<id>``)
+- ``owner:<conn>``    the supervisor (``host:pid``) segmenting that connection (5 s TTL, refreshed)
+- ``started:<seq>:<part>`` / ``lease:<seq>:<part>`` / ``requeued:<seq>:<part>``: a transcode was
+                      taken by a worker / its lease while it runs / it was queued again once
+- ``recovered``       the published log was reloaded from S3 after a state loss
+- ``advance_again``   a publisher could not take the assembler lock: the holder goes round again
 
 ``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
 every segmenter without scanning keys.
