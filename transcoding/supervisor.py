@@ -301,6 +301,7 @@ class Supervisor:
                 redis_client().delete(*keys)
         except OUTAGE:
             pass
+        django.db.connections.close_all()  # this thread's connection (tests run it in a thread)
 
 
 def serve(stop: threading.Event) -> None:
