@@ -3,7 +3,7 @@
 #   bash scripts/slot.sh N COMMAND...     (N = 1..20), e.g. bash scripts/slot.sh 3 .venv/bin/pytest tests/chat
 # Slot N gets its own Redis (port 6400+N, started here if absent, no persistence), its own
 # PostgreSQL database (livestream_sN; pytest makes test_livestream_sN), and its own SeaweedFS
-# bound to 127.0.0.(20+N) (the s3 fixture starts it). Nothing else is shared but the machine.
+# bound to 127.0.0.(20+N):(8340+N) (the s3 fixture starts it). Nothing else is shared but the machine.
 set -euo pipefail
 slot="${1:?usage: scripts/slot.sh N COMMAND...}"; shift
 cd "$(dirname "$0")/.."

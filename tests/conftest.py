@@ -8,7 +8,7 @@ from accounts.models import User
 from livestream.redis import redis_client
 from tests.factories import UserFactory
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.pipeline"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.pipeline", "tests.fixtures.stack"]
 
 
 @pytest.hookimpl(trylast=True)

@@ -16,6 +16,7 @@ live edge never stalls. The first chunk of a reconnect also carries a discontinu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.exceptions
 from django.conf import settings
 
 from livestream.redis import redis_client
@@ -256,60 +258,79 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
     """
     session_id = layout.session_id
     r = redis_client()
-    with r.lock(state.key(session_id, "assemble"), timeout=60, blocking_timeout=60):
-        # A missing generation means Redis lost the session's state: a new one starts here.
-        epoch = state.ensure_epoch(session_id)
-        _recover_log(layout)
-        nxt = int(r.get(state.key(session_id, "next")) or 0)
-        pending_disc = r.get(state.key(session_id, "pending_disc")) == b"1"
-        total = state.chunk_count(session_id)
-        log_len = int(r.llen(state.key(session_id, "published")))
-        new: list[Entry] = []
-        while nxt < total:
-            outcome = _settle(session_id, nxt, force=force)
-            if outcome == "wait":
-                break
-            if outcome == "gap":
-                pending_disc = True
-                nxt += 1
-                continue
-            if outcome == "ready" and not _commit(layout, nxt, epoch):
-                pending_disc = True
-                nxt += 1
-                continue
-            meta = state.chunk_meta(session_id, nxt)
-            result = state.done(session_id, nxt) or {}
-            if meta is None:
-                pending_disc = True
-                nxt += 1
-                continue
-            entry = Entry(
-                index=log_len + len(new),
-                seq=nxt,
-                duration=round(meta.duration, 3),
-                wall=meta.wall,
-                disc=meta.disc or pending_disc,
-                sizes={name: int(info["bytes"]) for name, info in result.get("renditions", {}).items()},
-                epoch=epoch,
-            )
-            new.append(entry)
-            pending_disc = False
+    again = state.key(session_id, "advance_again")
+    # Waiting long for the lock would pin worker processes while the holder waits for S3: a
+    # caller that cannot get it soon asks the holder to go round once more, and returns.
+    lock = r.lock(state.key(session_id, "assemble"), timeout=60, blocking_timeout=60 if final else 2)
+    if not lock.acquire():
+        r.set(again, "1", ex=60)
+        return int(r.llen(state.key(session_id, "published")))
+    try:
+        while True:
+            total = _advance_locked(layout, final=final, force=force)
+            if not r.delete(again):
+                return total
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
+
+
+def _advance_locked(layout: Layout, *, final: bool, force: bool) -> int:
+    session_id = layout.session_id
+    r = redis_client()
+    # A missing generation means Redis lost the session's state: a new one starts here.
+    epoch = state.ensure_epoch(session_id)
+    _recover_log(layout)
+    nxt = int(r.get(state.key(session_id, "next")) or 0)
+    pending_disc = r.get(state.key(session_id, "pending_disc")) == b"1"
+    total = state.chunk_count(session_id)
+    log_len = int(r.llen(state.key(session_id, "published")))
+    new: list[Entry] = []
+    while nxt < total:
+        outcome = _settle(session_id, nxt, force=force)
+        if outcome == "wait":
+            break
+        if outcome == "gap":
+            pending_disc = True
             nxt += 1
-        pipe = r.pipeline()
-        for entry in new:
-            pipe.rpush(state.key(session_id, "published"), entry.to_json())
-        pipe.set(state.key(session_id, "next"), nxt, ex=settings.PIPELINE_STATE_TTL_SECONDS)
-        pipe.set(
-            state.key(session_id, "pending_disc"), "1" if pending_disc else "0", ex=settings.PIPELINE_STATE_TTL_SECONDS
+            continue
+        if outcome == "ready" and not _commit(layout, nxt, epoch):
+            pending_disc = True
+            nxt += 1
+            continue
+        meta = state.chunk_meta(session_id, nxt)
+        result = state.done(session_id, nxt) or {}
+        if meta is None:
+            pending_disc = True
+            nxt += 1
+            continue
+        entry = Entry(
+            index=log_len + len(new),
+            seq=nxt,
+            duration=round(meta.duration, 3),
+            wall=meta.wall,
+            disc=meta.disc or pending_disc,
+            sizes={name: int(info["bytes"]) for name, info in result.get("renditions", {}).items()},
+            epoch=epoch,
         )
-        pipe.expire(state.key(session_id, "published"), settings.PIPELINE_STATE_TTL_SECONDS)
-        pipe.execute()
-        entries = published(session_id)
-        if new or final:
-            write_playlists(layout, entries, ended=final)
-        for entry in new:
-            logger.debug("segment published", extra={"session": session_id, "seq": entry.seq})
-        return len(entries)
+        new.append(entry)
+        pending_disc = False
+        nxt += 1
+    pipe = r.pipeline()
+    for entry in new:
+        pipe.rpush(state.key(session_id, "published"), entry.to_json())
+    pipe.set(state.key(session_id, "next"), nxt, ex=settings.PIPELINE_STATE_TTL_SECONDS)
+    pipe.set(
+        state.key(session_id, "pending_disc"), "1" if pending_disc else "0", ex=settings.PIPELINE_STATE_TTL_SECONDS
+    )
+    pipe.expire(state.key(session_id, "published"), settings.PIPELINE_STATE_TTL_SECONDS)
+    pipe.execute()
+    entries = published(session_id)
+    if new or final:
+        write_playlists(layout, entries, ended=final)
+    for entry in new:
+        logger.debug("segment published", extra={"session": session_id, "seq": entry.seq})
+    return len(entries)
 
 
 def _recover_log(layout: Layout) -> None:

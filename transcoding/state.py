@@ -23,6 +23,11 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       segment names of a new generation never collide with published ones
 - ``hb:<conn>``       epoch seconds of the last heartbeat of that connection's segmenter
 - ``clients``         set of nginx-rtmp client ids mapped to the session (``pipe:client:<id>``)
+- ``owner:<conn>``    the supervisor (``host:pid``) segmenting that connection (5 s TTL, refreshed)
+- ``started:<seq>:<part>`` / ``lease:<seq>:<part>`` / ``requeued:<seq>:<part>``: a transcode was
+                      taken by a worker / its lease while it runs / it was queued again once
+- ``recovered``       the published log was reloaded from S3 after a state loss
+- ``advance_again``   a publisher could not take the assembler lock: the holder goes round again
 
 ``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
 every segmenter without scanning keys.
@@ -346,6 +351,8 @@ class Lease:
         self.name = key(session_id, f"lease:{seq}:{part}")
         self.ttl = max(1, int(settings.TRANSCODE_LEASE_SECONDS))
         self._stop = threading.Event()
+        with contextlib.suppress(Exception):  # a worker took it: only then can a worker lose it
+            redis_client().set(key(session_id, f"started:{seq}:{part}"), "1", ex=_ttl())
         self._refresh()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -364,8 +371,12 @@ class Lease:
             redis_client().delete(self.name)
 
     @staticmethod
-    def held(session_id: int, seq: int, part: int) -> bool:
-        return bool(redis_client().exists(key(session_id, f"lease:{seq}:{part}")))
+    def lapsed(session_id: int, seq: int, part: int) -> bool:
+        """A worker started this chunk part and its lease is gone (the worker died). A task
+        still waiting in the queue has no lease yet and is not lapsed."""
+        r = redis_client()
+        started = r.exists(key(session_id, f"started:{seq}:{part}"))
+        return bool(started) and not r.exists(key(session_id, f"lease:{seq}:{part}"))
 
     @staticmethod
     def claim_requeue(session_id: int, seq: int, part: int) -> bool:

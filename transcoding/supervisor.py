@@ -47,9 +47,11 @@ logger = logging.getLogger(__name__)
 
 OUTAGE = (redis.exceptions.RedisError, kombu.exceptions.OperationalError)
 ADOPT_EVERY_S = 1.0
+# How often the supervisor checks that the sessions it segments are still live in the database.
+CHECK_SESSIONS_EVERY_S = 5.0
 # A published stream must be seen without a segmenter this long before it is adopted (the
 # command of a fresh publish normally arrives first).
-ADOPT_AFTER_S = 1.5
+ADOPT_AFTER_S = 1.0
 OWNER_TTL_S = 5
 NAME = re.compile(r"^s(\d+)c(\d+)$")
 
@@ -96,6 +98,8 @@ class Supervisor:
         self.unowned_since: dict[str, float] = {}
         self.next_adopt = 0.0
         self.next_beat = 0.0
+        self.next_check = time.monotonic() + CHECK_SESSIONS_EVERY_S
+        self.not_live: set[tuple[int, int]] = set()  # seen not live at the last check
         self.outage_since: float | None = None
 
     # --- the loop -----------------------------------------------------------------------
@@ -173,6 +177,38 @@ class Supervisor:
             self.next_adopt = now + ADOPT_EVERY_S
             if published is not None:
                 self._adopt(published)
+        if now >= self.next_check:
+            self.next_check = now + CHECK_SESSIONS_EVERY_S
+            self._check_sessions()
+
+    def _check_sessions(self) -> None:
+        """A session the reconciler ended while this supervisor still segments it (its heartbeats
+        did not reach Redis for a while): stop segmenting and drop the publisher, which then
+        reconnects through on_publish and resumes the session within its grace period."""
+        from streams.models import SessionStatus, StreamSession
+
+        if not self.slots:
+            return
+        django.db.close_old_connections()
+        live = set(
+            StreamSession.objects.filter(pk__in={s for s, _ in self.slots}, status=SessionStatus.LIVE).values_list(
+                "pk", "connections"
+            )
+        )
+        suspects = {ident for ident in self.slots if ident not in live}
+        # Twice in a row (5 s apart): a publisher that just left ends its segmenter by itself.
+        confirmed, self.not_live = suspects & self.not_live, suspects
+        for ident in confirmed:
+            slot = self.slots[ident]
+            if not slot.segmenter.is_alive():
+                continue
+            logger.warning(
+                "session no longer live on this connection: stopping its segmenter, dropping the publisher",
+                extra={"session": ident[0], "ctx": {"connection": ident[1]}},
+            )
+            slot.segmenter.stop()
+            self._forget(slot)
+            rtmp_control.drop_publisher(str(slot.command["name"]))
 
     def _after_end(self, slot: Slot, published: set[str] | None) -> None:
         name = str(slot.command["name"])
@@ -214,10 +250,24 @@ class Supervisor:
             if match is None:
                 continue
             session_id, conn = int(match[1]), int(match[2])
-            if redis_client().exists(owner_key(session_id, conn)):
+            if not self._owner_gone(session_id, conn):
                 continue  # another supervisor runs it (its owner key is fresh)
             self._adopt_one(name, session_id, conn)
             self.unowned_since.pop(name, None)
+
+    def _owner_gone(self, session_id: int, conn: int) -> bool:
+        """No owner key, or its owner was a supervisor of this host that is not running any
+        more (killed: its key has not expired yet). Then the key is cleared for adoption."""
+        raw = redis_client().get(owner_key(session_id, conn))
+        if raw is None:
+            return True
+        host, _, pid = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+            return False
+        if os.path.exists(f"/proc/{pid}"):
+            return False
+        redis_client().delete(owner_key(session_id, conn))
+        return True
 
     def _adopt_one(self, name: str, session_id: int, conn: int) -> None:
         from streams.models import SessionStatus, StreamSession
@@ -251,6 +301,7 @@ class Supervisor:
                 redis_client().delete(*keys)
         except OUTAGE:
             pass
+        django.db.connections.close_all()  # this thread's connection (tests run it in a thread)
 
 
 def serve(stop: threading.Event) -> None:

@@ -47,6 +47,8 @@ TRANSIENT = (
 PERMANENT_S3 = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidRequest"}
 # How long finalisation waits for the ingest and the last chunks before forcing the end.
 FINALIZE_MAX_ATTEMPTS = 90
+# The reconciler finalises a session whose grace ended this long ago (its countdown was lost).
+FINALIZE_LATE_S = 5
 
 
 def layout_for(session_id: int) -> playlists.Layout | None:
@@ -116,6 +118,7 @@ def _is_permanent(exc: BaseException) -> bool:
 @shared_task(
     bind=True,
     acks_late=True,
+    max_retries=settings.TRANSCODE_PUBLISH_RETRIES,
     soft_time_limit=settings.TRANSCODE_TIMEOUT_S + 30,
     time_limit=settings.TRANSCODE_TIMEOUT_S + 60,
 )
@@ -400,12 +403,25 @@ def reconcile_live_sessions() -> dict[str, int]:
                 finalize_session.apply_async((session.pk,), countdown=settings.RECONNECT_GRACE_SECONDS + 0.5)
             continue
         counts["requeued"] += _requeue_lost_chunks(session.pk)
+        # Publish what is ready even when no task is left to do it (all gave up while S3 was down).
+        layout = layout_for(session.pk)
+        if layout is not None and state.ladder(session.pk) is not None:
+            try:
+                playlists.advance(layout)
+            except TRANSIENT as exc:
+                logger.warning(
+                    "reconciler could not publish: %s", exc.__class__.__name__, extra={"session": session.pk}
+                )
     stuck_before = timezone.now() - timedelta(seconds=FINALIZE_MAX_ATTEMPTS + 30)
+    grace = settings.RECONNECT_GRACE_SECONDS
     for session in StreamSession.objects.filter(status__in=[SessionStatus.RECONNECTING, SessionStatus.ENDING]).only(
         "pk", "status", "disconnected_at", "updated_at"
     ):
+        # Reconnecting: its own countdown task normally finalises it when the grace ends; this
+        # is for a countdown lost with Redis, so it waits FINALIZE_LATE_S more.
         due = (
-            sessions.grace_remaining(session) <= 0
+            session.disconnected_at is not None
+            and timezone.now() - session.disconnected_at > timedelta(seconds=grace + FINALIZE_LATE_S)
             if session.status == SessionStatus.RECONNECTING
             else session.updated_at < stuck_before
         )
@@ -431,13 +447,10 @@ def _requeue_lost_chunks(session_id: int) -> int:
             continue
         if now > meta.queued + settings.LIVE_DEADLINE_SECONDS:
             continue  # the assembler gives it up
-        age = now - (meta.completed or meta.queued)
-        if not meta.complete or age < settings.TRANSCODE_LEASE_SECONDS:
-            continue
         for part in range(parts):
             if ladder is not None and state.has_part_outputs(session_id, seq, part, parts):
                 continue
-            if state.Lease.held(session_id, seq, part) or not state.Lease.claim_requeue(session_id, seq, part):
+            if not state.Lease.lapsed(session_id, seq, part) or not state.Lease.claim_requeue(session_id, seq, part):
                 continue
             logger.warning("transcode lease lapsed: chunk queued again", extra={"session": session_id, "seq": seq})
             transcode_chunk.delay(session_id, seq, part, parts, epoch)

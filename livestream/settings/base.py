@@ -126,6 +126,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres:post
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections for a minute instead of reconnecting per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# A kept connection is checked before its first use in a request or task, so a PostgreSQL
+# restart costs no failed request (the dead connection is replaced instead of raising once).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # Redis: live state, rate limits, presence, raw chunks. Celery and Channels use their own DBs.
 REDIS_URL = _validated_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
@@ -148,13 +151,21 @@ MONGODB_MOCK = env.bool("MONGODB_MOCK", default=False)
 
 # --- Channels -----------------------------------------------------------------------------
 # Dedicated Redis DB for the channel layer. redis-py pools default to socket_timeout=5 and
-# max_connections=100, which break the layer under load: both are set explicitly.
+# max_connections=100, which break the layer under load: both are set explicitly. A pooled
+# connection idle for 10 s is checked before use, so a Redis restart costs no event.
 CHANNEL_REDIS_URL = _validated_url("CHANNEL_REDIS_URL", "redis://127.0.0.1:6379/2", ("redis", "rediss"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": CHANNEL_REDIS_URL, "socket_timeout": None, "max_connections": 10000}],
+            "hosts": [
+                {
+                    "address": CHANNEL_REDIS_URL,
+                    "socket_timeout": None,
+                    "max_connections": 10000,
+                    "health_check_interval": 10,
+                }
+            ],
             "prefix": env.str("CHANNEL_PREFIX", default="ls"),
         },
     }

@@ -11,7 +11,14 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": CHANNEL_REDIS_URL, "socket_timeout": None, "max_connections": 10000}],
+            "hosts": [
+                {
+                    "address": CHANNEL_REDIS_URL,
+                    "socket_timeout": None,
+                    "max_connections": 10000,
+                    "health_check_interval": 10,
+                }
+            ],
             "prefix": "lstest",
         },
     }
