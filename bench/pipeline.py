@@ -358,6 +358,7 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
         "RTMP_CALLBACK_SECRET": secret,
         "RECONNECT_GRACE_SECONDS": 2,
         "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
+        "RTMP_RECORD_DIR": work / "record",
     }
     saved = {k: getattr(settings, k) for k in (*patched, "CHUNK_SECONDS")}
     for k, v in patched.items():
