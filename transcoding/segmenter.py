@@ -210,12 +210,12 @@ class _Feed:
                     f"{_kbps(self.max_bits_per_s)}: lower your encoder's bitrate"
                 )
 
-    def idr_offset(self, pts_s: float) -> int | None:
-        """The recording offset of the IDR whose presentation time is ``pts_s`` (a chunk start)."""
+    def idr_at(self, pts_s: float) -> tuple[int, int] | None:
+        """(presentation time in ms, recording offset) of the IDR at ``pts_s`` (a chunk start)."""
         target = round(pts_s * 1000)
         for pts, offset in self.idrs:
             if abs(pts - target) <= 1:
-                return offset
+                return pts, offset
         return None
 
 
@@ -245,6 +245,9 @@ class Segmenter(threading.Thread):
         self._advised = False
         self._feed = _Feed()
         self._resume_offset = 0  # where the chunk being written starts in the recording
+        self._resume_pts = 0  # and its presentation time in ms
+        # A resumed ffmpeg reports 0 as its first chunk's start: the resume point's time instead.
+        self._first_start: float | None = None
         self._bytes_since_sample = 0
         self._durations: deque[float] = deque(maxlen=10)
         self._stderr: deque[str] = deque(maxlen=20)
@@ -486,6 +489,8 @@ class Segmenter(threading.Thread):
         return self._sent
 
     def _publish_chunk(self, path: Path, start: float, end: float) -> None:
+        if self._first_start is not None:
+            start, self._first_start = max(start, self._first_start), None
         now = time.time()
         # The list line appears when the keyframe that starts the next chunk arrives, i.e. at
         # source time ``end``; the smallest offset seen is the least delayed estimate.
@@ -516,9 +521,9 @@ class Segmenter(threading.Thread):
         self.last_seq = seq
         self._bytes_since_sample += size
         self._durations.append(end - start)
-        next_start = self._feed.idr_offset(end)
+        next_start = self._feed.idr_at(end)
         if next_start is not None:
-            self._resume_offset = next_start
+            self._resume_pts, self._resume_offset = next_start
         self._save_resume()
 
     def _probe(self, path: Path, start: float, end: float) -> bool:
@@ -609,12 +614,13 @@ class Segmenter(threading.Thread):
         if self.refused is not None:
             return
         if not self._resume_offset and feed.idrs:
-            self._resume_offset = feed.idrs[0][1]
+            self._resume_pts, self._resume_offset = feed.idrs[0]
         state.set_json(
             self.session_id,
             f"resume:{self.conn}",
             {
                 "offset": self._resume_offset,
+                "pts": self._resume_pts,
                 "configs": [base64.b64encode(bytes(tag.raw)).decode() for tag in feed.configs.values()],
                 "audio": feed.audio_codec,
                 "video": feed.video_codec,
@@ -637,7 +643,8 @@ class Segmenter(threading.Thread):
             feed.configs[tag.type] = tag
             if tag.type == flv.VIDEO:
                 feed.length_size = flv.avc_length_size(tag)
-        self._resume_offset = int(resume["offset"])
+        self._resume_offset, self._resume_pts = int(resume["offset"]), int(resume.get("pts", 0))
+        self._first_start = self._resume_pts / 1000
         self.chunks, self.last_seq = int(resume.get("chunks", 0)), int(resume.get("last_seq", -1))
         self._anchor = resume.get("anchor")
         self._probed = bool(resume.get("probed")) and state.ladder(self.session_id) is not None

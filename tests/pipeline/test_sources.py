@@ -11,11 +11,13 @@ Also: a source above the caps is refused with the reason on the dashboard, and a
 never sends another keyframe is ended with the reason.
 """
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from streams.models import SessionStatus, Stream
+from streams.models import SessionStatus, Stream, StreamSession
 from streams.playback import replay_url, session_prefix
 from tests.factories import make_stream
 from tests.pipeline.media import (
@@ -33,6 +35,7 @@ from tests.pipeline.media import (
 )
 from transcoding import storage
 from transcoding.ladder import SourceInfo, ladder_for
+from transcoding.segmenter import Segmenter
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -163,3 +166,42 @@ def test_a_publish_without_keyframes_is_ended_with_the_reason(live_stack, user, 
     durations = extinf(text)
     assert len(durations) == 1, text
     assert 3.5 <= durations[0] <= 4.5, durations
+
+
+def _segmenter(session_id: int) -> Segmenter | None:
+    return next(
+        (t for t in threading.enumerate() if isinstance(t, Segmenter) and t.session_id == session_id and t.is_alive()),
+        None,
+    )
+
+
+def test_a_restarted_segmenter_continues_from_the_recording(live_stack, user, matrix_settings, tmp_path):
+    """The segmenter's ffmpeg dies mid-broadcast while the publisher goes on; a segmenter started
+    again for the connection (by the supervisor, or here) continues where the chunk being written
+    started in the recording: every frame is in the replay once, at most one discontinuity."""
+    source = SOURCES["b-frames"]
+    stream, key = make_stream(user, title="Restart", keep_recordings=True)
+    publisher = publish_file(f"{live_stack.rtmp_url}/{key}", source_file(source))
+    live_stack.wait_segments(stream.pk, 2)
+    session = StreamSession.objects.get(stream=stream)
+    first = _segmenter(session.pk)
+    assert first is not None
+    assert first.proc is not None
+    first.proc.kill()
+    first.join(timeout=10)
+    time.sleep(2)  # a supervisor that restarts segmenters has started one by now
+    if _segmenter(session.pk) is None:
+        Segmenter(session_id=session.pk, stream_id=stream.pk, conn=1, name=first.input_name).start()
+    assert publisher.wait(timeout=60) == 0
+    session = live_stack.wait_session_ended(stream.pk, timeout=120)
+    base = replay_url(session).rsplit("/", 1)[0]
+    for rendition in ("source", "360p"):
+        text, files = download_rendition(f"{base}/{rendition}/index.m3u8", tmp_path / rendition)
+        assert text.count("#EXT-X-DISCONTINUITY") <= 1, text
+        numbers: list[int] = []
+        for segment in files:
+            decoded = decode_segment(segment, source)
+            assert {IDR, SPS, PPS} <= set(decoded.first_nals), (rendition, segment.name)
+            numbers += decoded.numbers
+        assert numbers == list(range(source.frames)), (rendition, _summary(numbers, source))
+        assert sum(extinf(text)) == pytest.approx(source.seconds, abs=0.25), (rendition, extinf(text))

@@ -76,7 +76,9 @@ def test_late_chunk_becomes_a_gap_and_the_edge_moves_on(chunks, settings):
     seqs = [_add(c) for c in chunks]
     from livestream.redis import redis_client
 
-    redis_client().hset(state.key(SESSION, f"chunk:{seqs[1]}"), "queued", repr(time.time() - 60))
+    # Ingested a minute ago (the deadline runs from when the ingest finished the chunk).
+    ago = repr(time.time() - 60)
+    redis_client().hset(state.key(SESSION, f"chunk:{seqs[1]}"), mapping={"queued": ago, "completed": ago})
     assert transcode_chunk(SESSION, seqs[0]) == "done"
     assert transcode_chunk(SESSION, seqs[2]) == "done"  # chunk 1 is overdue: given up
     assert state.is_gap(SESSION, seqs[1])
