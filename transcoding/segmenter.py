@@ -342,7 +342,7 @@ class Segmenter(threading.Thread):
             reader = flv.TagReader()
             initial = bytearray()
             if not self._analyse(rec, reader, initial):
-                return True
+                return not self._stopped  # over: the publish ended before its first video frame
             initial[:0] = flv.header(audio=bool(self._feed.audio_codec), video=True)
             self._save_resume()
         encode_audio = self._feed.audio_codec not in (None, "AAC")
