@@ -210,3 +210,22 @@ def test_stale_recordings_are_swept(tmp_path, settings):
     assert not old.exists()
     assert fresh.exists()
     assert busy.exists()
+
+
+def test_nginx_rtmp_records_every_publish_where_the_ingest_reads_it(tmp_path, settings):
+    import yaml
+
+    from livestream import devstack
+
+    settings.RTMP_RECORD_DIR = tmp_path / "record"
+    text = devstack.rtmp_config(
+        tmp_path / "rtmp", bind="127.0.0.1", port=1935, callback_base="http://127.0.0.1:8000", secret="", stat_port=1936
+    )
+    for line in ("record all;", f"record_path {tmp_path / 'record'};", "record_unique off;", "record_lock on;"):
+        assert line in text
+    assert recording.path_for("s12c3") == tmp_path / "record" / "s12c3.flv"
+    assert (tmp_path / "record").stat().st_mode & 0o1777 == 0o1777  # nginx's workers may run unprivileged
+    # compose: nginx-rtmp and the ingest share the recordings (a volume at RTMP_RECORD_DIR's default).
+    services = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())["services"]
+    assert "rtmp-record:/app/var/rtmp-record" in services["rtmp"]["volumes"]
+    assert services["ingest"]["volumes"] == services["rtmp"]["volumes"]
