@@ -10,17 +10,19 @@ point of the broadcast. Read parts are released with ``fallocate(PUNCH_HOLE)`` (
 its size and offsets, its disk blocks are freed); the segmenter deletes the file once the
 publish is over and ingested.
 
-Measured here (docs/adr/0014-ingest-from-the-first-frame.md): a frame is in the file ~30 ms
-before an RTMP player of the same stream receives it.
+The segmenter sleeps on inotify (``Waker``) between reads, so a frame goes on to ffmpeg as soon
+as nginx-rtmp has written it (docs/adr/0014-ingest-from-the-first-frame.md has the numbers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import fcntl
 import logging
 import os
+import select
 import struct
 import time
 from collections.abc import Callable
@@ -135,6 +137,37 @@ class Recording:
     def delete(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+class Waker:
+    """Sleeps until a watched file or directory changes (Linux inotify: the recording grows or
+    is closed, ffmpeg writes a chunk or its list) or ``timeout`` passes. Where inotify is not
+    available, a plain sleep: the caller then polls."""
+
+    MODIFY, CLOSE_WRITE, MOVED_TO, CREATE = 0x2, 0x8, 0x80, 0x100
+
+    def __init__(self) -> None:
+        self.fd = int(_libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+
+    def watch(self, path: Path) -> None:
+        mask = self.MODIFY | self.CLOSE_WRITE | self.MOVED_TO | self.CREATE
+        if self.fd >= 0 and _libc.inotify_add_watch(self.fd, os.fsencode(path), mask) < 0:
+            logger.warning("cannot watch %s (%s): polling", path, os.strerror(ctypes.get_errno()))
+
+    def wait(self, timeout: float) -> None:
+        if self.fd < 0:
+            time.sleep(min(timeout, 0.01))
+            return
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.fd, 65536):
+                    pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def sweep(older_than_s: float = STALE_S) -> int:

@@ -52,7 +52,9 @@ from transcoding.ladder import SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
 
-POLL_S = 0.01  # the recording is read (and the chunk list checked) every 10 ms
+# The loop wakes up when the recording or ffmpeg's output changes (inotify), at the latest after
+# POLL_S (housekeeping; the polling interval where inotify is missing).
+POLL_S = 0.05
 RECORDING_WAIT_S = 10.0  # nginx-rtmp creates the recording when it accepts the publish
 AUDIO_WAIT_MS = 1000  # media time after the first IDR within which a source's audio shows up
 NO_VIDEO_S = 10.0  # wall time without an IDR frame before a new publish is refused
@@ -360,15 +362,21 @@ class Segmenter(threading.Thread):
         stdin = self._write(self.proc.stdin, bytes(initial))
         over = False
         next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
-        while self.proc.poll() is None and not self._stopped:
-            if stdin is not None:
-                stdin, over = self._pump(rec, reader, stdin)
-            self._drain(work)
-            rec.release(self._resume_offset)
-            if time.monotonic() >= next_sample:
-                self._sample()
-                next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
-            time.sleep(POLL_S)
+        waker = recording.Waker()
+        waker.watch(rec.path)
+        waker.watch(work)
+        try:
+            while self.proc.poll() is None and not self._stopped:
+                if stdin is not None:
+                    stdin, over = self._pump(rec, reader, stdin)
+                self._drain(work)
+                rec.release(self._resume_offset)
+                if time.monotonic() >= next_sample:
+                    self._sample()
+                    next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
+                waker.wait(POLL_S)
+        finally:
+            waker.close()
         if self.proc.poll() is None:
             self.proc.terminate()
         self.proc.wait()
@@ -406,7 +414,7 @@ class Segmenter(threading.Thread):
                     f"no video keyframe within {NO_VIDEO_S:g} s of going live"
                     + ("" if self._feed.video_codec else ": the platform needs H.264 video")
                 )
-            time.sleep(POLL_S)
+            time.sleep(0.01)
         return True
 
     def _pump(self, rec: recording.Recording, reader: flv.TagReader, stdin: IO[bytes]) -> tuple[IO[bytes] | None, bool]:
