@@ -152,6 +152,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
         "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
         "RTMP_CALLBACK_SECRET": secret,
         "CHUNK_SECONDS": settings.CHUNK_SECONDS,
+        "RTMP_RECORD_DIR": var / "record",
     }
     saved = {name: getattr(settings, name) for name in patch}
     for name, value in patch.items():

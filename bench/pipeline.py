@@ -330,7 +330,7 @@ def _latency(
             latest = max(renditions.values())
             produced[name] = latest - ((int(latest * 1000) - stamp) % 2**BITS) / 1000
     complete = [n for n, r in seen.items() if len(r) == 3 and n in stages and n in produced][1:]
-    # (The first segment includes joining the stream mid-GOP: steady state only.)
+    # (The first segment waits for the session's probe and is transcoded whole: steady state only.)
     lat = sorted(max(seen[n].values()) - produced[n] for n in complete)
     breakdown = {
         "ingest": statistics.median([stages[n][1] - produced[n] - stages[n][0] for n in complete] or [float("nan")]),
@@ -358,6 +358,7 @@ def _live(args: Any, work: Path, env: dict[str, str]) -> list[str]:
         "RTMP_CALLBACK_SECRET": secret,
         "RECONNECT_GRACE_SECONDS": 2,
         "HLS_EDGE_URL": f"http://127.0.0.1:{edge_port}",
+        "RTMP_RECORD_DIR": work / "record",
     }
     saved = {k: getattr(settings, k) for k in (*patched, "CHUNK_SECONDS")}
     for k, v in patched.items():

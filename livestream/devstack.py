@@ -136,18 +136,25 @@ def rtmp_config(
     callback_base: str,
     secret: str,
     stat_port: int,
+    record_dir: Path | None = None,
     module: str = RTMP_MODULE,
     control_bind: str = "",
     control_port: int = 0,
 ) -> str:
     """nginx-rtmp ingest: publish from anywhere (the key is checked by Django's on_publish),
-    play only from localhost (the ingest supervisor pulls the renamed stream). Its statistics
-    (``rtmp_stat``: codecs of each live stream) answer on 127.0.0.1:``stat_port``/stat.
+    play only from localhost. Every accepted publish is recorded from its first frame into
+    ``record_dir`` (default ``RTMP_RECORD_DIR``) as ``<internal name>.flv``, locked while it is
+    written: the segmenters read these files (``transcoding.recording``). Its statistics and
+    control interface answer on 127.0.0.1:``stat_port``.
 
     ``control_bind``: also serve ``/control`` (only that) on ``control_bind:control_port`` for
     web processes on other hosts (a container network), answering only requests that carry the
     callback secret in ``X-Rtmp-Control-Secret`` (``transcoding/rtmp_control.py``)."""
     query = f"?secret={secret}" if secret else ""
+    record_dir = Path(record_dir or settings.RTMP_RECORD_DIR)
+    record_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # nginx's workers run unprivileged when started as root
+        record_dir.chmod(0o1777)
     control = ""
     if control_bind:
         if not secret:
@@ -170,7 +177,12 @@ def rtmp_config(
         "    notify_method post;\n"
         "    application live {\n"
         "      live on;\n"
-        "      record off;\n"
+        # The whole publish, from its first frame, for the segmenter (docs/adr/0014).
+        "      record all;\n"
+        f"      record_path {record_dir};\n"
+        "      record_suffix .flv;\n"
+        "      record_unique off;\n"
+        "      record_lock on;\n"
         "      drop_idle_publisher 10s;\n"
         # Players (our segmenters) are disconnected as soon as the publisher leaves, so the last
         # chunk is cut at once instead of after ffmpeg's read timeout.
@@ -339,7 +351,8 @@ def loopback_nginx_commands(
     var: Path, *, rtmp_port: int, stat_port: int, edge_port: int, callback_base: str, secret: str, origin: str
 ) -> tuple[list[str], list[str]]:
     """nginx-rtmp and the edge on 127.0.0.1 with their prefixes under ``var`` (test fixtures and
-    benchmarks): writes both configs and returns the two nginx command lines (rtmp, edge)."""
+    benchmarks): writes both configs and returns the two nginx command lines (rtmp, edge).
+    nginx-rtmp records into ``RTMP_RECORD_DIR``: point it into ``var`` first (the ingest reads it)."""
     rtmp, edge = var / "rtmp", var / "edge"
     rtmp_conf = write_nginx_config(
         rtmp,

@@ -77,7 +77,7 @@ def start_publish(key: str, *, ingest_dead: Callable[[StreamSession], bool] | No
     stream live and sends ``stream.live`` after commit.
     """
     try:
-        grant = _start_publish(keys.hash_key(key))
+        grant = _start_publish(keys.hash_key(key), ingest_dead)
     except PublishRefused as exc:
         if exc.tell_owner and exc.stream_id is not None:
             problems.record(exc.stream_id, exc.reason)
@@ -91,7 +91,7 @@ def start_publish(key: str, *, ingest_dead: Callable[[StreamSession], bool] | No
     return grant
 
 
-def _start_publish(digest: str) -> PublishGrant:
+def _start_publish(digest: str, ingest_dead: Callable[[StreamSession], bool] | None) -> PublishGrant:
     with transaction.atomic():
         owner_id = Stream.objects.filter(key_hash=digest).values_list("owner_id", flat=True).first()
         if owner_id is None:

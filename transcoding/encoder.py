@@ -7,6 +7,11 @@ copied into every rendition; each rendition is muxed to MPEG-TS in memory. Times
 source's, untouched (what ``-copyts -muxdelay 0 -muxpreload 0`` did for the ffmpeg CLI), so
 chunks transcoded independently on any worker join into one continuous stream.
 
+The chunk is demuxed with a short probe (it may still be being written), which at high
+bitrates ends before the chunk's first audio packet: the audio stream's parameters come from the
+session's probed source (``SourceInfo``, probed once per connection by the segmenter), never
+from the chunk.
+
 Why in-process (measured on 2 cores, docs/pipeline.md): an ffmpeg process per 2 s chunk costs
 ~70 ms of CPU just to start (Debian's ffmpeg loads 215 shared libraries) and probes the chunk
 by decoding frames twice; chunked CLI transcoding took 16% more CPU than one process for the
@@ -27,7 +32,7 @@ import av.error
 from av.video.reformatter import Interpolation, VideoReformatter
 from django.conf import settings
 
-from transcoding.ladder import Rendition
+from transcoding.ladder import Rendition, SourceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +101,37 @@ def _scaler(width: int, height: int) -> VideoReformatter:
     return scalers.setdefault((width, height), VideoReformatter())
 
 
+def _audio_output(container: Any, audio_in: Any, source: SourceInfo | None) -> Any:
+    """The rendition's audio stream (packets are copied into it). With the source's parameters
+    when it is AAC (what the segmenter always delivers, unless the source has none): a short
+    probe of a chunk may have seen no audio packet, and a stream without sample rate and frame
+    size cannot be muxed ("Invalid argument")."""
+    if source is None or source.audio_codec != "aac" or not source.audio_sample_rate:
+        return container.add_stream_from_template(audio_in)
+    layout: str | int = source.audio_layout or source.audio_channels or "stereo"
+    try:
+        stream = container.add_stream("aac", rate=source.audio_sample_rate, layout=layout)
+    except (ValueError, av.error.FFmpegError):  # a layout name this build does not know
+        stream = container.add_stream("aac", rate=source.audio_sample_rate, layout=source.audio_channels or 2)
+    # The muxer only needs the parameters (the packets keep their own ADTS headers); the
+    # encoder context it opens at the header is never fed.
+    stream.time_base = audio_in.time_base
+    return stream
+
+
 class _Output:
     """One rendition's muxer (MPEG-TS in memory), its video stream and its audio stream."""
 
     def __init__(
-        self, rendition: Rendition, video_in: Any, audio_in: Any, *, fps: float, threads: int, gop_s: float
+        self,
+        rendition: Rendition,
+        video_in: Any,
+        audio_in: Any,
+        *,
+        fps: float,
+        threads: int,
+        gop_s: float,
+        source: SourceInfo | None = None,
     ) -> None:
         self.rendition = rendition
         self.buffer = io.BytesIO()
@@ -118,7 +149,7 @@ class _Output:
             codec.options = x264_options(rendition, fps, gop_s)
             stream.time_base = TIME_BASE
             self.video = stream
-        self.audio: Any = self.container.add_stream_from_template(audio_in) if audio_in is not None else None
+        self.audio: Any = _audio_output(self.container, audio_in, source) if audio_in is not None else None
 
     def encode(self, frame: av.VideoFrame | None) -> None:
         if frame is not None:
@@ -147,19 +178,27 @@ def transcode(
     *,
     threads: int,
     gop_s: float = 10.0,
+    media: SourceInfo | None = None,
 ) -> dict[str, bytes]:
     """Transcode the MPEG-TS chunk read from ``source`` into every rendition: name -> TS bytes.
     ``threads`` for the decoder and each encoder (``transcoding.cores`` decides; 0 = FFmpeg's
-    automatic count). Raises ``TranscodeError`` for input or encoder failures; exceptions of
-    ``source`` propagate."""
+    automatic count). ``media``: the probed source of the chunk's connection, whose audio
+    parameters the outputs get (without it, what the chunk's short probe found). Raises
+    ``TranscodeError`` for input or encoder failures; exceptions of ``source`` propagate."""
     try:
-        return _transcode(source, renditions, fps, threads, gop_s)
+        return _transcode(source, renditions, fps, threads=threads, gop_s=gop_s, media=media)
     except av.error.FFmpegError as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _transcode(
-    source: IO[bytes] | io.RawIOBase, renditions: list[Rendition], fps: float, threads: int, gop_s: float
+    source: IO[bytes] | io.RawIOBase,
+    renditions: list[Rendition],
+    fps: float,
+    *,
+    threads: int,
+    gop_s: float,
+    media: SourceInfo | None,
 ) -> dict[str, bytes]:
     with av.open(source, "r", format="mpegts", options=PROBE) as chunk:
         if not chunk.streams.video:
@@ -168,7 +207,9 @@ def _transcode(
         audio_in = chunk.streams.audio[0] if chunk.streams.audio else None
         video_in.codec_context.thread_count = threads
         video_in.codec_context.thread_type = "AUTO"
-        outputs = [_Output(r, video_in, audio_in, fps=fps, threads=threads, gop_s=gop_s) for r in renditions]
+        outputs = [
+            _Output(r, video_in, audio_in, fps=fps, threads=threads, gop_s=gop_s, source=media) for r in renditions
+        ]
         encoded = [o for o in outputs if not o.rendition.copy]
         copied = [o for o in outputs if o.rendition.copy]
         wanted: list[Any] = [video_in] if audio_in is None else [video_in, audio_in]

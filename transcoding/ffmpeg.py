@@ -1,9 +1,9 @@
 """ffmpeg/ffprobe argument builders and runners. Argument lists only, never shell strings.
 (Chunks are transcoded in-process: ``transcoding.encoder``.)
 
-- ``segmenter_args``: the ingest side; stream copy of the RTMP input into GOP-aligned MPEG-TS
-  chunks with timestamps preserved and a CSV list of finished chunks.
-- ``probe``: ffprobe of a chunk into a ``SourceInfo``.
+- ``segmenter_args``: the ingest side; stream copy of the publish (FLV on stdin) into MPEG-TS
+  chunks cut at IDR frames, timestamps preserved, and a CSV list of finished chunks.
+- ``probe``: ffprobe of a chunk into a ``SourceInfo`` (``probe_json``: ffprobe's whole answer).
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ class FFmpegError(RuntimeError):
         self.stderr = stderr
 
 
-def segmenter_args(
-    input_url: str, out_dir: Path, chunk_seconds: float, rw_timeout_s: float, *, audio_kbps: int | None = None
-) -> list[str]:
-    """Cut ``input_url`` into ``out_dir/chunk_NNNNNN.ts`` on keyframes (stream copy).
+def segmenter_args(out_dir: Path, chunk_seconds: float, *, audio_kbps: int | None = None) -> list[str]:
+    """Cut the FLV read on stdin into ``out_dir/chunk_NNNNNN.ts`` at keyframes (stream copy).
 
-    ``out_dir/chunks.csv`` gets one line ``file,start,end`` per finished chunk (the ingest
-    supervisor tails it). ``-rw_timeout`` makes ffmpeg exit once the publisher is gone.
+    The FLV is the publish's recording as the segmenter feeds it (``transcoding.segmenter``):
+    its keyframe flags are set on IDR access units only, and ``-fflags +noparse`` makes FFmpeg
+    keep them (its H.264 parser would also flag I-frames that carry a recovery point, which do
+    not start a decodable segment). ``-copyts``: chunk times are the recording's, so a restarted
+    segmenter continues them. ``out_dir/chunks.csv`` gets one line ``file,start,end`` per
+    finished chunk (the segmenter tails it); ffmpeg ends when the segmenter closes stdin.
     ``audio_kbps``: encode the audio to AAC here, once for the whole stream (a source whose audio
     is not AAC); chunk tasks always copy audio, since re-encoding AAC per chunk breaks its
     timestamps at every boundary (FIELD-NOTES).
@@ -49,19 +51,20 @@ def segmenter_args(
         "-nostdin",
         "-loglevel",
         "warning",
-        "-rw_timeout",
-        str(int(rw_timeout_s * 1_000_000)),
         "-analyzeduration",
         "1000000",
         "-fflags",
-        "+genpts",
+        "+genpts+noparse",
+        "-f",
+        "flv",
         "-i",
-        input_url,
+        "pipe:0",
         "-map",
         "0:v:0",
         "-map",
         "0:a:0?",
         *codecs,
+        "-copyts",
         "-f",
         "segment",
         "-segment_time",
@@ -138,6 +141,11 @@ def parse_probe(data: dict[str, Any]) -> SourceInfo:
     )
 
 
+def probe_json(path: Path, *, context: dict[str, Any]) -> dict[str, Any]:
+    """ffprobe's streams and format of ``path``. Raises ``FFmpegError``."""
+    data = json.loads(run(probe_args(path), timeout=20, context=context))
+    return data if isinstance(data, dict) else {}
+
+
 def probe(path: Path, *, context: dict[str, Any]) -> SourceInfo:
-    out = run(probe_args(path), timeout=20, context=context)
-    return parse_probe(json.loads(out))
+    return parse_probe(probe_json(path, context=context))

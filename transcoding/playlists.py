@@ -207,7 +207,7 @@ def _settle(session_id: int, nxt: int, *, force: bool) -> str:
     if state.has_outputs(session_id, nxt):
         return "ready"
     meta = state.chunk_meta(session_id, nxt)
-    overdue = meta is None or time.time() > meta.queued + settings.LIVE_DEADLINE_SECONDS
+    overdue = meta is None or time.time() > meta.deadline
     if force or overdue:
         reason = "forced at end of stream" if force else "missed the live deadline"
         if state.mark_gap(session_id, nxt, reason):

@@ -12,7 +12,12 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``out:<seq>``       hash rendition -> transcoded TS bytes awaiting the in-order commit
 - ``ccstate``         JSON continuity-counter state after the last committed chunk, per rendition
 - ``ladder``          JSON renditions, decided once from the first chunk's probe
-- ``source``          JSON probed SourceInfo
+- ``source``          JSON probed SourceInfo of the session's first connection
+- ``source:<conn>``   JSON probed SourceInfo of connection ``conn`` (each connection's first
+                      chunk is probed by its segmenter; every chunk's transcode takes its
+                      stream parameters from here, not from a probe of the chunk)
+- ``resume:<conn>``   JSON where a restarted segmenter of connection ``conn`` resumes reading the
+                      publish's recording (``transcoding.segmenter``)
 - ``codecs``          hash rendition -> RFC 6381 codecs string
 - ``published``       list of JSON entries of segments published so far (the assembler's log)
 - ``next``            the next seq the assembler waits for
@@ -125,10 +130,22 @@ class ChunkMeta:
     queued: float  # when its task was queued (progressive: when the chunk started)
     complete: bool = True  # False while the segmenter is still writing it (start/end unknown)
     completed: float = 0.0  # when the segmenter finished it (epoch s)
+    expect: float = 0.0  # while being written: its expected duration (the connection's last chunk)
 
     @property
     def duration(self) -> float:
         return max(0.0, self.end - self.start)
+
+    @property
+    def deadline(self) -> float:
+        """When the chunk is given up if not transcoded: ``LIVE_DEADLINE_SECONDS`` after the
+        ingest finished it (a chunk still being written: after its expected end). A chunk lasts
+        one keyframe interval, which may be much longer than ``CHUNK_SECONDS``."""
+        if self.complete:
+            done = self.completed or self.queued
+        else:
+            done = self.queued + (self.expect or float(settings.CHUNK_SECONDS))
+        return done + float(settings.LIVE_DEADLINE_SECONDS)
 
 
 def add_chunk(
@@ -166,15 +183,21 @@ def add_chunk(
     return seq
 
 
-def reserve_chunk(session_id: int, *, conn: int, disc: bool, epoch: int | None = None) -> int:
+def reserve_chunk(session_id: int, *, conn: int, disc: bool, epoch: int | None = None, expect: float = 0.0) -> int:
     """Number a chunk the segmenter has started writing (progressive transcoding): its bytes
-    follow with ``append_chunk_data``, its timing with ``complete_chunk``."""
+    follow with ``append_chunk_data``, its timing with ``complete_chunk``. ``expect``: its
+    expected duration in seconds (0: ``CHUNK_SECONDS``)."""
     r = redis_client()
     seq = _next_seq(session_id, epoch if epoch is not None else _epoch_or_first(session_id))
     pipe = r.pipeline()
     pipe.hset(
         key(session_id, f"chunk:{seq}"),
-        mapping={"conn": conn, "disc": "1" if disc else "0", "queued": repr(time.time())},
+        mapping={
+            "conn": conn,
+            "disc": "1" if disc else "0",
+            "queued": repr(time.time()),
+            **({"expect": repr(expect)} if expect else {}),
+        },
     )
     pipe.expire(key(session_id, f"chunk:{seq}"), _ttl())
     pipe.execute()
@@ -234,6 +257,7 @@ def chunk_meta(session_id: int, seq: int) -> ChunkMeta | None:
         queued=float(d["queued"]),
         complete=complete,
         completed=float(d.get("completed", 0)),
+        expect=float(d.get("expect", 0)),
     )
 
 
@@ -272,12 +296,18 @@ def ladder(session_id: int) -> list[Rendition] | None:
     return loads(raw) if raw else None
 
 
-def store_source(session_id: int, source: SourceInfo) -> None:
+def store_source(session_id: int, source: SourceInfo, *, conn: int | None = None) -> None:
+    """The probed source: the session's (first writer wins) and, with ``conn``, that
+    connection's (a reconnect may send other parameters)."""
     set_json(session_id, "source", source.__dict__, only_if_new=True)
+    if conn is not None:
+        set_json(session_id, f"source:{conn}", source.__dict__)
 
 
-def source(session_id: int) -> SourceInfo | None:
-    data = get_json(session_id, "source")
+def source(session_id: int, conn: int | None = None) -> SourceInfo | None:
+    """Connection ``conn``'s probed source, else the session's."""
+    data = get_json(session_id, f"source:{conn}") if conn is not None else None
+    data = data or get_json(session_id, "source")
     return SourceInfo(**data) if data else None
 
 

@@ -41,7 +41,7 @@ from django.conf import settings
 
 from livestream.redis import redis_client
 from transcoding import rtmp_control, state
-from transcoding.segmenter import Segmenter, rtmp_play_base
+from transcoding.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Supervisor:
 
     # --- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
-        logger.info("ingest supervisor ready (RTMP %s, node %s)", rtmp_play_base(), self.node)
+        logger.info("ingest supervisor ready (recordings in %s, node %s)", settings.RTMP_RECORD_DIR, self.node)
         while not self.stop.is_set():
             try:
                 self._intake()

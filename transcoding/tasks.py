@@ -84,7 +84,7 @@ def _ladder(
     if renditions is not None and source is not None:
         return renditions, source
     probed = _probe_source(session_id, chunk_path, meta, ctx)
-    state.store_source(session_id, probed)
+    state.store_source(session_id, probed, conn=meta.conn)
     renditions = state.decide_ladder(session_id, ladder_for(probed))
     source = state.source(session_id) or probed
     logger.info(
@@ -170,7 +170,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         # A retry after S3/Redis failed while publishing: the outputs are there, just publish.
         playlists.advance(layout)
         return "published"
-    if time.time() > meta.queued + settings.LIVE_DEADLINE_SECONDS:
+    if time.time() > meta.deadline:
         _give_up(session_id, seq, "missed the live deadline before transcoding")
         return "gap"
     stream_id = int(layout.stream_prefix.rsplit("/", 1)[1])
@@ -185,7 +185,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
             return "idle"
         reader = io.BytesIO(data) if data is not None else encoder.FeedReader(iter(feed))
         with cores.core_share() as threads:
-            outputs = encoder.transcode(reader, renditions, source.fps or 30, threads=threads)
+            outputs = encoder.transcode(reader, renditions, source.fps or 30, threads=threads, media=source)
     except (encoder.TranscodeError, ffmpeg.FFmpegError, ValueError) as exc:
         logger.error("transcode failed: %s", exc, extra={**ctx, "ctx": {"threads": threads}})
         _give_up(session_id, seq, f"transcode failed: {exc}")
@@ -216,10 +216,10 @@ def _input(
     stream_id: int, meta: state.ChunkMeta, feed: ChunkFeed, ctx: dict[str, Any]
 ) -> tuple[bytes | None, list[Rendition], SourceInfo]:
     """The chunk's bytes, or None = read them from ``feed`` while the segmenter is still writing
-    the chunk (the session's ladder is known); the first chunk of a session is read whole and
-    probed to decide the ladder."""
+    the chunk; the ladder and the source of the chunk's connection (the segmenter probes each
+    connection's first chunk; if it did not, the chunk is read whole and probed here)."""
     session_id = feed.session_id
-    ladder, source = state.ladder(session_id), state.source(session_id)
+    ladder, source = state.ladder(session_id), state.source(session_id, meta.conn)
     if not meta.complete and ladder is not None and source is not None:
         return None, ladder, source
     data = state.chunk_data(session_id, meta.seq) if meta.complete else b"".join(feed)
@@ -231,6 +231,7 @@ def _input(
             chunk_path = Path(tmp) / "chunk.ts"
             chunk_path.write_bytes(data)
             ladder, source = _ladder(session_id, stream_id, chunk_path, meta, ctx)
+            source = state.source(session_id, meta.conn) or source
     return data, ladder, source
 
 

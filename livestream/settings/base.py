@@ -492,8 +492,28 @@ LIVE_DEADLINE_SECONDS = env.float("LIVE_DEADLINE_SECONDS", default=15.0)
 # Lifetime of raw chunk bytes and pipeline state in Redis.
 CHUNK_TTL_SECONDS = env.int("CHUNK_TTL_SECONDS", default=300)
 PIPELINE_STATE_TTL_SECONDS = env.int("PIPELINE_STATE_TTL_SECONDS", default=86400)
-# ffmpeg -rw_timeout of the segmenter: how long a silent RTMP input is waited for.
+# nginx-rtmp records every publish here (record all, record_lock on) and the segmenter reads the
+# growing file, so a broadcast keeps its first frame (docs/adr/0014-ingest-from-the-first-frame.md).
+# nginx-rtmp and the ingest must see the same directory (compose: a shared volume). Read parts
+# are released as the broadcast goes (hole punching); a recording is deleted once ingested.
+RTMP_RECORD_DIR = Path(env.str("RTMP_RECORD_DIR", default=str(VAR_DIR / "rtmp-record")))
+# How long a recording that stopped growing is followed when nginx-rtmp's record_lock is not
+# seen (normally the end of a publish is the lock's release).
 SEGMENTER_RW_TIMEOUT_S = env.float("SEGMENTER_RW_TIMEOUT_S", default=5.0)
+# Source caps: a publish above them is refused at its first probe with the reason in the log and
+# on the stream's dashboard. Width and height cap the long and the short side (a portrait
+# 1080x1920 phone stream passes the default). Bitrate: average over 10 s of media, audio
+# included. The defaults admit 1440p60; 4K operators raise them (3840/2160, ~40000 kbit/s)
+# along with their transcoding capacity.
+SOURCE_MAX_WIDTH = env.int("SOURCE_MAX_WIDTH", default=2560)
+SOURCE_MAX_HEIGHT = env.int("SOURCE_MAX_HEIGHT", default=1440)
+SOURCE_MAX_FPS = env.float("SOURCE_MAX_FPS", default=60.0)
+SOURCE_MAX_KBPS = env.int("SOURCE_MAX_KBPS", default=20000)
+# Chunks are cut at IDR keyframes only, so they last one keyframe interval when that is longer
+# than CHUNK_SECONDS (OBS's "auto" is 250 frames, 8.3 s at 30 fps; the dashboard then advises
+# 1-2 s). A publish whose chunk grows past either bound (no keyframe) is ended with the reason.
+CHUNK_MAX_SECONDS = env.float("CHUNK_MAX_SECONDS", default=20.0)
+CHUNK_MAX_MB = env.int("CHUNK_MAX_MB", default=64)
 # Progressive transcoding: a chunk's task starts when the chunk starts and is fed its bytes as
 # the segmenter writes them, so it finishes ~0.1 s after the chunk ends instead of ~0.6 s. Each
 # such task holds a worker process for about a chunk's duration: run more worker processes than

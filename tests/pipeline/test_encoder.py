@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from tests.pipeline.media import decode_errors, largest_gap, packets
-from transcoding import encoder, mpegts
+from tests.pipeline.media import SOURCES, decode_errors, largest_gap, packets, source_file
+from transcoding import encoder, ffmpeg, mpegts
 from transcoding.ladder import Rendition
 
 RENDITIONS = [Rendition("source", 640, 480, 0, 0, copy=True), Rendition("360p", 480, 360, 800, 96)]
@@ -172,3 +172,42 @@ def test_transcodes_in_parallel_threads_do_not_share_scalers(tmp_path):
         path = tmp_path / f"parallel{index}.ts"
         path.write_bytes(outputs["360p"])
         assert len(packets(path)["video"]) == 30
+
+
+@pytest.mark.parametrize("name", ["1080p30-8M-noisy", "720p60-6M-mono44k"])
+def test_audio_parameters_come_from_the_source_not_from_the_chunk(name, tmp_path):
+    """At 6-8 Mbit/s a chunk's first audio packet comes after the 150 kB the demuxer probes (the
+    chunk may still be being written): its audio parameters are unknown and the muxers refused
+    every chunk ("Invalid argument"). They come from the connection's probed source."""
+    source = SOURCES[name]
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(source_file(source)), "-c", "copy", "-f", "segment", "-segment_time", "2",
+         "-reset_timestamps", "0", "-segment_format", "mpegts", str(tmp_path / "c%03d.ts")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    chunks = [p.read_bytes() for p in sorted(tmp_path.glob("c*.ts"))][:2]
+    probed = ffmpeg.probe(tmp_path / "c000.ts", context={})
+    assert (probed.audio_sample_rate, probed.audio_channels) == (source.audio_rate, source.audio_channels)
+    renditions = [
+        Rendition("source", source.width, source.height, 0, 0, copy=True),
+        Rendition("360p", 640, 360, 800, 96),
+    ]
+    if name == "1080p30-8M-noisy":  # its first audio packet is 300 kB into the chunk
+        with pytest.raises(encoder.TranscodeError, match="Invalid argument"):
+            encoder.transcode(io.BytesIO(chunks[1]), renditions, source.fps, threads=1)
+    joined: dict[str, bytes] = {}
+    counters: dict[str, dict[int, int]] = {}
+    for chunk in chunks:
+        outputs = encoder.transcode(io.BytesIO(chunk), renditions, source.fps, threads=1, media=probed)
+        for rendition, data in outputs.items():
+            fixed, counters[rendition] = mpegts.continue_counters(data, counters.get(rendition, {}))
+            joined[rendition] = joined.get(rendition, b"") + fixed
+    for rendition, data in joined.items():
+        path = tmp_path / f"{rendition}.ts"
+        path.write_bytes(data)
+        assert decode_errors(path) == "", rendition
+        audio = packets(path)["audio"]
+        gap, monotonic = largest_gap(audio)
+        assert monotonic
+        assert gap < 0.001
+        assert audio[-1][0] + audio[-1][1] - audio[0][0] == pytest.approx(4.0, abs=0.05)

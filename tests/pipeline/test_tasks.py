@@ -76,7 +76,9 @@ def test_late_chunk_becomes_a_gap_and_the_edge_moves_on(chunks, settings):
     seqs = [_add(c) for c in chunks]
     from livestream.redis import redis_client
 
-    redis_client().hset(state.key(SESSION, f"chunk:{seqs[1]}"), "queued", repr(time.time() - 60))
+    # Ingested a minute ago (the deadline runs from when the ingest finished the chunk).
+    ago = repr(time.time() - 60)
+    redis_client().hset(state.key(SESSION, f"chunk:{seqs[1]}"), mapping={"queued": ago, "completed": ago})
     assert transcode_chunk(SESSION, seqs[0]) == "done"
     assert transcode_chunk(SESSION, seqs[2]) == "done"  # chunk 1 is overdue: given up
     assert state.is_gap(SESSION, seqs[1])
@@ -156,3 +158,26 @@ def test_progressive_chunk_whose_segmenter_died_becomes_a_gap(chunks_480, settin
     state.set_ingest(SESSION, 1, "ended:0")  # gone without completing it
     assert transcode_chunk(SESSION, seq) == "gap"
     assert state.is_gap(SESSION, seq)
+
+
+def test_deadlines_run_from_when_the_ingest_finished_the_chunk(settings):
+    """A chunk lasts a keyframe interval (OBS's default: 8.3 s): its deadline counts from its end
+    at the ingest, not from when its progressive task was queued at its start."""
+    settings.LIVE_DEADLINE_SECONDS, settings.CHUNK_SECONDS = 15, 2
+    done = state.ChunkMeta(0, 0.0, 8.3, 0.0, 1, False, queued=100.0, complete=True, completed=108.3)
+    assert done.deadline == pytest.approx(123.3)
+    writing = state.ChunkMeta(1, 0.0, 0.0, 0.0, 1, False, queued=100.0, complete=False, expect=8.3)
+    assert writing.deadline == pytest.approx(123.3)
+    assert state.ChunkMeta(2, 0, 0, 0, 1, False, queued=100.0, complete=False).deadline == pytest.approx(117.0)
+
+
+def test_each_connection_has_its_probed_source():
+    from tests.pipeline.test_units import SOURCE_720
+
+    mono = SOURCE_720.__class__(**{**SOURCE_720.__dict__, "audio_channels": 1, "audio_layout": "mono"})
+    state.store_source(SESSION, SOURCE_720, conn=1)
+    state.store_source(SESSION, mono, conn=2)  # a reconnect with other audio
+    assert state.source(SESSION, 2) == mono
+    assert state.source(SESSION, 1) == SOURCE_720
+    assert state.source(SESSION) == SOURCE_720  # the session's: its first connection's
+    assert state.source(SESSION, 3) == SOURCE_720  # not probed (yet): the session's

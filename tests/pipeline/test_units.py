@@ -31,15 +31,17 @@ def test_ladder_never_upscales_and_keeps_aspect():
     assert [r.name for r in ladder_for(small)] == ["source"]
 
 
-def test_segmenter_arguments_have_rw_timeout_and_keep_timestamps():
-    args = ffmpeg.segmenter_args("rtmp://127.0.0.1:1935/live/s1c1", Path("/t"), 2.0, 5.0)
-    assert args[args.index("-rw_timeout") + 1] == "5000000"
+def test_segmenter_arguments_read_the_feed_keep_its_keyframe_flags_and_timestamps():
+    args = ffmpeg.segmenter_args(Path("/t"), 2.0)
+    assert args[args.index("-i") - 2 : args.index("-i") + 2] == ["-f", "flv", "-i", "pipe:0"]
+    assert "+noparse" in args[args.index("-fflags") + 1]  # the feed's IDR-only keyframe flags count
+    assert "-copyts" in args
     assert args[args.index("-reset_timestamps") + 1] == "0"
     assert args[args.index("-segment_time") + 1] == "2"
     assert args[args.index("-c") + 1] == "copy"
     assert args[-1] == "/t/chunk_%06d.ts"
     # A source whose audio is not AAC: video still copied, audio encoded once here.
-    encoding = ffmpeg.segmenter_args("rtmp://127.0.0.1:1935/live/s1c1", Path("/t"), 2.0, 5.0, audio_kbps=96)
+    encoding = ffmpeg.segmenter_args(Path("/t"), 2.0, audio_kbps=96)
     assert "-c" not in encoding
     assert encoding[encoding.index("-c:v") + 1] == "copy"
     assert encoding[encoding.index("-c:a") + 1 : encoding.index("-c:a") + 4] == ["aac", "-b:a", "96k"]
