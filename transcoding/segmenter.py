@@ -23,8 +23,9 @@ Started by the ingest supervisor (``transcoding.ingest.serve``), one thread per 
   in the log and on the stream's dashboard (``streams.problems``), and its publisher dropped
   (``rtmp_control``). A chunk that grows past ``CHUNK_MAX_SECONDS``/``CHUNK_MAX_MB`` (no
   keyframe) or a bitrate above ``SOURCE_MAX_KBPS`` ends the publish the same way.
-- **Restartable**: where the chunk being written starts in the recording is kept in Redis
-  (``resume:<conn>``); a segmenter started again for the same connection continues there (the
+- **Restartable**: where the chunk being written starts in the recording is kept next to it
+  (``recording.save_resume``: local, like the recording, and untouched by a Redis restart); a
+  segmenter started again for the same connection continues there (the
   chunk the dead one was writing becomes a gap, its media is ingested again under a new number),
   so nothing is lost or ingested twice.
 
@@ -275,7 +276,7 @@ class Segmenter(threading.Thread):
 
     def run(self) -> None:
         state.set_ingest(self.session_id, self.conn, "running")
-        if self.conn == 1 and not state.get_json(self.session_id, f"resume:{self.conn}"):
+        if self.conn == 1 and not recording.load_resume(self.input_name):
             # A new broadcast: the stable master must not keep pointing at the last one.
             try:
                 storage.delete_key(f"{playback.stream_prefix(self.stream_id)}/master.m3u8")
@@ -293,7 +294,7 @@ class Segmenter(threading.Thread):
 
     # --- the recording -> ffmpeg -------------------------------------------------------------
     def _run(self, work: Path) -> None:
-        resume = state.get_json(self.session_id, f"resume:{self.conn}") or {}
+        resume = recording.load_resume(self.input_name)
         if resume.get("refused") or resume.get("over"):  # a segmenter of this connection finished it
             logger.info("connection already ingested: %s", resume.get("refused") or "publish over", extra=self.ctx)
             return
@@ -318,7 +319,7 @@ class Segmenter(threading.Thread):
             if over:  # nothing left to resume: the recording goes (nginx frees it on close)
                 rec.delete()
                 if self.refused is None:
-                    state.set_json(self.session_id, f"resume:{self.conn}", {"over": True})
+                    recording.save_resume(self.input_name, {"over": True})
             else:
                 rec.close()
         code = self.proc.returncode if self.proc is not None else None
@@ -375,11 +376,15 @@ class Segmenter(threading.Thread):
                     self._sample()
                     next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
                 waker.wait(POLL_S)
-        finally:
+        finally:  # whatever raised (Redis, S3...), ffmpeg does not outlive its segmenter
             waker.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait()
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+            self.proc.wait()
         stderr.join(timeout=2)
         self._drain(work)
         if self.refused is not None:
@@ -594,7 +599,7 @@ class Segmenter(threading.Thread):
             return
         self.refused = reason
         logger.error("publish ended by the ingest: %s", reason, extra=self.ctx)
-        state.set_json(self.session_id, f"resume:{self.conn}", {"refused": reason})
+        recording.save_resume(self.input_name, {"refused": reason})
         self._tell_streamer(reason)
         rtmp_control.drop_publisher(self.input_name)
 
@@ -623,9 +628,8 @@ class Segmenter(threading.Thread):
             return
         if not self._resume_offset and feed.idrs:
             self._resume_pts, self._resume_offset = feed.idrs[0]
-        state.set_json(
-            self.session_id,
-            f"resume:{self.conn}",
+        recording.save_resume(
+            self.input_name,
             {
                 "offset": self._resume_offset,
                 "pts": self._resume_pts,
