@@ -20,13 +20,16 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import json
 import logging
 import os
 import select
 import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -45,6 +48,29 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 def path_for(name: str) -> Path:
     """Where nginx-rtmp records the publish renamed to ``name`` (record_unique off)."""
     return Path(settings.RTMP_RECORD_DIR) / f"{name}.flv"
+
+
+def _resume_path(name: str) -> Path:
+    return Path(settings.RTMP_RECORD_DIR) / f"{name}.resume.json"
+
+
+def load_resume(name: str) -> dict[str, Any]:
+    """The segmenter's resume point for the publish ``name`` ({} when none): a file next to the
+    recording, so that it lives exactly as long and as locally as the recording, whatever
+    happens to Redis."""
+    try:
+        data = json.loads(_resume_path(name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_resume(name: str, data: dict[str, Any]) -> None:
+    """Replace the resume point atomically (a crash leaves the old one or the new one)."""
+    path = _resume_path(name)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    partial.write_text(json.dumps(data))
+    partial.replace(path)
 
 
 def _locked(fd: int) -> bool:
@@ -172,7 +198,8 @@ class Waker:
 
 def sweep(older_than_s: float = STALE_S) -> int:
     """Delete recordings nobody writes (no lock) and nobody touched for ``older_than_s``: left
-    over when an ingest died for good. Returns how many."""
+    over when an ingest died for good; and resume points of recordings that are gone. Returns
+    how many recordings."""
     removed = 0
     directory = Path(settings.RTMP_RECORD_DIR)
     now = time.time()
@@ -190,6 +217,11 @@ def sweep(older_than_s: float = STALE_S) -> int:
                 removed += 1
         except OSError:
             continue
+    for path in directory.glob("*.resume.json") if directory.is_dir() else ():
+        with contextlib.suppress(OSError):
+            flv = path.with_name(path.name.removesuffix(".resume.json") + ".flv")
+            if now - path.stat().st_mtime >= older_than_s and not flv.exists():
+                path.unlink()
     if removed:
         logger.info("removed %d stale recordings", removed)
     return removed

@@ -23,8 +23,9 @@ Started by the ingest supervisor (``transcoding.ingest.serve``), one thread per 
   in the log and on the stream's dashboard (``streams.problems``), and its publisher dropped
   (``rtmp_control``). A chunk that grows past ``CHUNK_MAX_SECONDS``/``CHUNK_MAX_MB`` (no
   keyframe) or a bitrate above ``SOURCE_MAX_KBPS`` ends the publish the same way.
-- **Restartable**: where the chunk being written starts in the recording is kept in Redis
-  (``resume:<conn>``); a segmenter started again for the same connection continues there (the
+- **Restartable**: where the chunk being written starts in the recording is kept next to it
+  (``recording.save_resume``: local, like the recording, and untouched by a Redis restart); a
+  segmenter started again for the same connection continues there (the
   chunk the dead one was writing becomes a gap, its media is ingested again under a new number),
   so nothing is lost or ingested twice. Its ffmpeg dies with it (parent-death signal).
 - **Rides out Redis outages** (docs/pipeline.md "Faults"): finished chunk files wait on disk
@@ -291,11 +292,10 @@ class Segmenter(threading.Thread):
                 self._stderr.append(line)
 
     def run(self) -> None:
-        fresh = not self.resumed
+        fresh = not self.resumed and not recording.load_resume(self.input_name)
         try:
             self.epoch = state.ensure_epoch(self.session_id)
             state.set_ingest(self.session_id, self.conn, "running")
-            fresh = fresh and not state.get_json(self.session_id, f"resume:{self.conn}")
         except OUTAGE:
             logger.warning("Redis unreachable at segmenter start", extra=self.ctx)
         if self.conn == 1 and fresh:
@@ -321,7 +321,7 @@ class Segmenter(threading.Thread):
 
     # --- the recording -> ffmpeg -------------------------------------------------------------
     def _run(self, work: Path) -> None:
-        resume = state.get_json(self.session_id, f"resume:{self.conn}") or {}
+        resume = recording.load_resume(self.input_name)
         if resume.get("refused") or resume.get("over"):  # a segmenter of this connection finished it
             logger.info("connection already ingested: %s", resume.get("refused") or "publish over", extra=self.ctx)
             return
@@ -349,7 +349,7 @@ class Segmenter(threading.Thread):
             if over:  # nothing left to resume: the recording goes (nginx frees it on close)
                 rec.delete()
                 if self.refused is None:
-                    state.set_json(self.session_id, f"resume:{self.conn}", {"over": True})
+                    recording.save_resume(self.input_name, {"over": True})
             else:
                 rec.close()
         code = self.proc.returncode if self.proc is not None else None
@@ -407,22 +407,34 @@ class Segmenter(threading.Thread):
                 self._drain_safely(work)
                 rec.release(self._resume_offset)
                 if time.monotonic() >= next_sample:
-                    try:
-                        self._sample()
-                    except Exception:  # health samples are best effort
-                        logger.warning("ingest sample failed", extra=self.ctx, exc_info=True)
+                    self._sample_safely()
                     next_sample = time.monotonic() + settings.INGEST_SAMPLE_SECONDS
                 waker.wait(POLL_S)
-        finally:
+        finally:  # whatever raised (Redis, S3...), ffmpeg does not outlive its segmenter
             waker.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait()
+            self._stop_ffmpeg()
         stderr.join(timeout=2)
         self._drain_safely(work, wait_s=settings.INGEST_OUTAGE_WAIT_S)
         if self.refused is not None:
             raise Refusal(self.refused)
         return over and self.proc.returncode == 0
+
+    def _stop_ffmpeg(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+
+    def _sample_safely(self) -> None:
+        try:
+            self._sample()
+        except Exception:  # health samples are best effort
+            logger.warning("ingest sample failed", extra=self.ctx, exc_info=True)
 
     def _analyse(self, rec: recording.Recording, reader: flv.TagReader, out: bytearray) -> bool:
         """Read the start of the publish until its codecs are known (``_Feed.ready``), keeping
@@ -617,8 +629,7 @@ class Segmenter(threading.Thread):
         next_start = self._feed.idr_at(end)
         if next_start is not None:
             self._resume_pts, self._resume_offset = next_start
-        with contextlib.suppress(*OUTAGE):  # only a restart reads it; the next chunk saves it again
-            self._save_resume()
+        self._save_resume()
 
     def _probe(self, path: Path, start: float, end: float) -> bool:
         """Probe this connection's first chunk: the source's parameters for every chunk's
@@ -681,7 +692,7 @@ class Segmenter(threading.Thread):
             return
         self.refused = reason
         logger.error("publish ended by the ingest: %s", reason, extra=self.ctx)
-        state.set_json(self.session_id, f"resume:{self.conn}", {"refused": reason})
+        recording.save_resume(self.input_name, {"refused": reason})
         self._tell_streamer(reason)
         rtmp_control.drop_publisher(self.input_name)
 
@@ -710,9 +721,8 @@ class Segmenter(threading.Thread):
             return
         if not self._resume_offset and feed.idrs:
             self._resume_pts, self._resume_offset = feed.idrs[0]
-        state.set_json(
-            self.session_id,
-            f"resume:{self.conn}",
+        recording.save_resume(
+            self.input_name,
             {
                 "offset": self._resume_offset,
                 "pts": self._resume_pts,

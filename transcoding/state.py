@@ -16,8 +16,6 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``source:<conn>``   JSON probed SourceInfo of connection ``conn`` (each connection's first
                       chunk is probed by its segmenter; every chunk's transcode takes its
                       stream parameters from here, not from a probe of the chunk)
-- ``resume:<conn>``   JSON where a restarted segmenter of connection ``conn`` resumes reading the
-                      publish's recording (``transcoding.segmenter``)
 - ``codecs``          hash rendition -> RFC 6381 codecs string
 - ``published``       list of JSON entries of segments published so far (the assembler's log)
 - ``next``            the next seq the assembler waits for

@@ -212,6 +212,22 @@ def test_stale_recordings_are_swept(tmp_path, settings):
     assert busy.exists()
 
 
+def test_resume_points_live_next_to_their_recording(tmp_path, settings):
+    settings.RTMP_RECORD_DIR = tmp_path
+    assert recording.load_resume("s4c1") == {}
+    recording.save_resume("s4c1", {"offset": 1234, "chunks": 3})
+    recording.save_resume("s4c1", {"offset": 5678, "chunks": 4})
+    assert recording.load_resume("s4c1") == {"offset": 5678, "chunks": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s4c1.resume.json"]  # replaced atomically
+    recording.save_resume("s5c1", {"over": True})
+    (tmp_path / "s5c1.flv").write_bytes(b"FLV")
+    past = time.time() - 2 * recording.STALE_S
+    for path in tmp_path.iterdir():
+        os.utime(path, (past, past))
+    recording.sweep()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the stale recording, then its resume point
+
+
 def test_nginx_rtmp_records_every_publish_where_the_ingest_reads_it(tmp_path, settings):
     import yaml
 
