@@ -114,24 +114,18 @@ def _ensure_anonymous_read() -> None:
 
 
 def _ensure_database() -> None:
-    """Create the bench database if missing, then migrate it."""
-    import psycopg2
+    """Create the bench database if missing (asked of PostgreSQL directly: the pool would wait
+    its whole timeout for a database that does not exist), then migrate it."""
+    import psycopg
     from django.core.management import call_command
-    from django.db import OperationalError, connection
+    from psycopg import sql
 
-    try:
-        connection.ensure_connection()
-    except OperationalError:
-        db = settings.DATABASES["default"]
-        admin = psycopg2.connect(
-            host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname="postgres"
-        )
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{db["NAME"]}"')
-        finally:
-            admin.close()
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname="postgres", autocommit=True
+    ) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db["NAME"],)).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
     call_command("migrate", verbosity=0, interactive=False)
 
 

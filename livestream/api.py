@@ -24,11 +24,23 @@ from rest_framework import exceptions, pagination, parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from livestream import unavailable
 
 logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    if unavailable.is_unavailable(exc):  # PostgreSQL down or restarting, pool busy: retry later
+        set_rollback()
+        if (request := context.get("request")) is not None:
+            unavailable.note(request, exc)
+        return Response(
+            unavailable.api_body(),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(unavailable.retry_after()), "Cache-Control": "no-store"},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -80,7 +92,11 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500: the JSON error body under /api/ (nothing leaks), Django's page elsewhere."""
+    """handler500: the JSON error body under /api/ (nothing leaks), Django's page elsewhere.
+    A database that is unavailable (raised outside a view, e.g. saving the session) is a 503."""
+    exc = unavailable.current_exception()
+    if exc is not None and unavailable.is_unavailable(exc):
+        return unavailable.response_for(request, exc)
     if request.path.startswith(API_PREFIX):
         body = {"error": {"code": "server_error", "message": "Internal error; it has been logged."}}
         return JsonResponse(body, status=500)
@@ -256,13 +272,14 @@ _DESCRIPTIONS = {
     "413": "Request body too large.",
     "415": "Unsupported request content type.",
     "429": "Too many requests; retry after the Retry-After header.",
+    "503": "Temporarily unavailable (the database is restarting or busy); retry after the Retry-After header.",
 }
 
 
 def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:  # noqa: FBT001 - hook signature
     """drf-spectacular hook: add the shared error body for the statuses each operation can
     return (400 with a body or query parameters, 401 and 403 always,
-    404 with path parameters, 413/415 with a body, 429 always)."""
+    404 with path parameters, 413/415 with a body, 429 and 503 always)."""
     result.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = _ERROR_SCHEMA
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():
@@ -272,7 +289,7 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             has_body = "requestBody" in operation
             # 401/403: wrong credentials are refused on any operation (also public ones; DRF
             # answers 403 where no authentication scheme applies, e.g. the token endpoint).
-            statuses = ["401", "403", "429"]
+            statuses = ["401", "403", "429", "503"]
             if has_body or any(p.get("in") == "query" for p in params):
                 statuses.append("400")
             if has_body:

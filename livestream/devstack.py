@@ -9,6 +9,9 @@ and port helpers at the end serve the test fixtures and benchmarks.
 import contextlib
 import json
 import logging
+import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -472,3 +475,167 @@ def pipeline_worker() -> Iterator[None]:
         shutdown_timeout=30,
     ):
         yield
+
+
+# --- A PostgreSQL cluster and a Redis of their own (web load benchmark and tests) -----------
+
+
+def _postgres_bindir() -> Path:
+    """Debian's newest PostgreSQL server binaries (initdb, postgres, pg_ctl), else PATH's."""
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    if versions:
+        return versions[-1].parent
+    found = shutil.which("postgres") or shutil.which("initdb")
+    if not found:
+        raise FileNotFoundError("PostgreSQL server binaries not found (apt install postgresql)")
+    return Path(found).resolve().parent
+
+
+def _as_postgres_user(argv: list[str], *, pdeathsig: str | None = None) -> list[str]:
+    """``argv`` run as the ``postgres`` system user when we are root (PostgreSQL refuses to run
+    as root), with the parent-death signal ``pdeathsig`` if given (see ``dies_with_caller``)."""
+    prefix = ["setpriv"]
+    if pdeathsig and shutil.which("setpriv"):
+        prefix += ["--pdeathsig", pdeathsig]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        prefix += ["--reuid", "postgres", "--regid", "postgres", "--clear-groups"]
+    return [*prefix, "--", *argv] if len(prefix) > 1 else argv
+
+
+class TempPostgres:
+    """A throw-away PostgreSQL cluster (``initdb`` in ``workdir``) on 127.0.0.1:``port``, with
+    PostgreSQL's default ``max_connections`` (100) unless told otherwise. The server runs in
+    the foreground as our child (SIGINT, i.e. a fast shutdown, if we die); ``stop`` is
+    ``pg_ctl stop -m fast`` and ``start`` starts it again on the same data, as an operator
+    restarting PostgreSQL would."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.password = secrets.token_hex(12)  # scram-sha-256 over TCP, as a real deployment
+        self.bindir = _postgres_bindir()
+        self.data = workdir / "data"
+        self.log = workdir / "postgres.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, dbname: str) -> str:
+        return f"postgres://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
+
+    def dsn(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres password={self.password} dbname={dbname}"
+
+    def _run(self, argv: list[str]) -> None:
+        result = subprocess.run(_as_postgres_user(argv), capture_output=True, cwd=self.workdir, check=False)
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): {output}")
+
+    def init(self, settings_lines: tuple[str, ...] = ()) -> None:
+        """initdb; ``workdir``'s parents must be traversable by the ``postgres`` user."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.workdir / "pw"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._run([
+            str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--pwfile", str(pwfile),
+            "--auth", "scram-sha-256", "-E", "UTF8", "--locale", "C.UTF-8", "--no-sync",
+        ])  # fmt: skip
+        pwfile.unlink()
+        conf = [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.workdir}'",
+            "fsync = off",  # a benchmark's scratch data: no durability wanted
+            "synchronous_commit = off",
+            "full_page_writes = off",
+            *settings_lines,
+        ]
+        with (self.data / "postgresql.conf").open("a") as handle:
+            handle.write("\n".join(conf) + "\n")
+
+    def start(self, timeout: float = 30) -> None:
+        argv = _as_postgres_user([str(self.bindir / "postgres"), "-D", str(self.data)], pdeathsig="INT")
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        log.close()
+        wait_until(self.ready, timeout, f"PostgreSQL on port {self.port}", step=0.05)
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"postgres exited: {self.log.read_text()[-2000:]}")
+        result = subprocess.run(
+            [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False
+        )
+        return result.returncode == 0
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m <mode>``: fast ends every session at once (what a restart does)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self._run([str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "30"])
+        self.proc.wait(timeout=30)
+
+    def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.dsn(dbname), autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(sql.encode())
+            return list(cursor.fetchall()) if cursor.description else []
+
+
+@contextmanager
+def temporary_postgres(workdir: Path, *, port: int | None = None) -> Iterator[TempPostgres]:
+    """A started ``TempPostgres`` for the duration of the block, stopped and deleted after."""
+    cluster = TempPostgres(workdir, port=port)
+    cluster.init()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.stop("fast")
+        if cluster.proc is not None and cluster.proc.poll() is None:
+            cluster.proc.kill()
+            cluster.proc.wait()
+        shutil.rmtree(cluster.data, ignore_errors=True)
+
+
+@contextmanager
+def temporary_redis(workdir: Path, *, port: int | None = None) -> Iterator[int]:
+    """A Redis of our own (no persistence) on 127.0.0.1; yields its port."""
+    port = port or free_port()
+    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+            "--dir", str(workdir)]  # fmt: skip
+    workdir.mkdir(parents=True, exist_ok=True)
+    with running(argv, workdir / "redis.log"):
+        wait_until(lambda: port_open(port), 10, f"Redis on port {port}", step=0.05)
+        yield port
+
+
+def procfile_command(role: str) -> str:
+    """The command line of ``role`` in the Procfile (what ``make run`` starts, through a shell)."""
+    for line in (settings.BASE_DIR / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() == role:
+            return command.strip()
+    raise KeyError(f"no {role!r} line in the Procfile")
+
+
+def procfile_default(role: str, variable: str) -> str:
+    """The default the Procfile line of ``role`` gives ``${variable:-default}``."""
+    found = re.search(rf"\$\{{{re.escape(variable)}:-([^}}]*)\}}", procfile_command(role))
+    if found is None:
+        raise KeyError(f"{variable} has no default in the Procfile's {role} line")
+    return found.group(1)
+
+
+@contextmanager
+def procfile_process(role: str, log: Path, *, env: dict[str, str]) -> Iterator["subprocess.Popen[bytes]"]:
+    """Run the Procfile's ``role`` line as ``make run`` does (honcho: ``/bin/sh -c``, from the
+    project root) for the duration of the block. ``exec env`` makes the command (its leading
+    ``VAR=value`` assignments included) replace the shell, so the PID we signal is its own."""
+    argv = ["/bin/sh", "-c", f"exec env {procfile_command(role)}"]
+    with running(argv, log, env=env, cwd=settings.BASE_DIR) as proc:
+        yield proc

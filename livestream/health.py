@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from livestream import dbpool
 from livestream.redis import redis_client
 
 
@@ -28,9 +28,9 @@ class Check:
 
 
 def _postgres() -> str:
-    with connection.cursor() as cur:
-        cur.execute("SELECT 1")
-    return "query ok"
+    # A connection of this process's pool within 2 s (a probe must not hang for the pool's
+    # own timeout while PostgreSQL is down); checked before use, so a restart is seen.
+    return dbpool.probe(timeout_s=min(2.0, settings.DATABASE_POOL_TIMEOUT_S))
 
 
 def _redis() -> str:

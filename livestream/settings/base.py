@@ -13,6 +13,8 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from livestream.dbpool import build_database_settings
+
 # Lets runtime code subscript generic Django classes (ModelAdmin[Stream]) as the stubs do.
 django_stubs_ext.monkeypatch()
 
@@ -85,6 +87,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so its process_exception runs last: a view failing on an unavailable database
+    # answers 503 + Retry-After (livestream/unavailable.py).
+    "livestream.unavailable.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -124,11 +129,32 @@ TEMPLATES = [
 # PostgreSQL holds accounts, streams, sessions, chat and the trigger-written change history.
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres:postgres@127.0.0.1:5432/livestream")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-# Keep connections for a minute instead of reconnecting per request.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-# A kept connection is checked before its first use in a request or task, so a PostgreSQL
-# restart costs no failed request (the dead connection is replaced instead of raising once).
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Every process takes its connections from its own bounded pool (Django's, psycopg 3), never
+# more than DATABASE_POOL_MAX; see docs/adr/0009-database-connections.md for the sums per
+# deployment. The Procfile and compose give web processes WEB_DATABASE_POOL_MAX instead.
+# 0 turns the pool off: a connection per request or task, closed after it (behind PgBouncer).
+DATABASE_POOL_MAX = env.int("DATABASE_POOL_MAX", default=2)
+# Connections a pool keeps open while idle (it shrinks back to this after DATABASE_POOL_MAX_IDLE_S).
+DATABASE_POOL_MIN = env.int("DATABASE_POOL_MIN", default=1)
+DATABASE_POOL_MAX_IDLE_S = env.float("DATABASE_POOL_MAX_IDLE_S", default=300.0)
+# How long a request or task waits for a free connection (or for PostgreSQL to come back)
+# before giving up: web requests then answer 503 with Retry-After (livestream/unavailable.py).
+DATABASE_POOL_TIMEOUT_S = env.float("DATABASE_POOL_TIMEOUT_S", default=10.0)
+# Seconds a connection attempt may take (an unreachable host fails instead of hanging).
+DATABASE_CONNECT_TIMEOUT_S = env.int("DATABASE_CONNECT_TIMEOUT_S", default=5)
+# Retry-After of the 503 answered while PostgreSQL is unavailable.
+DATABASE_RETRY_AFTER_S = env.int("DATABASE_RETRY_AFTER_S", default=5)
+# application_name of the connections (what pg_stat_activity shows for each process).
+DATABASE_APPLICATION_NAME = env.str("DATABASE_APPLICATION_NAME", default="livestream")
+DATABASES["default"] = build_database_settings(
+    DATABASES["default"],
+    pool_max=DATABASE_POOL_MAX,
+    pool_min=DATABASE_POOL_MIN,
+    pool_timeout_s=DATABASE_POOL_TIMEOUT_S,
+    max_idle_s=DATABASE_POOL_MAX_IDLE_S,
+    connect_timeout_s=DATABASE_CONNECT_TIMEOUT_S,
+    application_name=DATABASE_APPLICATION_NAME,
+)
 
 # Redis: live state, rate limits, presence, raw chunks. Celery and Channels use their own DBs.
 REDIS_URL = _validated_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
@@ -188,6 +214,9 @@ CELERY_TASK_ROUTES = {
 }
 # A worker takes one task at a time so a long transcode never hides queued chunks.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Processes of a `celery worker` without --concurrency (compose; the Procfile passes the same
+# variable). Each has its own database pool: part of the connection budget (docs/adr/0009).
+CELERY_WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -1,7 +1,17 @@
 """Test settings: real PostgreSQL, Redis and S3; mongomock for MongoDB (no server installable)."""
 
+from livestream.dbpool import build_database_settings
 from livestream.settings.base import *  # noqa: F403
-from livestream.settings.base import REST_FRAMEWORK, env
+from livestream.settings.base import (
+    DATABASE_APPLICATION_NAME,
+    DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_POOL_MAX_IDLE_S,
+    DATABASE_POOL_MIN,
+    DATABASE_POOL_TIMEOUT_S,
+    DATABASES,
+    REST_FRAMEWORK,
+    env,
+)
 
 # Separate Redis databases so a test run never touches a running local stack's state.
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/10")
@@ -37,4 +47,22 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; t
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "auth": "10000/min"},
+}
+
+# The test process plays many roles at once in threads of its own (live servers, Celery worker
+# threads, Channels' executors) while its main thread keeps the connection pytest-django set
+# the test database up with: a bigger pool than one production process needs. An explicit
+# DATABASE_POOL_MAX still wins (the web servers the tests start get the Procfile's).
+DATABASE_POOL_MAX = env.int("DATABASE_POOL_MAX", default=20)
+DATABASES = {
+    **DATABASES,
+    "default": build_database_settings(
+        DATABASES["default"],
+        pool_max=DATABASE_POOL_MAX,
+        pool_min=DATABASE_POOL_MIN,
+        pool_timeout_s=DATABASE_POOL_TIMEOUT_S,
+        max_idle_s=DATABASE_POOL_MAX_IDLE_S,
+        connect_timeout_s=DATABASE_CONNECT_TIMEOUT_S,
+        application_name=DATABASE_APPLICATION_NAME,
+    ),
 }

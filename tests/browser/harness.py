@@ -67,7 +67,6 @@ def asgi_server(extra_env: dict[str, str], log_path: Path, uvicorn_args: Sequenc
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "livestream.settings.test",
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "DATABASE_CONN_MAX_AGE": "0",
         "PUBLIC_WEB_URL": f"http://127.0.0.1:{port}",
         "DJANGO_CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
         **extra_env,
