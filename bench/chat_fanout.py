@@ -1,7 +1,7 @@
 """Chat fan-out: N viewers in one room, 1 in 100 of them never reading, a steady 10 msg/s,
 real WebSockets over TCP.
 
-For each N (100, 1000, 2000; ``--quick``: 100, 500) two servers are measured in the same
+For each N (100, 1000, 2000; ``--quick``: 100, 500; or ``CHAT_BENCH_SIZES=2000``) two servers are measured in the same
 run, each as ``uvicorn --workers 2`` (the Procfile's WebSocket flags) on the Redis channel
 layer of the bench settings:
 
@@ -418,6 +418,8 @@ def run(args: Any) -> list[str]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     quick = bool(getattr(args, "quick", False))
     sizes = [100, 500] if quick else [100, 1000, 2000]
+    if os.environ.get("CHAT_BENCH_SIZES"):  # e.g. CHAT_BENCH_SIZES=2000: one level only
+        sizes = [int(n) for n in os.environ["CHAT_BENCH_SIZES"].split(",")]
     # Long enough for a never-reading socket to fill its buffers (~17 s at ~7 kB/s) and wait
     # out CHAT_SEND_TIMEOUT_S (10 s) within the run.
     duration = 35.0 if quick else 40.0
