@@ -25,6 +25,13 @@ def redis_client() -> redis.Redis:
     return _client
 
 
+def reset_redis_client() -> None:
+    """Forget the process's client (tests that point REDIS_URL at another server)."""
+    global _client  # noqa: PLW0603 - a per-process singleton
+    with _client_lock:
+        _client = None
+
+
 @cache
 def async_redis_client() -> aioredis.Redis:
     """An asyncio client; one per process (event loop) for consumers."""

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from livestream.redis import redis_client
-from streams import keys, sessions
+from streams import keys, problems, sessions
 from streams.models import StreamSession
 from transcoding import state
 
@@ -62,6 +62,25 @@ def accept_publish(*, key: str, client_id: str) -> str:
     """
     if not key or len(key) > 200:
         raise sessions.PublishRefused("missing or malformed stream key")
+    try:
+        grant = _accept_atomically(key, client_id)
+    except sessions.PublishRefused as refusal:
+        # Rolled back with the rest: told to the owner in a transaction of its own.
+        if refusal.tell_owner and refusal.stream_id is not None:
+            problems.record(refusal.stream_id, refusal.reason)
+        raise
+    if grant.superseded:
+        from transcoding.tasks import finalize_session
+
+        def finalize_superseded() -> None:
+            for old in grant.superseded:
+                finalize_session.delay(old)
+
+        transaction.on_commit(finalize_superseded)
+    return internal_name(grant.session.pk, grant.connection)
+
+
+def _accept_atomically(key: str, client_id: str) -> sessions.PublishGrant:
     with transaction.atomic():
         grant = sessions.start_publish(key, ingest_dead=ingest_dead)
         session = grant.session
@@ -75,15 +94,7 @@ def accept_publish(*, key: str, client_id: str) -> str:
         state.start_epoch(session.pk)
         state.set_ingest(session.pk, grant.connection, "queued")
         r.rpush(state.INGEST_QUEUE, json.dumps(command))
-    if grant.superseded:
-        from transcoding.tasks import finalize_session
-
-        def finalize_superseded() -> None:
-            for old in grant.superseded:
-                finalize_session.delay(old)
-
-        transaction.on_commit(finalize_superseded)
-    return name
+    return grant
 
 
 def publish_done(*, key: str, client_id: str) -> int | None:

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from livestream.redis import redis_client
+from livestream.redis import redis_client, reset_redis_client
 from streams.models import SessionStatus, Stream, StreamSession
 from tests.factories import make_stream
 from tests.pipeline.test_tasks import SESSION, STREAM, _add, chunks  # noqa: F401 - fixture
@@ -45,12 +45,12 @@ def test_accept_publish_queues_ingest_and_maps_the_client_for_the_session_lifeti
 def test_accept_publish_leaves_nothing_live_when_redis_fails(user, settings):
     stream, key = make_stream(user)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: a real connection error
-    redis_client.cache_clear()
+    reset_redis_client()
     try:
         with pytest.raises(redis.exceptions.ConnectionError):
             services.accept_publish(key=key, client_id="1")
     finally:
-        redis_client.cache_clear()
+        reset_redis_client()
     assert Stream.objects.get(pk=stream.pk).status == "offline"
     assert not StreamSession.objects.filter(stream=stream).exists()
 
