@@ -219,13 +219,14 @@ class StrictModelSerializer(serializers.ModelSerializer[_M], Generic[_M]):
 
 
 class _TrueFalseField(forms.NullBooleanField):
-    """Query-string boolean: exactly ``true`` or ``false`` (or absent)."""
+    """Query-string boolean: exactly ``true`` or ``false``, or absent (``?flag=`` is an error:
+    an empty value is no boolean, and silently not filtering would hide a client's bug)."""
 
     # NullBooleanSelect would map unknown strings to None (= no filter) before validation.
     widget = forms.TextInput
 
     def to_python(self, value: Any) -> bool | None:  # type: ignore[override]
-        if value in (None, ""):
+        if value is None:
             return None
         if value in ("true", "false"):
             return value == "true"
