@@ -83,3 +83,25 @@ def client_ip_from_scope(scope: Mapping[str, Any]) -> str:
         if name == b"x-forwarded-for":
             forwarded = value.decode("latin-1") if forwarded is None else f"{forwarded},{value.decode('latin-1')}"
     return resolve(peer, forwarded)
+
+
+def peer_is_trusted_proxy(request: HttpRequest) -> bool:
+    peer = _parse(request.META.get("REMOTE_ADDR") or "")
+    return peer is not None and _is_trusted(peer, trusted_networks())
+
+
+class ForwardedHeadersMiddleware:
+    """Believe ``X-Forwarded-Proto`` (``SECURE_PROXY_SSL_HEADER``) only from a trusted proxy.
+
+    Django applies ``SECURE_PROXY_SSL_HEADER`` whatever the peer: a client that reaches the web
+    process directly could claim HTTPS (secure-only redirects skipped, ``request.is_secure()``
+    true on plain HTTP). The header is dropped unless the TCP peer is in ``TRUSTED_PROXIES``.
+    """
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if "HTTP_X_FORWARDED_PROTO" in request.META and not peer_is_trusted_proxy(request):
+            del request.META["HTTP_X_FORWARDED_PROTO"]
+        return self.get_response(request)

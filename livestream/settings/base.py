@@ -90,6 +90,8 @@ MIDDLEWARE = [
     # First, so its process_exception runs last: a view failing on an unavailable database
     # answers 503 + Retry-After (livestream/unavailable.py).
     "livestream.unavailable.DatabaseUnavailableMiddleware",
+    # Before SecurityMiddleware: X-Forwarded-Proto counts only from a trusted proxy.
+    "livestream.clientaddr.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

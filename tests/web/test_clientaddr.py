@@ -1,7 +1,7 @@
 """The client's address: X-Forwarded-For is believed only from trusted proxies."""
 
 import pytest
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 
 from livestream import clientaddr
 
@@ -32,3 +32,15 @@ def test_scope() -> None:
         assert clientaddr.client_ip_from_scope(scope) == "192.0.2.44"
     with override_settings(TRUSTED_PROXIES=[]):
         assert clientaddr.client_ip_from_scope(scope) == "10.1.1.1"
+
+
+@pytest.mark.parametrize(("trusted", "believed"), [([], False), (["127.0.0.0/8"], True)])
+def test_forwarded_proto_only_from_a_trusted_proxy(trusted: list[str], believed: bool) -> None:
+    # Production trusts X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER): a client that reaches the web
+    # process directly must not make a plain-HTTP request count as HTTPS.
+    seen: list[bool] = []
+    middleware = clientaddr.ForwardedHeadersMiddleware(lambda request: seen.append(request.is_secure()))
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_PROTO="https", REMOTE_ADDR="127.0.0.1")
+    with override_settings(TRUSTED_PROXIES=trusted, SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        middleware(request)
+    assert seen == [believed]
