@@ -17,6 +17,7 @@ give up reconnecting, visibility timeout, tasks per child): ``livestream/setting
 """
 
 import os
+from typing import Any
 
 from celery import Celery
 
@@ -25,3 +26,38 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livestream.settings.local")
 app = Celery("livestream")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _closing_a_lost_broker_channel_is_a_connection_error() -> None:
+    """Work around a kombu Redis-transport bug that ends a worker on a broker restart.
+
+    When the broker connection is lost while the worker holds unacknowledged messages (tasks
+    running with ``acks_late``, or reserved with an ETA/countdown), Celery closes the
+    connection; closing its channel tries to restore those messages and builds a new Redis
+    client from a transport whose connection is already gone. kombu 5.7 then raises
+    ``AttributeError: 'NoneType' object has no attribute 'hostname'`` (in
+    ``Channel._connparams``), which Celery does not ignore: "Unrecoverable error", the worker
+    exits. Here that case raises the transport's own connection error instead, which the close
+    path ignores; the consumer then reconnects as after any broker loss. Nothing is lost: the
+    messages stay in the broker's unacked set and are redelivered after the visibility timeout
+    (live chunks sooner, through their transcode lease: docs/adr/0013).
+    Reproduced and checked by tests/pipeline/test_broker_restart.py.
+    """
+    from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "_lost_broker_guard", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:  # noqa: FBT001, FBT002 - kombu's signature
+        transport = getattr(self, "connection", None)
+        if transport is None or getattr(transport, "client", None) is None:
+            raise RedisConnectionError("the broker connection is already closed")
+        return original(self, asynchronous=asynchronous)
+
+    _connparams._lost_broker_guard = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams
+
+
+_closing_a_lost_broker_channel_is_a_connection_error()
