@@ -57,7 +57,7 @@ def segmenter_args(out_dir: Path, chunk_seconds: float, *, audio_kbps: int | Non
     finished chunk (the segmenter tails it); ffmpeg ends when the segmenter closes stdin.
     ``audio_kbps``: encode the audio to AAC here, once for the whole stream (a source whose audio
     is not AAC); chunk tasks always copy audio, since re-encoding AAC per chunk breaks its
-    timestamps at every boundary (measured: docs/pipeline.md).
+    timestamps at every boundary (docs/pipeline.md, "Audio that is not AAC").
     """
     codecs = ["-c", "copy"] if audio_kbps is None else ["-c:v", "copy", "-c:a", "aac", "-b:a", f"{audio_kbps}k"]
     return [
