@@ -109,3 +109,22 @@ def test_compose_runs_nginx_with_the_same_templates():
         # /app is the image's WORKDIR: the mount lands where devstack.NGINX_TEMPLATES points.
         assert "./deploy/nginx:/app/deploy/nginx:ro" in services[role]["volumes"], role
     assert "WORKDIR /app" in (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.skipif(shutil.which("envsubst") is None, reason="envsubst (gettext-base) is not installed")
+@pytest.mark.parametrize(
+    "name", ["rtmp.conf.template", "rtmp-control.conf.template", "edge.conf.template", "s3-origin.conf.template"]
+)
+def test_envsubst_renders_the_templates_as_the_dev_stack_does(name):
+    """Another nginx (a stock image's entrypoint, a hand-made deploy) can render the same files
+    with envsubst: the names it is given are replaced, nginx's own variables are left alone."""
+    text = (TEMPLATES / name).read_text()
+    names = sorted(set(devstack.PLACEHOLDER.findall(text)))
+    values = {placeholder: f"value-of-{placeholder.lower()}" for placeholder in names}
+    shell_format = " ".join(f"${{{placeholder}}}" for placeholder in names)
+    rendered = subprocess.run(
+        ["envsubst", shell_format], input=text, env=values, capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    assert rendered == devstack.render_template(name, values)
+    for variable in re.findall(r"\$[a-z_]+", text):  # nginx's variables survive
+        assert variable in rendered
