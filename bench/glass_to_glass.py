@@ -20,7 +20,7 @@ config), two sources:
   nginx edge), the stream's master playlist through the edge;
 - peer: nginx-rtmp's own HLS (``hls on``, no transcoding at all), configured here.
 For 2 s and 1 s chunks (the publisher sends a keyframe every second; the chunk length is the
-pipeline's CHUNK_SECONDS and nginx-rtmp's hls_fragment). Targets (issue 4): ours median <= 5 s
+pipeline's CHUNK_SECONDS and nginx-rtmp's hls_fragment). Targets: ours median <= 5 s
 with 2 s chunks, <= 3 s with 1 s, no stalls.
 """
 

@@ -1,4 +1,4 @@
-"""Live pipeline benchmark (issue 3): transcoding speed against one ffmpeg, worker scaling, and
+"""Live pipeline benchmark: transcoding speed against one ffmpeg, worker scaling, and
 live latency through the whole stack.
 
 1. Speed, side by side on the same 60 s 720p30 noisy source (``--quick``: 20 s), the same ladder

@@ -1,4 +1,4 @@
-"""The one DRF router for /api/v1/ (as cookiecutter's config/api_router.py).
+"""The one DRF router for /api/v1/ (one module, as in the cookiecutter-django layout).
 
 One section per app. Top-level resources register on ``router``; resources nested under
 another (``streams/<id>/sessions/``) are explicit ``path()`` entries in the app's section.

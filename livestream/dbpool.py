@@ -41,7 +41,7 @@ def build_database_settings(
     options.setdefault("connect_timeout", max(2, connect_timeout_s))  # libpq's minimum is 2 s
     options.setdefault("application_name", application_name)
     # Persistent connections are per thread; under ASGI every request runs in a thread of its
-    # own, so they add up without bound (issue 12): never keep one outside the pool.
+    # own, so they add up without bound (docs/adr/0009): never keep one outside the pool.
     result["CONN_MAX_AGE"] = 0
     if pool_max > 0:
         options["pool"] = {

@@ -1,7 +1,8 @@
-"""Local stand-ins for production infrastructure, generated from settings.
+"""Local stand-ins for production infrastructure, configured from settings.
 
 ``make run``, the integration tests and the benchmarks start the same processes through these
-helpers: SeaweedFS as the S3 origin, nginx-rtmp for ingest, nginx as the edge cache. Each
+helpers: SeaweedFS as the S3 origin, nginx-rtmp for ingest, nginx as the edge cache (their
+configs are the templates in ``deploy/nginx/``, which docker-compose.yml uses too). Each
 ``*_command`` returns an argument list for ``subprocess`` (never a shell string). The process
 and port helpers at the end serve the test fixtures and benchmarks.
 """
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -107,11 +108,27 @@ def run_foreground(argv: list[str], after_start: Callable[[], None] | None = Non
 
 
 # --- nginx: RTMP ingest and the HLS edge cache ------------------------------------------------
+# The configs are template files under deploy/nginx/ (the same files docker-compose.yml mounts
+# into its rtmp and edge roles); these helpers fill them from settings.
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+NGINX_TEMPLATES = Path(__file__).resolve().parent.parent / "deploy" / "nginx"
+# envsubst's ${NAME}, for uppercase names only: nginx's own variables ($uri, ${msec}) are lowercase.
+PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 
-def _nginx_common(prefix: Path, log_level: str = "info") -> str:
-    """Top of a non-system nginx config: everything (pid, logs, temp files) under ``prefix``.
+def render_template(name: str, values: Mapping[str, object]) -> str:
+    """The template ``deploy/nginx/<name>`` with every ``${NAME}`` replaced by ``values[NAME]``
+    (what ``envsubst`` does with those names). KeyError naming the placeholders that have no
+    value, so a template and its renderer cannot drift apart silently."""
+    text = (NGINX_TEMPLATES / name).read_text()
+    missing = sorted({found for found in PLACEHOLDER.findall(text) if found not in values})
+    if missing:
+        raise KeyError(f"deploy/nginx/{name}: no value for {', '.join(missing)}")
+    return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), text)
+
+
+def _nginx_prefix(prefix: Path) -> None:
+    """Everything of a non-system nginx (pid, logs, temp files) lives under ``prefix``.
 
     Started as root, nginx's workers drop to an unprivileged user: the cache and temp dirs are
     made writable for it (and ``prefix`` traversable)."""
@@ -121,14 +138,6 @@ def _nginx_common(prefix: Path, log_level: str = "info") -> str:
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     for sub in ("tmp", "cache"):
         (prefix / sub).chmod(0o1777)
-    return (
-        "daemon off;\n"
-        "master_process on;\n"
-        "worker_processes 1;\n"
-        f"pid {prefix / 'nginx.pid'};\n"
-        f"error_log {prefix / 'logs' / 'error.log'} {log_level};\n"
-        "events { worker_connections 4096; }\n"
-    )
 
 
 def rtmp_config(
@@ -144,161 +153,62 @@ def rtmp_config(
     control_bind: str = "",
     control_port: int = 0,
 ) -> str:
-    """nginx-rtmp ingest: publish from anywhere (the key is checked by Django's on_publish),
-    play only from localhost. Every accepted publish is recorded from its first frame into
-    ``record_dir`` (default ``RTMP_RECORD_DIR``) as ``<internal name>.flv``, locked while it is
-    written: the segmenters read these files (``transcoding.recording``). Its statistics and
-    control interface answer on 127.0.0.1:``stat_port``.
+    """nginx-rtmp ingest (``deploy/nginx/rtmp.conf.template``): publish from anywhere (the key
+    is checked by Django's on_publish), play only from localhost. Every accepted publish is
+    recorded from its first frame into ``record_dir`` (default ``RTMP_RECORD_DIR``) as
+    ``<internal name>.flv``, locked while it is written: the segmenters read these files
+    (``transcoding.recording``). Its statistics and control interface answer on
+    127.0.0.1:``stat_port``.
 
     ``control_bind``: also serve ``/control`` (only that) on ``control_bind:control_port`` for
     web processes on other hosts (a container network), answering only requests that carry the
-    callback secret in ``X-Rtmp-Control-Secret`` (``transcoding/rtmp_control.py``)."""
+    callback secret in ``X-Rtmp-Control-Secret`` (``transcoding/rtmp_control.py``); rendered
+    from ``rtmp-control.conf.template`` into ``prefix/rtmp-control.conf`` (empty without it).
+    Returns the text of ``nginx.conf``; ``write_nginx_config`` writes it into ``prefix``."""
     query = f"?secret={secret}" if secret else ""
     record_dir = Path(record_dir or settings.RTMP_RECORD_DIR)
     record_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):  # nginx's workers run unprivileged when started as root
         record_dir.chmod(0o1777)
-    control = ""
+    control = "# no control listener beyond 127.0.0.1 (RTMP_CONTROL_BIND is empty)\n"
     if control_bind:
         if not secret:
             raise ValueError("a control listener beyond 127.0.0.1 needs RTMP_CALLBACK_SECRET")
-        control = (
-            f"  server {{\n    listen {control_bind}:{control_port};\n"
-            "    location /control {\n"
-            f'      if ($http_x_rtmp_control_secret != "{secret}") {{ return 403; }}\n'
-            "      rtmp_control all;\n    }\n"
-            "    location / { return 404; }\n  }\n"
+        control = render_template(
+            "rtmp-control.conf.template",
+            {"RTMP_CONTROL_LISTEN": f"{control_bind}:{control_port}", "RTMP_CALLBACK_SECRET": secret},
         )
-    return (
-        # notice, not info: nginx-rtmp logs the publish name (the secret key) at info level.
-        f"load_module {module};\n" + _nginx_common(prefix, "notice") + "rtmp {\n"
-        "  server {\n"
-        f"    listen {bind}:{port};\n"
-        "    chunk_size 4096;\n"
-        "    timeout 15s;\n"
-        "    max_message 4M;\n"
-        "    notify_method post;\n"
-        "    application live {\n"
-        "      live on;\n"
-        # The whole publish, from its first frame, for the segmenter (docs/adr/0014).
-        "      record all;\n"
-        f"      record_path {record_dir};\n"
-        "      record_suffix .flv;\n"
-        "      record_unique off;\n"
-        "      record_lock on;\n"
-        "      drop_idle_publisher 10s;\n"
-        # Players (our segmenters) are disconnected as soon as the publisher leaves, so the last
-        # chunk is cut at once instead of after ffmpeg's read timeout.
-        "      idle_streams off;\n"
-        "      notify_relay_redirect off;\n"
-        "      allow publish all;\n"
-        "      allow play 127.0.0.1;\n"
-        "      deny play all;\n"
-        f"      on_publish {callback_base}/internal/rtmp/on_publish{query};\n"
-        f"      on_publish_done {callback_base}/internal/rtmp/on_publish_done{query};\n"
-        "    }\n"
-        "  }\n"
-        "}\n"
-        "http {\n"
-        f"  client_body_temp_path {prefix / 'tmp'};\n"
-        "  access_log off;\n"
-        f"  server {{\n    listen 127.0.0.1:{stat_port};\n    location = /stat {{ rtmp_stat all; }}\n"
-        # drop publishers whose stream was deleted or whose key was regenerated (rtmp_control.py)
-        "    location /control { rtmp_control all; }\n  }\n" + control + "}\n"
-    )
-
-
-# Live playlists are cached per tenth-of-a-second slot of the edge's clock. nginx expresses
-# cache lifetimes in whole seconds and keeps an entry up to 2 s for "max-age=1" (expiry is
-# checked against the integer clock), which alone added ~1.25 s to the live latency. A key that
-# changes every 100 ms (the first decimal of $msec) bounds staleness at 0.1 s while N viewers
-# still cost at most 10 origin fetches per playlist per second (measured median staleness:
-# 0.12-0.21 s with 500 ms slots, 0.14-0.19 s with 250 ms).
-PLAYLIST_SLOT_MAP = '  map $msec $playlist_slot {\n    "~^(?<s>\\d+\\.\\d)" "$s";\n  }\n'
-
-
-def _proxy_to_origin(origin_url: str, host: str, bucket: str, *, zone: str, key: str) -> str:
-    """A location body: the bucket's object of the same path, through cache ``zone``."""
-    return (
-        "      limit_except GET HEAD OPTIONS { deny all; }\n"
-        "      if ($request_method = OPTIONS) {\n"
-        '        add_header Access-Control-Allow-Origin "$cors_origin";\n'
-        '        add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS";\n'
-        '        add_header Access-Control-Allow-Headers "Range";\n'
-        '        add_header Access-Control-Max-Age "86400";\n'
-        "        return 204;\n"
-        "      }\n"
-        # The trailing "?" drops the query string: the origin only ever sees object paths.
-        f"      rewrite ^(.*)$ /{bucket}$1? break;\n"
-        f"      proxy_pass {origin_url};\n"
-        f"      proxy_set_header Host {host};\n"
-        '      proxy_set_header Authorization "";\n'
-        "      proxy_http_version 1.1;\n"
-        '      proxy_set_header Connection "";\n'
-        f"      proxy_cache {zone};\n"
-        f"      proxy_cache_key {key};\n"
-        "      proxy_cache_lock on;\n"
-        "      proxy_cache_lock_timeout 5s;\n"
-        "      proxy_cache_lock_age 5s;\n"
-        "      proxy_cache_use_stale updating error timeout http_502 http_503 http_504;\n"
-        "      proxy_cache_valid 200 1s;\n"
-        "      proxy_cache_valid 403 404 1s;\n"
+    _nginx_prefix(prefix)
+    (prefix / "rtmp-control.conf").write_text(control)
+    return render_template(
+        "rtmp.conf.template",
+        {
+            "NGINX_PREFIX": prefix,
+            "RTMP_MODULE": module,
+            "RTMP_LISTEN": f"{bind}:{port}",
+            "RTMP_RECORD_DIR": record_dir,
+            "RTMP_ON_PUBLISH": f"{callback_base}/internal/rtmp/on_publish{query}",
+            "RTMP_ON_PUBLISH_DONE": f"{callback_base}/internal/rtmp/on_publish_done{query}",
+            "RTMP_STAT_PORT": stat_port,
+        },
     )
 
 
 def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*") -> str:
-    """The local CDN: an nginx cache in front of the S3 origin serving the bucket at its root.
-
-    Request collapsing (``proxy_cache_lock``): N viewers asking for the same object cost one
-    origin fetch. Segments are immutable (cached as the origin says); live playlists are cached
-    per 100 ms slot (see PLAYLIST_SLOT_MAP) in a small zone of their own; 404s are cached 1 s so
-    polling players cannot hammer the origin.
-    """
+    """The local CDN (``deploy/nginx/edge.conf.template``): an nginx cache in front of the S3
+    origin serving the bucket at its root; the proxying to the origin is rendered from
+    ``s3-origin.conf.template`` into ``prefix/s3-origin.conf``. Returns the text of
+    ``nginx.conf``; ``write_nginx_config`` writes it into ``prefix``."""
     origin_url = origin.rstrip("/")
-    host = origin_url.split("://", 1)[1]
-    headers = (
-        '      add_header Access-Control-Allow-Origin "$cors_origin" always;\n'
-        '      add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS" always;\n'
-        '      add_header Access-Control-Allow-Headers "Range" always;\n'
-        '      add_header Access-Control-Expose-Headers "Content-Length, Content-Range, Age" always;\n'
-        "      add_header X-Cache-Status $upstream_cache_status always;\n"
+    _nginx_prefix(prefix)
+    (prefix / "s3-origin.conf").write_text(
+        render_template(
+            "s3-origin.conf.template",
+            {"S3_ORIGIN_URL": origin_url, "S3_ORIGIN_HOST": origin_url.split("://", 1)[1], "S3_BUCKET": bucket},
+        )
     )
-    return (
-        _nginx_common(prefix) + "http {\n"
-        f"  access_log {prefix / 'logs' / 'access.log'};\n"
-        f"  client_body_temp_path {prefix / 'tmp' / 'body'};\n"
-        f"  proxy_temp_path {prefix / 'tmp' / 'proxy'};\n"
-        f"  fastcgi_temp_path {prefix / 'tmp' / 'fastcgi'};\n"
-        f"  uwsgi_temp_path {prefix / 'tmp' / 'uwsgi'};\n"
-        f"  scgi_temp_path {prefix / 'tmp' / 'scgi'};\n"
-        f"  proxy_cache_path {prefix / 'cache'} levels=1:2 keys_zone=hls:32m max_size=2g inactive=10m"
-        " use_temp_path=off;\n"
-        f"  proxy_cache_path {prefix / 'cache-playlists'} levels=1:2 keys_zone=playlists:8m max_size=64m"
-        " inactive=30s use_temp_path=off;\n" + PLAYLIST_SLOT_MAP + "  sendfile on;\n"
-        "  tcp_nopush on;\n"
-        "  keepalive_timeout 30s;\n"
-        "  server_tokens off;\n"
-        "  proxy_hide_header Access-Control-Allow-Origin;\n"
-        "  proxy_hide_header Access-Control-Allow-Methods;\n"
-        "  proxy_hide_header Access-Control-Allow-Headers;\n"
-        "  proxy_hide_header Access-Control-Expose-Headers;\n"
-        "  proxy_hide_header Access-Control-Allow-Credentials;\n"
-        "  proxy_hide_header x-amz-request-id;\n"
-        "  proxy_hide_header x-amz-id-2;\n"
-        "  proxy_hide_header Seaweed-X-Amz-ETag;\n"
-        "  proxy_hide_header Seaweed-X-Amz-Owner;\n"
-        "  proxy_hide_header Server;\n"
-        "  server {\n"
-        f"    listen {bind}:{port};\n"
-        f'    set $cors_origin "{cors_origin}";\n'
-        "    location = /healthz { return 200 'ok\\n'; }\n"
-        "    location ~ \\.m3u8$ {\n"
-        + _proxy_to_origin(origin_url, host, bucket, zone="playlists", key="$uri#$playlist_slot")
-        + headers
-        + "    }\n"
-        "    location / {\n" + _proxy_to_origin(origin_url, host, bucket, zone="hls", key="$uri") + headers + "    }\n"
-        "  }\n"
-        "}\n"
+    return render_template(
+        "edge.conf.template", {"NGINX_PREFIX": prefix, "EDGE_LISTEN": f"{bind}:{port}", "CORS_ORIGIN": cors_origin}
     )
 
 

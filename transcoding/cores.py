@@ -1,7 +1,7 @@
 """How many threads one transcode may use: the host's cores shared among the transcodes running
 on it right now.
 
-Measured on 2 cores (FIELD-NOTES): with every core busy, one x264 thread per encode and one
+Measured on a 2-core machine: with every core busy, one x264 thread per encode and one
 task per core is the fastest (threads 2 lost 4%). But a single live stream keeps only one
 task busy at a time, and then one thread leaves the other cores idle while the viewer waits:
 a 2 s 720p chunk (480p + 360p) took 0.75 s with 1 thread and 0.50 s with 2, for the same CPU

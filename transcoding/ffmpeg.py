@@ -1,8 +1,22 @@
-"""ffmpeg/ffprobe argument builders and runners. Argument lists only, never shell strings.
-(Chunks are transcoded in-process: ``transcoding.encoder``.)
+"""The one module that runs the ffmpeg and ffprobe programs for the application: argument
+builders and runners. Argument lists only, never shell strings. (Chunks are transcoded
+in-process with FFmpeg's libraries, not by this module: ``transcoding.encoder``.)
+
+Runners:
+
+- ``run`` / ``run_bytes``: a short job with a timeout; stdout returned, ``FFmpegError`` with the
+  tail of stderr (logged) when it fails or times out.
+- ``spawn`` / ``stop``: a long-running ffmpeg fed on stdin (the segmenter's), which gets SIGTERM
+  from the kernel when the thread that started it dies (parent-death signal).
+- ``call``: an interactive ffmpeg on the caller's terminal until it ends (``manage.py golive``).
+
+Argument builders:
 
 - ``segmenter_args``: the ingest side; stream copy of the publish (FLV on stdin) into MPEG-TS
   chunks cut at IDR frames, timestamps preserved, and a CSV list of finished chunks.
+- ``jpeg_frame_args``: the first video frame of an MPEG-TS stream on stdin as a JPEG (thumbnails).
+- ``raw_strip_args``: a strip of the first video frame of a file or URL as raw grey pixels (the
+  burnt-in clock of ``transcoding.golive``).
 - ``probe``: ffprobe of a chunk into a ``SourceInfo`` (``probe_json``: ffprobe's whole answer).
 """
 
@@ -15,6 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from livestream.devstack import dies_with_caller
 from transcoding.ladder import SourceInfo
 
 logger = logging.getLogger(__name__)
@@ -42,7 +57,7 @@ def segmenter_args(out_dir: Path, chunk_seconds: float, *, audio_kbps: int | Non
     finished chunk (the segmenter tails it); ffmpeg ends when the segmenter closes stdin.
     ``audio_kbps``: encode the audio to AAC here, once for the whole stream (a source whose audio
     is not AAC); chunk tasks always copy audio, since re-encoding AAC per chunk breaks its
-    timestamps at every boundary (FIELD-NOTES).
+    timestamps at every boundary (docs/pipeline.md, "Audio that is not AAC").
     """
     codecs = ["-c", "copy"] if audio_kbps is None else ["-c:v", "copy", "-c:a", "aac", "-b:a", f"{audio_kbps}k"]
     return [
@@ -81,23 +96,101 @@ def segmenter_args(out_dir: Path, chunk_seconds: float, *, audio_kbps: int | Non
     ]
 
 
-def run(args: list[str], *, timeout: float, context: dict[str, Any]) -> str:
-    """Run ffmpeg/ffprobe; return stdout. Raises ``FFmpegError`` (stderr logged) on failure."""
+STDERR_TAIL = 2000  # characters of ffmpeg's log kept in FFmpegError and the error log
+
+
+def run_bytes(
+    args: list[str],
+    *,
+    timeout: float,
+    context: dict[str, Any],
+    input: bytes | None = None,  # noqa: A002 - subprocess's name
+    failure_level: int | None = logging.ERROR,
+) -> bytes:
+    """Run ffmpeg/ffprobe to the end (``input`` on its stdin); return its stdout.
+
+    Raises ``FFmpegError`` holding the tail of stderr when it exits non-zero or runs longer than
+    ``timeout`` seconds (it is killed then); the failure is logged at ``failure_level`` (None:
+    not logged, the caller decides). A successful run's stderr, if any, is logged at INFO."""
     try:
-        done = subprocess.run(args, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(args, input=input, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        stderr = (exc.stderr or b"").decode("utf-8", "replace")[-2000:]
-        logger.error("%s timed out after %ss", args[0], timeout, extra={"ctx": {**context, "stderr": stderr}})
+        stderr = (exc.stderr or b"").decode("utf-8", "replace")[-STDERR_TAIL:]
+        if failure_level is not None:
+            logger.log(
+                failure_level,
+                "%s timed out after %ss",
+                args[0],
+                timeout,
+                extra={"ctx": {**context, "stderr": stderr}},
+            )
         raise FFmpegError(f"{args[0]} timed out", stderr) from exc
-    stderr = done.stderr.decode("utf-8", "replace")[-2000:]
+    stderr = done.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
     if done.returncode != 0:
-        logger.error(
-            "%s failed with exit code %s", args[0], done.returncode, extra={"ctx": {**context, "stderr": stderr}}
-        )
+        if failure_level is not None:
+            logger.log(
+                failure_level,
+                "%s failed with exit code %s",
+                args[0],
+                done.returncode,
+                extra={"ctx": {**context, "stderr": stderr}},
+            )
         raise FFmpegError(f"{args[0]} exited {done.returncode}", stderr)
     if stderr.strip():
         logger.info("%s said: %s", args[0], stderr.strip()[-500:], extra={"ctx": context})
-    return done.stdout.decode("utf-8", "replace")
+    return done.stdout
+
+
+def run(args: list[str], *, timeout: float, context: dict[str, Any]) -> str:
+    """Run ffmpeg/ffprobe; return stdout as text. Raises ``FFmpegError`` (stderr logged) on failure."""
+    return run_bytes(args, timeout=timeout, context=context).decode("utf-8", "replace")
+
+
+def spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    """Start a long-running ffmpeg that reads stdin (a pipe) and reports on stderr (a pipe; the
+    caller reads it); stdout is discarded. It gets SIGTERM when the thread that started it dies
+    (Linux's parent-death signal, ``devstack.dies_with_caller``), so it never outlives its
+    segmenter, even when the whole supervisor process is killed: start it from a thread that
+    outlives it."""
+    return subprocess.Popen(
+        dies_with_caller(args), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], *, timeout: float = 5) -> None:
+    """End a spawned ffmpeg: SIGTERM if it still runs, SIGKILL after ``timeout`` s; reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+def call(args: list[str]) -> int:
+    """Run ffmpeg in the foreground on the caller's terminal (stdin, stdout and stderr inherited)
+    until it ends; its exit status. No timeout: it is the user's program (Ctrl-C ends it)."""
+    return subprocess.call(args)
+
+
+def jpeg_frame_args(width: int) -> list[str]:
+    """The first video frame of MPEG-TS on stdin, scaled to ``width`` px, as a JPEG on stdout."""
+    return [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "mpegts", "-i", "pipe:0",
+        "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
+        "-q:v", "5", "-f", "image2", "-c:v", "mjpeg", "pipe:1",
+    ]  # fmt: skip
+
+
+def raw_strip_args(source: str, width: int, height: int) -> list[str]:
+    """The top-left ``width`` x ``height`` pixels of the first video frame of ``source`` (a file
+    or URL) as raw 8-bit grey on stdout."""
+    return [
+        FFMPEG, "-v", "error", "-i", source, "-frames:v", "1", "-vf", f"crop={width}:{height}:0:0",
+        "-pix_fmt", "gray", "-f", "rawvideo", "-",
+    ]  # fmt: skip
 
 
 def probe_args(path: Path) -> list[str]:

@@ -14,9 +14,10 @@ and any moment it falls behind real time would otherwise be counted as latency.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from transcoding import ffmpeg
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf")
 BOX = 16  # pixels per clock bit (square)
@@ -67,20 +68,22 @@ def read_clock(source: str, *, width: int = 1280) -> int | None:
     in ms modulo 2**32; None when there is no frame. ``width``: the source's width (boxes scale)."""
     box = BOX * width / 1280
     strip_w, strip_h = max(BITS, round(box * BITS)), max(1, round(box))
-    done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", source, "-frames:v", "1", "-vf", f"crop={strip_w}:{strip_h}:0:0",
-         "-pix_fmt", "gray", "-f", "rawvideo", "-"],
-        capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
-    row = done.stdout[(strip_h // 2) * strip_w : (strip_h // 2 + 1) * strip_w]
-    if done.returncode != 0 or len(row) < strip_w:
+    try:
+        pixels = ffmpeg.run_bytes(
+            ffmpeg.raw_strip_args(source, strip_w, strip_h), timeout=30, context={}, failure_level=None
+        )
+    except ffmpeg.FFmpegError:
+        return None
+    row = pixels[(strip_h // 2) * strip_w : (strip_h // 2 + 1) * strip_w]
+    if len(row) < strip_w:
         return None
     return decode_clock_boxes([1 if row[int((k + 0.5) * box)] > 128 else 0 for k in range(BITS)])
 
 
 def publish_args(opts: PublishOptions) -> list[str]:
-    """ffmpeg arguments that publish ``opts.source`` to ``opts.url`` in real time (-re)."""
-    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"]
+    """ffmpeg arguments that publish ``opts.source`` to ``opts.url`` in real time (-re); run them
+    with ``ffmpeg.call`` (interactive) or any runner of ``transcoding.ffmpeg``."""
+    args = [ffmpeg.FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error"]
     if opts.source == "testsrc":
         args += ["-re", "-f", "lavfi", "-i", f"testsrc2=size={opts.width}x{opts.height}:rate={opts.fps}"]
         args += ["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]

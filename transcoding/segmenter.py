@@ -54,7 +54,6 @@ import redis.exceptions
 from django.conf import settings
 from django.db import connection
 
-from livestream.devstack import dies_with_caller
 from streams import playback, problems
 from transcoding import ffmpeg, flv, metadata, playlists, recording, rtmp_control, state, storage
 from transcoding.ladder import SourceInfo, ladder_for
@@ -389,9 +388,7 @@ class Segmenter(threading.Thread):
         )
         logger.info("segmenter starting%s", " (resumed)" if resume else "", extra=self.ctx)
         # Parent-death signal: the ffmpeg ends with this thread, even when the supervisor is killed.
-        self.proc = subprocess.Popen(
-            dies_with_caller(args), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self.proc = ffmpeg.spawn(args)
         stderr = threading.Thread(target=self._read_stderr, daemon=True)
         stderr.start()
         stdin = self._write(self.proc.stdin, bytes(initial))
@@ -420,15 +417,8 @@ class Segmenter(threading.Thread):
         return over and self.proc.returncode == 0
 
     def _stop_ffmpeg(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait()
+        if self.proc is not None:
+            ffmpeg.stop(self.proc, timeout=5)
 
     def _sample_safely(self) -> None:
         try:

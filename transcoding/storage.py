@@ -1,4 +1,8 @@
-"""The only module that talks to the S3 origin (SeaweedFS locally, any S3 in production)."""
+"""The only module that talks to the S3 origin (SeaweedFS locally, any S3 in production).
+
+Every other module reads and writes objects through the functions here (``put_segment``,
+``put_playlist``, ``put_image``, ``get_bytes``, ``list_keys``, ``delete_*``); ``client()`` is
+for this module and for tests that inspect the bucket directly."""
 
 import json
 import logging
@@ -118,6 +122,11 @@ def put_playlist(key: str, text: str) -> None:
         ContentType=PLAYLIST_TYPE,
         CacheControl=PLAYLIST_CACHE,
     )
+
+
+def put_image(key: str, data: bytes, *, content_type: str, cache: str) -> None:
+    """Write a picture (a stream's thumbnail) with its type and ``Cache-Control``."""
+    client().put_object(Bucket=settings.S3_BUCKET, Key=key, Body=data, ContentType=content_type, CacheControl=cache)
 
 
 def get_bytes(key: str) -> bytes | None:

@@ -13,14 +13,13 @@ gives the same object; a session that is not live any more is skipped.
 """
 
 import logging
-import subprocess
 
 from celery import shared_task
 from django.conf import settings
 
 from streams.models import SessionStatus, StreamSession, StreamStatus
 from streams.playback import session_prefix, stream_prefix
-from transcoding import playlists, state, storage
+from transcoding import ffmpeg, playlists, state, storage
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +41,19 @@ def thumbnail_url(stream_id: int) -> str:
 def frame_from_segment(segment: bytes, *, width: int = THUMBNAIL_WIDTH) -> bytes:
     """The first video frame of an MPEG-TS segment as a JPEG ``width`` pixels wide.
 
-    Raises ``ValueError`` when ffmpeg cannot decode a frame (its stderr is logged)."""
-    args = [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-f", "mpegts", "-i", "pipe:0",
-        "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
-        "-q:v", "5", "-f", "image2", "-c:v", "mjpeg", "pipe:1",
-    ]  # fmt: skip
-    result = subprocess.run(args, input=segment, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-    if result.returncode != 0 or not result.stdout:
-        stderr = result.stderr.decode(errors="replace")[-500:]
-        logger.warning("thumbnail: ffmpeg could not decode a frame", extra={"ctx": {"stderr": stderr}})
+    Raises ``ValueError`` when ffmpeg cannot decode a frame or times out (its stderr is logged)."""
+    try:
+        image = ffmpeg.run_bytes(
+            ffmpeg.jpeg_frame_args(width), input=segment, timeout=FFMPEG_TIMEOUT_S, context={}, failure_level=None
+        )
+    except ffmpeg.FFmpegError as exc:
+        image, stderr = b"", exc.stderr
+    else:
+        stderr = ""
+    if not image:
+        logger.warning("thumbnail: ffmpeg could not decode a frame", extra={"ctx": {"stderr": stderr[-500:]}})
         raise ValueError("no decodable video frame in the segment")
-    return result.stdout
+    return image
 
 
 def newest_segment_key(session: StreamSession) -> str | None:
@@ -91,16 +90,10 @@ def make_thumbnail(session_id: int) -> str:
     extra = {"stream": session.stream_id, "session": session.pk}
     try:
         image = frame_from_segment(segment)
-    except (ValueError, subprocess.TimeoutExpired):
+    except ValueError:
         logger.warning("thumbnail skipped", extra=extra)
         return "undecodable"
-    storage.client().put_object(
-        Bucket=settings.S3_BUCKET,
-        Key=thumbnail_key(session.stream_id),
-        Body=image,
-        ContentType=THUMBNAIL_TYPE,
-        CacheControl=THUMBNAIL_CACHE,
-    )
+    storage.put_image(thumbnail_key(session.stream_id), image, content_type=THUMBNAIL_TYPE, cache=THUMBNAIL_CACHE)
     logger.info("thumbnail updated", extra=extra)
     return "updated"
 

@@ -1,7 +1,7 @@
 """Settings shared by every role (local, test, production).
 
-Every value comes from an environment variable (django-environ). Local defaults match the
-contracts in ARCHITECTURE.md section 4: web :8000, RTMP :1935, HLS edge :8080, S3 :8333,
+Every value comes from an environment variable (django-environ; all listed in .env.example).
+Local defaults are the README's addresses: web :8000, RTMP :1935, HLS edge :8080, S3 :8333,
 PostgreSQL and Redis on 127.0.0.1. Production (``settings.production``) removes the defaults
 of secrets.
 """

@@ -1,4 +1,4 @@
-"""Issue 4's acceptance in headless Chromium, end to end through the real pipeline.
+"""The watch page's acceptance in headless Chromium, end to end through the real pipeline.
 
 One broadcast serves the whole story (publishing is the expensive part): a viewer opens the
 watch page while the stream is offline; the streamer publishes over RTMP (nginx-rtmp, ingest,

@@ -1,4 +1,4 @@
-"""Fault tests: the live pipeline keeps going through every single fault (issue 13).
+"""Fault tests: the live pipeline keeps going through every single fault (docs/pipeline.md "Faults").
 
 Each test runs the whole stack as real processes (``process_stack``: prefork Celery worker,
 beat, ingest supervisor, web, nginx-rtmp, edge, its own SeaweedFS and Redis), publishes the

@@ -1,6 +1,6 @@
 """End to end: publish real RTMP, transcode on a real Celery worker, read HLS through the edge.
 
-Issue 3's acceptance: >= 3 renditions in the master at playback_url; every segment decodes;
+The live pipeline's acceptance: >= 3 renditions in the master at playback_url; every segment decodes;
 the concatenated renditions have continuous, monotonic video and audio timestamps with no hole
 longer than one frame; live during, offline after; replay with ENDLIST (keep_recordings) or
 nothing left in S3 (no recordings); metadata matches the playlists.

@@ -1,4 +1,4 @@
-"""Every source a streamer really sends works (issue 13), through the real live stack: nginx-rtmp,
+"""Every source a streamer really sends works (docs/pipeline.md), through the real live stack: nginx-rtmp,
 the segmenter, a Celery worker, SeaweedFS and the edge.
 
 The source matrix publishes pre-encoded files (``media.SOURCES``, cached) with stream copy, as

@@ -23,7 +23,7 @@ def test_pool_settings() -> None:
         connect_timeout_s=1,
         application_name="web",
     )
-    assert built["CONN_MAX_AGE"] == 0  # persistent per-thread connections are what issue 12 was about
+    assert built["CONN_MAX_AGE"] == 0  # persistent per-thread connections are what docs/adr/0009 is about
     assert built["CONN_HEALTH_CHECKS"] is True
     options = built["OPTIONS"]
     assert options["sslmode"] == "require"  # options of the URL are kept

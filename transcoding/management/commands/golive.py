@@ -1,12 +1,12 @@
 """``manage.py golive <stream_key> [--source testsrc|FILE|/dev/video0]``: publish over RTMP."""
 
-import subprocess
 from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from transcoding import ffmpeg
 from transcoding.golive import PublishOptions, publish_args
 
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"publishing {opts.source} {width}x{height}@{opts.fps} to {base}/<key> (Ctrl-C stops)")
         try:
-            code = subprocess.call(publish_args(opts))
+            code = ffmpeg.call(publish_args(opts))
         except KeyboardInterrupt:
             code = 0
         if code != 0:
