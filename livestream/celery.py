@@ -46,7 +46,7 @@ def _closing_a_lost_broker_channel_is_a_connection_error() -> None:
     from kombu.transport import redis as kombu_redis
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    original = kombu_redis.Channel._connparams
+    original = getattr(kombu_redis.Channel, "_connparams")  # noqa: B009 - private, not in the stubs
     if getattr(original, "_lost_broker_guard", False):
         return
 
@@ -57,7 +57,7 @@ def _closing_a_lost_broker_channel_is_a_connection_error() -> None:
         return original(self, asynchronous=asynchronous)
 
     _connparams._lost_broker_guard = True  # type: ignore[attr-defined]
-    kombu_redis.Channel._connparams = _connparams
+    setattr(kombu_redis.Channel, "_connparams", _connparams)  # noqa: B010 - private, not in the stubs
 
 
 _closing_a_lost_broker_channel_is_a_connection_error()
