@@ -20,8 +20,11 @@ import os
 
 from celery import Celery
 
+from livestream import metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livestream.settings.local")
 
 app = Celery("livestream")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+metrics.connect_celery()  # per-worker and per-task metrics, each role's METRICS_PORT (ADR 0020)
