@@ -227,8 +227,11 @@ def serve(role_name: str, port: int | None = None) -> int:
     port = int(settings.METRICS_PORT if port is None else port)
     if not port or _server_started:
         return 0
-    reg = registry()
-    start_http_server(port, addr=settings.METRICS_BIND, registry=reg)
+    try:
+        start_http_server(port, addr=settings.METRICS_BIND, registry=registry())
+    except OSError as exc:  # the role keeps working without its metrics listener
+        logger.error("metrics listener on %s:%d failed: %s", settings.METRICS_BIND, port, exc)
+        return 0
     _server_started = True
     logger.info("metrics of %s on %s:%d (%s)", role_name, settings.METRICS_BIND, port, path)
     return port
