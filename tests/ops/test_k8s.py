@@ -133,3 +133,24 @@ def test_no_secret_in_the_repository() -> None:
     config = _by_kind("ConfigMap")["livestream-config"]["data"]
     assert not [key for key in config if SECRET_NAME.search(key)]
     assert "DATABASE_URL" not in config  # it carries the password: in the Secret
+
+
+def test_dashboard_and_documented_alerts_use_metrics_that_exist() -> None:
+    """Every livestream_* series in the Grafana dashboard and docs/operations.md is one the
+    code defines (names drift otherwise)."""
+    import json
+
+    source = (ROOT / "livestream" / "metrics.py").read_text()
+    defined = set(re.findall(r'"(livestream_[a-z0-9_]+)"', source))
+    suffixes = ("_bucket", "_count", "_sum", "_total")
+
+    def known(name: str) -> bool:
+        return name in defined or any(name.endswith(s) and name[: -len(s)] in defined for s in suffixes)
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "livestream.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 20
+    used = set(re.findall(r"livestream_[a-z0-9_]+", " ".join(exprs)))
+    used |= set(re.findall(r"livestream_[a-z0-9_]+", (ROOT / "docs" / "operations.md").read_text()))
+    unknown = sorted(name for name in used if not known(name) and not name.endswith("_"))
+    assert not unknown
