@@ -21,7 +21,7 @@ SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|ROOT_USER|CRE
 
 
 def _documents() -> list[tuple[str, dict[str, Any]]]:
-    docs = []
+    docs: list[tuple[str, dict[str, Any]]] = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
