@@ -187,3 +187,27 @@ def test_dead_processes_are_folded_into_an_archive(tmp_path: Path):
     assert got[("demo_events_total", ())] == 12  # 3 + 4 folded, 5 from the latest (dead) one
     assert ("demo_live", ()) not in got or got[("demo_live", ())] == 0  # dead: its live gauge is gone
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_archive.db"]
+
+
+# --- production settings ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("token", "refused"),
+    [("", False), ("short-token", True), ("x" * 40, True), ("changeme" * 5, True), ("<random>", False)],
+)
+def test_production_takes_no_weak_metrics_token(token: str, refused: bool) -> None:
+    import secrets
+
+    from tests.deploy.test_production_settings import good_env, run
+
+    token = secrets.token_urlsafe(40) if token == "<random>" else token
+    if (Path(__file__).resolve().parents[2] / ".env").exists():
+        pytest.skip("a local .env would supply the variables")
+    code = "import django; django.setup(); from django.conf import settings as s; print(bool(s.METRICS_TOKEN))"
+    done = run(["-c", code], {**good_env(), "METRICS_TOKEN": token})
+    if refused:
+        assert done.returncode != 0
+        assert "METRICS_TOKEN" in done.stderr
+        assert token not in done.stderr  # never the value
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == str(bool(token))
