@@ -27,7 +27,7 @@ from pymongo.errors import OperationFailure
 
 from analytics.aggregations import as_utc
 from analytics.documents import IngestSample, ViewerSample
-from livestream import events
+from livestream import events, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def _emit(collection: str, doc: dict[str, Any], publisher: Publisher) -> bool:
     if event is None:
         return False
     publisher(*event)
+    metrics.change_emitted(collection)
     return True
 
 

@@ -60,6 +60,7 @@ from django.conf import settings
 
 from chat import presence
 from chat.wire import Send, Wire, send_or_give_up, wire_for
+from livestream import metrics
 from livestream.events import is_owner_only, owner_group, stream_group
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class Hub:
         outlet = Outlet(member, send, wire, room)
         room.sockets[member] = outlet
         self.members[member] = outlet
+        metrics.chat_socket_opened()
         if self._maintenance_task is None or self._maintenance_task.done():
             self._maintenance_task = asyncio.get_running_loop().create_task(self._maintenance_loop())
         if not public:
@@ -258,6 +260,7 @@ class Hub:
         room = outlet.room
         if room.sockets.get(outlet.member) is outlet:
             del room.sockets[outlet.member]
+            metrics.chat_socket_closed()
         if not room.sockets and self.rooms.get(room.group) is room:
             del self.rooms[room.group]  # a new join opens a fresh room meanwhile
             return room
@@ -413,6 +416,7 @@ class Hub:
     async def _deliver(self, room: Room) -> None:
         while True:
             message, size = await room.outbox.get()
+            metrics.chat_delivered(len(room.sockets))
             for index, outlet in enumerate(list(room.sockets.values()), start=1):
                 # Write now when that cannot wait (ready() means the send will not suspend,
                 # so nothing runs in between), else queue for this socket alone.

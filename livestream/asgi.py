@@ -16,11 +16,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.auth import BrowserOriginValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from livestream import metrics  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Origin must be an allowed host when present (browsers); see chat/auth.py.
-        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+# GET /metrics is answered before Django (livestream/metrics.py, ADR 0020).
+application = metrics.asgi(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Origin must be an allowed host when present (browsers); see chat/auth.py.
+            "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

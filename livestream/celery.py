@@ -21,6 +21,8 @@ from typing import Any
 
 from celery import Celery
 
+from livestream import metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livestream.settings.local")
 
 app = Celery("livestream")
@@ -61,3 +63,6 @@ def _closing_a_lost_broker_channel_is_a_connection_error() -> None:
 
 
 _closing_a_lost_broker_channel_is_a_connection_error()
+
+
+metrics.connect_celery()  # per-worker and per-task metrics, each role's METRICS_PORT (ADR 0020)

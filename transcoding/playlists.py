@@ -30,6 +30,7 @@ from typing import Any
 import redis.exceptions
 from django.conf import settings
 
+from livestream import metrics
 from livestream.redis import redis_client
 from transcoding import metadata, mpegts, state, storage
 from transcoding.ladder import Rendition, SourceInfo
@@ -328,6 +329,7 @@ def _advance_locked(layout: Layout, *, final: bool, force: bool) -> int:
     entries = published(session_id)
     if new or final:
         write_playlists(layout, entries, ended=final)
+    metrics.segments_published(session_id, [entry.wall + entry.duration for entry in new])
     for entry in new:
         logger.debug("segment published", extra={"session": session_id, "seq": entry.seq})
     return len(entries)

@@ -47,6 +47,7 @@ from typing import Any
 
 from django.conf import settings
 
+from livestream import metrics
 from livestream.redis import redis_client
 from transcoding.ladder import Rendition, SourceInfo, dumps, loads
 
@@ -432,7 +433,10 @@ def mark_gap(session_id: int, seq: int, reason: str) -> bool:
     r = redis_client()
     if r.exists(key(session_id, f"done:{seq}")):
         return False
-    return bool(r.set(key(session_id, f"gap:{seq}"), reason, ex=_ttl(), nx=True))
+    marked = bool(r.set(key(session_id, f"gap:{seq}"), reason, ex=_ttl(), nx=True))
+    if marked:
+        metrics.count_gap(reason)
+    return marked
 
 
 def is_gap(session_id: int, seq: int) -> bool:

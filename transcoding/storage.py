@@ -14,6 +14,8 @@ import boto3
 from botocore.config import Config
 from django.conf import settings
 
+from livestream import metrics
+
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 @cache
 def client() -> "S3Client":
-    return boto3.client(
+    s3 = boto3.client(
         "s3",
         endpoint_url=settings.S3_ENDPOINT_URL or None,
         region_name=settings.S3_REGION,
@@ -38,6 +40,7 @@ def client() -> "S3Client":
             max_pool_connections=32,
         ),
     )
+    return metrics.instrument_s3(s3)  # request time and errors (livestream/metrics.py)
 
 
 def check_bucket() -> None:

@@ -39,6 +39,7 @@ import kombu.exceptions
 import redis.exceptions
 from django.conf import settings
 
+from livestream import metrics
 from livestream.redis import redis_client
 from transcoding import rtmp_control, state
 from transcoding.segmenter import Segmenter
@@ -109,6 +110,7 @@ class Supervisor:
             try:
                 self._intake()
                 self._supervise()
+                metrics.ingest_segmenters(len(self.slots))
             except OUTAGE as exc:
                 self._outage(exc)
             except django.db.Error as exc:

@@ -29,6 +29,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from livestream import metrics
 from livestream.redis import redis_client
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
@@ -199,6 +200,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
     transcoded = time.monotonic()
     # Progressive: what counts is the time after the chunk's last byte arrived.
     elapsed_ms = int((transcoded - (feed.finished_at or started)) * 1000)
+    metrics.observe_transcode(elapsed_ms / 1000, outputs)
     state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part)
     # The assembler commits (counters, upload) every chunk that is ready, in order.
     playlists.advance(layout)

@@ -597,3 +597,18 @@ CELERY_BEAT_SCHEDULE["viewer-refresh-thumbnails"] = {
     "task": "transcoding.thumbnails.refresh_thumbnails",
     "schedule": THUMBNAIL_REFRESH_S,
 }
+
+# --- Metrics (livestream/metrics.py, docs/operations.md, docs/adr/0020-metrics.md) ----------
+# Who may read the web role's GET /metrics: these networks (the client address of
+# livestream.clientaddr, so X-Forwarded-For counts only from TRUSTED_PROXIES) ...
+METRICS_ALLOWED_NETWORKS: list[str] = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+# ... or anyone sending "Authorization: Bearer <METRICS_TOKEN>" (empty: no token accepted).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Other roles (Celery workers, beat, ingest, change follower) serve their metrics here (0: off).
+METRICS_BIND = env.str("METRICS_BIND", default="127.0.0.1")
+METRICS_PORT = env.int("METRICS_PORT", default=0)
+# Each role's processes write their values under METRICS_DIR/<role> (prometheus-client's
+# multiprocess mode); PROMETHEUS_MULTIPROC_DIR, when set, is used as is instead.
+METRICS_DIR = env.str("METRICS_DIR", default=str(BASE_DIR / "var" / "metrics"))
+# A live session without a new segment for this long counts in livestream_live_stalled_sessions.
+METRICS_STALL_SECONDS = env.float("METRICS_STALL_SECONDS", default=10.0)

@@ -73,6 +73,8 @@ S3_ACCESS_KEY = required_secret("S3_ACCESS_KEY", min_length=3)
 S3_SECRET_KEY = required_secret("S3_SECRET_KEY", min_length=32)
 # nginx-rtmp's callbacks carry it; without it only loopback callers would be trusted.
 RTMP_CALLBACK_SECRET = required_secret("RTMP_CALLBACK_SECRET", min_length=16, url_safe=True)
+# Optional bearer token of the web's /metrics (ADR 0020): when set, a real secret.
+METRICS_TOKEN = required_secret("METRICS_TOKEN", min_length=32) if env.str("METRICS_TOKEN", default="") else ""
 
 _db_password = DATABASES["default"].get("PASSWORD") or ""
 if _db_password and _looks_placeholder(_db_password):

@@ -14,6 +14,8 @@ from livestream.settings.base import (
 )
 
 # Separate Redis databases so a test run never touches a running local stack's state.
+# Metrics stay in memory in the test process unless a test's processes are given a METRICS_DIR.
+METRICS_DIR = env.str("METRICS_DIR", default="")
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/10")
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/11")
 CHANNEL_REDIS_URL = env.str("TEST_CHANNEL_REDIS_URL", default="redis://127.0.0.1:6379/12")

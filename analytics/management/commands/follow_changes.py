@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analytics import changes
-from livestream import mongo
+from livestream import metrics, mongo
 
 
 class Command(BaseCommand):
@@ -31,6 +31,7 @@ class Command(BaseCommand):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stopping.set())
+        metrics.serve("changes")
         deadline = time.monotonic() + options["max_seconds"] if options["max_seconds"] > 0 else None
 
         def stop() -> bool:

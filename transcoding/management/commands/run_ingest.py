@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from livestream import metrics
 from transcoding import ingest
 
 
@@ -21,4 +22,5 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        metrics.serve("ingest")
         ingest.serve(stop)
