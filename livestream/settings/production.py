@@ -79,6 +79,12 @@ METRICS_TOKEN = required_secret("METRICS_TOKEN", min_length=32) if env.str("METR
 _db_password = DATABASES["default"].get("PASSWORD") or ""
 if _db_password and _looks_placeholder(_db_password):
     raise ImproperlyConfigured("DATABASE_URL has a placeholder or default password: set a real one")
+# Redis and MongoDB URLs may carry no password (a deployment on a private network that relies on
+# network policy), but a password they carry must not be a placeholder.
+for _name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL", "MONGODB_URI"):
+    _password = urlparse(env.str(_name, default="")).password or ""
+    if _password and _looks_placeholder(_password):
+        raise ImproperlyConfigured(f"{_name} has a placeholder or default password: set a real one")
 if DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG must be off in production (debug pages show settings and code)")
 if "*" in ALLOWED_HOSTS:

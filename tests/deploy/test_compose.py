@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -29,6 +30,10 @@ SECRETS = (
     "S3_ACCESS_KEY",
     "S3_SECRET_KEY",
     "RTMP_CALLBACK_SECRET",
+    "REDIS_PASSWORD",
+    "MONGO_ROOT_USER",
+    "MONGO_ROOT_PASSWORD",
+    "MONGO_APP_PASSWORD",
 )
 # What a variable name says about it: anything like this is treated as a secret too.
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|ROOT_USER|CREDENTIAL|PRIVATE")
@@ -45,6 +50,10 @@ def good_env() -> dict[str, str]:
         "S3_ACCESS_KEY": "livestream-app",
         "S3_SECRET_KEY": secrets.token_urlsafe(40),
         "RTMP_CALLBACK_SECRET": secrets.token_urlsafe(24),
+        "REDIS_PASSWORD": secrets.token_hex(24),
+        "MONGO_ROOT_USER": "mongo-admin",
+        "MONGO_ROOT_PASSWORD": secrets.token_hex(24),
+        "MONGO_APP_PASSWORD": secrets.token_hex(24),
     }
 
 
@@ -152,6 +161,36 @@ def test_admin_credentials_stay_with_minio_and_the_storage_init_job():
         assert app_env["S3_SECRET_KEY"] == env["S3_SECRET_KEY"], role
         assert not any(key.startswith("MINIO_") for key in app_env), role
         assert app_env["DJANGO_SETTINGS_MODULE"] == "livestream.settings.production"
+
+
+def test_redis_and_mongo_require_passwords_and_the_app_is_not_mongo_admin():
+    env = good_env()
+    services = compose.config(COMPOSE, env)["services"]
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--requirepass") + 1] == env["REDIS_PASSWORD"]
+    mongo_admin_holders = {
+        name
+        for name, service in services.items()
+        for value in compose.string_values(service)
+        if env["MONGO_ROOT_USER"] in value or env["MONGO_ROOT_PASSWORD"] in value
+    }
+    assert mongo_admin_holders == {"mongo"}
+    assert services["mongo"]["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == env["MONGO_ROOT_PASSWORD"]
+    for role in APP_ROLES:
+        app_env = services[role]["environment"]
+        for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL"):
+            assert urlparse(app_env[name]).password == env["REDIS_PASSWORD"], (role, name)
+        mongo = urlparse(app_env["MONGODB_URI"])
+        assert (mongo.username, mongo.password) == ("livestream", env["MONGO_APP_PASSWORD"]), role
+    # The app's MongoDB user is created with readWrite on its own database only.
+    script = (ROOT / "deploy" / "mongo" / "create-app-user.js").read_text()
+    assert 'roles: [{ role: "readWrite", db: "livestream" }]' in script
+    volumes = services["mongo"]["volumes"]
+    assert any(
+        str(volume.get("target") if isinstance(volume, dict) else volume).endswith("/docker-entrypoint-initdb.d")
+        or "docker-entrypoint-initdb.d" in str(volume)
+        for volume in volumes
+    )
 
 
 def test_storage_init_job_runs_before_the_app_and_the_edge():
