@@ -246,13 +246,32 @@ def _proxy_to_origin(origin_url: str, host: str, bucket: str, *, zone: str, key:
     )
 
 
-def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*") -> str:
+def _app_playlist(app_origin: str) -> str:
+    """A location body: the web app's rendering of a live media playlist (ADR 0016)."""
+    return (
+        "      rewrite ^(.*)$ /internal/origin$1? break;\n"
+        f"      proxy_pass {app_origin.rstrip('/')};\n"
+        "      proxy_http_version 1.1;\n"
+        '      proxy_set_header Connection "";\n'
+        "      proxy_cache playlists;\n"
+        "      proxy_cache_key app$uri#$playlist_slot;\n"
+        "      proxy_cache_lock on;\n"
+        "      proxy_cache_lock_timeout 5s;\n"
+        "      proxy_cache_lock_age 5s;\n"
+        "      proxy_cache_valid 200 404 1s;\n"
+    )
+
+
+def edge_config(
+    prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*", app_origin: str = ""
+) -> str:
     """The local CDN: an nginx cache in front of the S3 origin serving the bucket at its root.
 
     Request collapsing (``proxy_cache_lock``): N viewers asking for the same object cost one
     origin fetch. Segments are immutable (cached as the origin says); live playlists are cached
     per 100 ms slot (see PLAYLIST_SLOT_MAP) in a small zone of their own; 404s are cached 1 s so
-    polling players cannot hammer the origin.
+    polling players cannot hammer the origin. With ``app_origin`` (the web app's base URL) a
+    live media playlist missing from the bucket is asked of the app (ADR 0016).
     """
     origin_url = origin.rstrip("/")
     host = origin_url.split("://", 1)[1]
@@ -262,6 +281,24 @@ def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str,
         '      add_header Access-Control-Allow-Headers "Range" always;\n'
         '      add_header Access-Control-Expose-Headers "Content-Length, Content-Range, Age" always;\n'
         "      add_header X-Cache-Status $upstream_cache_status always;\n"
+    )
+    # Live media playlists are rendered by the app from Redis; the bucket has them (and serves
+    # them) once the session ended: ask the bucket first, the app on 403/404.
+    media = (
+        (
+            "    location ~ ^/live/\\d+/\\d+/[^/]+/(live|index)\\.m3u8$ {\n"
+            + _proxy_to_origin(origin_url, host, bucket, zone="playlists", key="$uri#$playlist_slot")
+            + "      proxy_intercept_errors on;\n"
+            + "      error_page 403 404 = @app_playlist;\n"
+            + headers
+            + "    }\n"
+            + "    location @app_playlist {\n"
+            + _app_playlist(app_origin)
+            + headers
+            + "    }\n"
+        )
+        if app_origin
+        else ""
     )
     return (
         _nginx_common(prefix) + "http {\n"
@@ -292,7 +329,8 @@ def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str,
         f"    listen {bind}:{port};\n"
         f'    set $cors_origin "{cors_origin}";\n'
         "    location = /healthz { return 200 'ok\\n'; }\n"
-        "    location ~ \\.m3u8$ {\n"
+        + media
+        + "    location ~ \\.m3u8$ {\n"
         + _proxy_to_origin(origin_url, host, bucket, zone="playlists", key="$uri#$playlist_slot")
         + headers
         + "    }\n"
@@ -346,6 +384,7 @@ def local_edge_config() -> Path:
         port=settings.EDGE_PORT,
         origin=settings.S3_ENDPOINT_URL,
         bucket=settings.S3_BUCKET,
+        app_origin=settings.RTMP_CALLBACK_BASE_URL,
     )
     return write_nginx_config(prefix, text)
 
@@ -364,7 +403,10 @@ def loopback_nginx_commands(
         ),
     )
     edge_conf = write_nginx_config(
-        edge, edge_config(edge, bind="127.0.0.1", port=edge_port, origin=origin, bucket=settings.S3_BUCKET)
+        edge,
+        edge_config(
+            edge, bind="127.0.0.1", port=edge_port, origin=origin, bucket=settings.S3_BUCKET, app_origin=callback_base
+        ),
     )
     return dies_with_caller(nginx_command(rtmp, rtmp_conf)), dies_with_caller(nginx_command(edge, edge_conf))
 
