@@ -536,9 +536,15 @@ def _chunk_keys(session_id: int, seq: int) -> list[str]:
     return [key(session_id, n) for n in names]
 
 
+# Commit records (``done:<seq>``) kept for the last chunks only: each commit drops the one this
+# many chunks back, so ``purge`` knows them all by name.
+DONE_KEPT = 64
+
+
 def _assembly_keys(session_id: int, seq: int) -> list[str]:
     names = ["assembler", "next", "gaps", "gapwhy", "pending_disc", "published", "win", "ccstate", "target", "rates"]
-    return [key(session_id, n) for n in names] + [key(session_id, f"done:{seq}")] + _chunk_keys(session_id, seq)
+    dropped = [*_chunk_keys(session_id, seq), key(session_id, f"done:{seq - DONE_KEPT}")]
+    return [key(session_id, n) for n in names] + [key(session_id, f"done:{seq}")] + dropped
 
 
 def _lease_ms() -> int:
@@ -716,8 +722,8 @@ def next_to_publish(session_id: int) -> int:
 
 
 def done(session_id: int, seq: int) -> dict[str, Any] | None:
-    """The commit record of a recently published chunk (sizes, transcode ms, publish time);
-    kept ``CHUNK_TTL_SECONDS``."""
+    """The commit record of a recently published chunk (sizes, transcode ms, publish time):
+    the last ``DONE_KEPT`` chunks' (and at most ``CHUNK_TTL_SECONDS``)."""
     return get_json(session_id, f"done:{seq}")
 
 
@@ -880,8 +886,9 @@ def purge(session_id: int) -> None:
     keys = [key(session_id, n) for n in _SESSION_KEYS] + [_text(c) for c in clients]
     for conn in conn_ids:
         keys += [key(session_id, f"{n}:{conn}") for n in ("source", "hb", "owner")]
+    keys += [key(session_id, f"done:{seq}") for seq in range(max(0, int(nxt or 0) - DONE_KEPT), int(nxt or 0))]
     for seq in range(int(nxt or 0), int(count or 0)):
-        keys += [*_chunk_keys(session_id, seq), key(session_id, f"done:{seq}")]
+        keys += _chunk_keys(session_id, seq)
     for start in range(0, len(keys), 500):
         r.delete(*keys[start : start + 500])
     if mine:
