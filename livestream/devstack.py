@@ -246,10 +246,11 @@ def _proxy_to_origin(origin_url: str, host: str, bucket: str, *, zone: str, key:
     )
 
 
-def _app_playlist(app_origin: str) -> str:
-    """A location body: the web app's rendering of a live media playlist (ADR 0016)."""
+def _app_playlist(app_origin: str, bucket: str) -> str:
+    """A location body: the web app's rendering of a live media playlist (ADR 0016). It comes
+    after the bucket answered 403/404: ``$uri`` already carries the bucket's prefix."""
     return (
-        "      rewrite ^(.*)$ /internal/origin$1? break;\n"
+        f"      rewrite ^(?:/{bucket})?(/.*)$ /internal/origin$1? break;\n"
         f"      proxy_pass {app_origin.rstrip('/')};\n"
         "      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n'
@@ -293,7 +294,7 @@ def edge_config(
             + headers
             + "    }\n"
             + "    location @app_playlist {\n"
-            + _app_playlist(app_origin)
+            + _app_playlist(app_origin, bucket)
             + headers
             + "    }\n"
         )
