@@ -1,4 +1,5 @@
-"""Live pipeline state in Redis (the only state shared by ingest, workers and the assembler).
+"""Live pipeline state in Redis: the one module that knows the pipeline's keys (the
+segmenter, the supervisor, the tasks, the assembler and the origin view call functions here).
 
 Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECONDS``):
 
@@ -7,9 +8,12 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       frame, epoch s), conn, disc ("1" on the first chunk of a reconnect), queued;
                       a chunk still being written (progressive transcoding) has no start/end yet
 - ``data:<seq>``      raw chunk bytes (TTL ``CHUNK_TTL_SECONDS``); APPENDed while being written
-- ``done:<seq>``      JSON result of the transcode: per rendition bytes and duration
-- ``gap:<seq>``       "1" when the chunk missed its deadline or failed for good
+- ``feed:<seq>``      list of wake-up tokens: one per append, completion or give-up (the
+                      progressive task BLPOPs it instead of polling)
 - ``out:<seq>``       hash rendition -> transcoded TS bytes awaiting the in-order commit
+- ``done:<seq>``      JSON commit record (sizes, transcode ms, publish time) of the last
+                      ``DONE_KEPT`` chunks
+- ``gaps``            set of the chunks given up; ``gapwhy`` hash seq -> reason
 - ``ccstate``         JSON continuity-counter state after the last committed chunk, per rendition
 - ``ladder``          JSON renditions, decided once from the first chunk's probe
 - ``source``          JSON probed SourceInfo of the session's first connection
@@ -17,10 +21,17 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       chunk is probed by its segmenter; every chunk's transcode takes its
                       stream parameters from here, not from a probe of the chunk)
 - ``codecs``          hash rendition -> RFC 6381 codecs string
-- ``published``       list of JSON entries of segments published so far (the assembler's log)
-- ``next``            the next seq the assembler waits for
-- ``ingest:<conn>``   "running" / last seq when the segmenter of that connection finished
-- ``ended``           "1" once the session's publisher is gone for good (finalising)
+- ``published``       list of JSON entries (``hls.Entry``) of every segment published so far
+- ``win``             the last ``PLAYLIST_WINDOW`` entries (the live playlists render from it)
+- ``target``          EXT-X-TARGETDURATION so far (never decreases)
+- ``rates``           hash ``<rendition>:bits|ms|peak``: measured bitrates (masters)
+- ``next``            the next seq the assembler waits for (every chunk below is published or
+                      in ``gaps``); ``pending_disc`` "1" when the next entry follows a gap
+- ``assembler``       the fencing token of the session's assembler (lease ``ASSEMBLER_LEASE_S``);
+                      ``fence`` the INCR counter handing out tokens; ``advance_again`` a caller
+                      that could not become the assembler asks the holder to go round again
+- ``final``           the playlists carry ENDLIST; ``masters`` the masters were written once
+- ``ingest``          hash conn -> "running" / "ended:<last seq>" of that connection's segmenter
 - ``epoch``           numbering generation: "0" from accept_publish; a new one (ms timestamp)
                       whenever the session's state was found missing (Redis lost it), so
                       segment names of a new generation never collide with published ones
@@ -30,10 +41,16 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``started:<seq>:<part>`` / ``lease:<seq>:<part>`` / ``requeued:<seq>:<part>``: a transcode was
                       taken by a worker / its lease while it runs / it was queued again once
 - ``recovered``       the published log was reloaded from S3 after a state loss
-- ``advance_again``   a publisher could not take the assembler lock: the holder goes round again
+- ``stream``          the session's stream id (hot paths skip the database)
+- ``finalizing``      one finalisation at a time
+
+Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
+with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
 
 ``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
-every segmenter without scanning keys.
+every segmenter without scanning keys; ``pipe:ingest:queue`` carries accept_publish's commands
+to the supervisors; ``pipe:ingest:alive:<host>`` and ``pipe:reconcile:last`` feed the compose
+health checks.
 """
 
 from __future__ import annotations
