@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -95,6 +96,7 @@ def drive(chunks: int, window: int) -> dict[str, dict[str, float]]:
     from transcoding import encoder, state, storage, tasks
     from transcoding.ladder import Rendition, SourceInfo
 
+    logging.getLogger("transcoding").setLevel(logging.WARNING)  # a line per chunk otherwise
     redis_client().flushdb()
     storage.ensure_bucket()
     counter = _S3Counter()
@@ -131,8 +133,8 @@ def drive(chunks: int, window: int) -> dict[str, dict[str, float]]:
 
 
 def _line(name: str, early: float, late: float) -> str:
-    ratio = late / early if early else float("inf")
-    return f"  {name:<22} {early:>12.1f} {late:>12.1f}   ratio {ratio:.3f}"
+    ratio = f"{late / early:.3f}" if early else ("-" if not late else "inf")
+    return f"  {name:<22} {early:>12.1f} {late:>12.1f}   ratio {ratio}"
 
 
 def _table(title: str, result: dict[str, dict[str, float]], first: int, last: int) -> list[str]:

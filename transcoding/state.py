@@ -477,7 +477,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 _FENCED_TAIL = """
 redis.call('SET', KEYS[2], seq + 1, 'EX', ttl)
-for i = 12, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', unpack(KEYS, 12))
 """
 _SKIP = (
     _FENCED
