@@ -83,21 +83,21 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
 
 def _round(layout: Layout, token: int, *, force: bool) -> int:
     session_id = layout.session_id
-    # A missing generation means Redis lost the session's state: a new one starts here.
-    epoch = state.ensure_epoch(session_id)
-    if state.needs_recovery(session_id):
+    plan = state.begin_round(session_id)
+    if plan.recover:
         _recover_log(layout, token)
-    plan = state.assembly(session_id)
+        plan = state.begin_round(session_id)
     cursor = _Cursor(plan.last, plan.pending_disc, plan.ccstate)
     new = 0
     for seq in range(plan.next, plan.count):
-        outcome, meta = state.fate(session_id, seq)
-        if outcome == "wait" and meta is not None and not force and time.time() <= meta.deadline:
+        ready = state.take_ready(session_id, seq)
+        meta = ready.meta
+        if ready.outcome == "wait" and meta is not None and not force and time.time() <= meta.deadline:
             break
-        if outcome == "ready" and meta is not None and _publish_chunk(layout, token, seq, meta, epoch, cursor):
-            new += 1
-            continue
-        if outcome == "ready" and meta is not None:
+        if ready.outcome == "ready" and meta is not None:
+            if _publish_chunk(layout, token, ready, meta=meta, epoch=plan.epoch, cursor=cursor):
+                new += 1
+                continue
             reason = "given up while being published"
         elif meta is None:
             reason = "chunk expired"
@@ -123,27 +123,23 @@ class _Cursor:
     counters: dict[str, dict[str, int]]
 
 
-def _publish_chunk(  # noqa: PLR0917 - the round's running state, passed on
-    layout: Layout, token: int, seq: int, meta: state.ChunkMeta, epoch: int, cursor: _Cursor
+def _publish_chunk(
+    layout: Layout, token: int, ready: state.Ready, *, meta: state.ChunkMeta, epoch: int, cursor: _Cursor
 ) -> bool:
-    """Continue the TS continuity counters of chunk ``seq``'s segments from the previous
+    """Continue the TS continuity counters of the chunk's segments from the previous
     published chunk, PUT them (immutable, deterministic keys: an assembler that lost its lease
     writes the same bytes) and commit (fenced). False when the chunk was not published."""
     session_id = layout.session_id
-    taken = state.take_outputs(session_id, seq)
-    if taken is None:
-        return False
-    outputs, transcode_ms = taken
     last = cursor.last
     fixed: dict[str, bytes] = {}
     after_counters: dict[str, dict[str, int]] = {}
-    for name, data in outputs.items():
+    for name, data in ready.outputs.items():
         start = {int(pid): cc for pid, cc in cursor.counters.get(name, {}).items()}
         fixed[name], after = mpegts.continue_counters(data, start)
         after_counters[name] = {str(pid): cc for pid, cc in after.items()}
     entry = Entry(
         index=(last.index + 1) if last else 0,
-        seq=seq,
+        seq=meta.seq,
         duration=round(meta.duration, 3),
         wall=meta.wall,
         disc=meta.disc or cursor.pending_disc,
@@ -158,11 +154,12 @@ def _publish_chunk(  # noqa: PLR0917 - the round's running state, passed on
                 fixed.items(),
             )
         )
-    result = {"renditions": {n: {"bytes": s} for n, s in entry.sizes.items()}, "ms": transcode_ms, "at": time.time()}
+    ms = ready.transcode_ms
+    result = {"renditions": {n: {"bytes": s} for n, s in entry.sizes.items()}, "ms": ms, "at": time.time()}
     if state.commit(session_id, token, entry, after_counters, result) < 0:
         return False
     cursor.last, cursor.pending_disc, cursor.counters = entry, False, after_counters
-    _published(layout, entry, transcode_ms)
+    _published(layout, entry, ms)
     return True
 
 
@@ -193,14 +190,10 @@ def _write_masters(layout: Layout, count: int, *, final: bool) -> None:
     """The session master (replay: ``index.m3u8``) and the stream's stable master (live:
     ``live.m3u8``); they change only with the measured bandwidths: early, then every 10
     segments, and at the end."""
-    session_id = layout.session_id
-    if not count or not state.claim_masters(session_id, count, final=final):
+    inputs = state.master_inputs(layout.session_id, count, final=final) if count else None
+    if inputs is None:
         return
-    renditions = state.ladder(session_id)
-    source = state.source(session_id)
-    if not renditions or source is None:
-        return
-    rates, codecs = state.rates(session_id), state.codecs(session_id)
+    renditions, rates, codecs, source = inputs.renditions, inputs.rates, inputs.codecs, inputs.source
     storage.put_playlist(
         f"{layout.session_prefix}/master.m3u8",
         hls.render_master(renditions, rates, codecs, source, uri="{name}/index.m3u8"),

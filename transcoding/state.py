@@ -604,9 +604,12 @@ def take_again(session_id: int) -> bool:
 
 @dataclass(frozen=True)
 class Assembly:
-    """Where the assembler stands: the next chunk it waits for, how many chunks exist, the last
-    published entry (for media sequence and discontinuity sequence), the continuity counters."""
+    """Where the assembler stands: the numbering generation, whether the published log must be
+    recovered from S3 first, the next chunk it waits for, how many chunks exist, the last
+    published entry (media sequence, discontinuity sequence), the continuity counters."""
 
+    epoch: int
+    recover: bool
     next: int
     count: int
     published: int
@@ -615,16 +618,22 @@ class Assembly:
     ccstate: dict[str, dict[str, int]]
 
 
-def assembly(session_id: int) -> Assembly:
+def begin_round(session_id: int) -> Assembly:
+    """The assembler's view at the start of a round. A missing generation means Redis lost the
+    session's state: a new one starts here (``ensure_epoch``)."""
+    epoch_ = ensure_epoch(session_id)
     pipe = redis_client().pipeline()
+    pipe.exists(key(session_id, "recovered"))
     pipe.get(key(session_id, "next"))
     pipe.get(key(session_id, "seq"))
     pipe.llen(key(session_id, "published"))
     pipe.get(key(session_id, "pending_disc"))
     pipe.lindex(key(session_id, "win"), -1)
     pipe.get(key(session_id, "ccstate"))
-    nxt, count, published_, pending, last, cc = pipe.execute()
+    recovered, nxt, count, published_, pending, last, cc = pipe.execute()
     return Assembly(
+        epoch=epoch_,
+        recover=bool(epoch_) and not recovered and not published_,
         next=int(nxt or 0),
         count=int(count or 0),
         published=int(published_),
@@ -634,21 +643,33 @@ def assembly(session_id: int) -> Assembly:
     )
 
 
-def fate(session_id: int, seq: int) -> tuple[str, ChunkMeta | None]:
-    """('gap' | 'ready' | 'wait', meta) of a chunk the assembler has not passed yet."""
+@dataclass(frozen=True)
+class Ready:
+    """A chunk the assembler has not passed yet: 'gap' (given up), 'ready' (every rendition
+    transcoded: ``outputs``) or 'wait'; its meta (None: expired)."""
+
+    outcome: str
+    meta: ChunkMeta | None
+    outputs: dict[str, bytes]
+    transcode_ms: int
+
+
+def take_ready(session_id: int, seq: int) -> Ready:
     pipe = redis_client().pipeline()
     pipe.sismember(key(session_id, "gaps"), str(seq))
-    pipe.hkeys(key(session_id, f"out:{seq}"))
+    pipe.hgetall(key(session_id, f"out:{seq}"))
     pipe.get(key(session_id, "ladder"))
     pipe.hgetall(key(session_id, f"chunk:{seq}"))
-    gap, fields, ladder_raw, raw = pipe.execute()
+    gap, raw_out, ladder_raw, raw = pipe.execute()
     meta = _meta(seq, raw)
+    outputs = {_text(k): bytes(v) for k, v in raw_out.items()}
+    # The chunk's transcode time is its slowest part's.
+    ms = max((int(outputs.pop(n)) for n in [n for n in outputs if n.startswith("_ms")]), default=0)
     if gap:
-        return "gap", meta
-    names = {_text(f) for f in fields}
-    if ladder_raw and all(r.name in names for r in loads(ladder_raw)):
-        return "ready", meta
-    return "wait", meta
+        return Ready("gap", meta, {}, 0)
+    if ladder_raw and all(r.name in outputs for r in loads(ladder_raw)):
+        return Ready("ready", meta, outputs, ms)
+    return Ready("wait", meta, {}, 0)
 
 
 def _fenced(script: str, session_id: int, token: int, seq: int, *argv: Any) -> int:
@@ -698,17 +719,6 @@ def restore_log(session_id: int, token: int, entries: list[Entry], target: int) 
     if result == FENCE_LOST:
         raise FenceLost(f"session {session_id}: assembler {token} lost its lease")
     return result == 1
-
-
-def needs_recovery(session_id: int) -> bool:
-    """The session's numbering is not its first generation (Redis lost its state) and no log
-    was reloaded yet."""
-    pipe = redis_client().pipeline()
-    pipe.get(key(session_id, "epoch"))
-    pipe.exists(key(session_id, "recovered"))
-    pipe.exists(key(session_id, "published"))
-    epoch_, recovered, has_log = pipe.execute()
-    return bool(epoch_ and int(epoch_)) and not recovered and not has_log
 
 
 def mark_gap(session_id: int, seq: int, reason: str) -> bool:
@@ -795,10 +805,24 @@ def mark_final(session_id: int) -> None:
     redis_client().set(key(session_id, "final"), "1", ex=_ttl())
 
 
-def claim_masters(session_id: int, count: int, *, final: bool) -> bool:
-    """Whether the masters are due: first publish, every 10 segments, at the end."""
+@dataclass(frozen=True)
+class MasterInputs:
+    renditions: list[Rendition]
+    source: SourceInfo
+    rates: dict[str, Rates]
+    codecs: dict[str, str]
+
+
+def master_inputs(session_id: int, count: int, *, final: bool) -> MasterInputs | None:
+    """What the masters are rendered from, when they are due (first publish, every 10
+    segments, at the end); else None."""
     first = bool(redis_client().set(key(session_id, "masters"), "1", ex=_ttl(), nx=True))
-    return first or final or count % 10 == 0
+    if not (first or final or count % 10 == 0):
+        return None
+    renditions, source_ = ladder(session_id), source(session_id)
+    if not renditions or source_ is None:
+        return None
+    return MasterInputs(renditions, source_, rates(session_id), codecs(session_id))
 
 
 def stream_of(session_id: int) -> int | None:
