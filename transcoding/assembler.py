@@ -194,15 +194,11 @@ def _write_masters(layout: Layout, count: int, *, final: bool) -> None:
     if inputs is None:
         return
     renditions, rates, codecs, source = inputs.renditions, inputs.rates, inputs.codecs, inputs.source
-    storage.put_playlist(
-        f"{layout.session_prefix}/master.m3u8",
-        hls.render_master(renditions, rates, codecs, source, uri="{name}/index.m3u8"),
-    )
     session_dir = layout.session_prefix.rsplit("/", 1)[1]
-    storage.put_playlist(
-        f"{layout.stream_prefix}/master.m3u8",
-        hls.render_master(renditions, rates, codecs, source, uri=session_dir + "/{name}/live.m3u8"),
-    )
+    replay = hls.render_master(renditions, rates, codecs, source, uri="{name}/index.m3u8")
+    live = hls.render_master(renditions, rates, codecs, source, uri=session_dir + "/{name}/live.m3u8")
+    for name, text in ((f"{layout.session_prefix}/master.m3u8", replay), (f"{layout.stream_prefix}/master.m3u8", live)):
+        storage.put_playlist(name, text)
 
 
 def _floor() -> int:
