@@ -284,13 +284,13 @@ def edge_config(
         "      add_header X-Cache-Status $upstream_cache_status always;\n"
     )
     # Live media playlists are rendered by the app from Redis; the bucket has them (and serves
-    # them) once the session ended: ask the bucket first, the app on 403/404.
+    # them) once the session ended: ask the bucket first, the app when it has none or is away.
     media = (
         (
             "    location ~ ^/live/\\d+/\\d+/[^/]+/(live|index)\\.m3u8$ {\n"
             + _proxy_to_origin(origin_url, host, bucket, zone="playlists", key="$uri#$playlist_slot")
             + "      proxy_intercept_errors on;\n"
-            + "      error_page 403 404 = @app_playlist;\n"
+            + "      error_page 403 404 502 503 504 = @app_playlist;\n"
             + headers
             + "    }\n"
             + "    location @app_playlist {\n"
