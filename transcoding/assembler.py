@@ -175,15 +175,19 @@ def _log_part_key(layout: Layout, part: int) -> str:
 
 
 def _checkpoint(layout: Layout, last: Entry | None) -> None:
-    """PUT the current part of the published log (at most LOG_PART_SEGMENTS entries). An entry
-    that starts a new part also rewrites the one before, which may have changed in this round."""
+    """PUT the parts of the published log that changed since the last checkpoint (usually the
+    current one only, at most LOG_PART_SEGMENTS entries; a part left behind by a failed PUT is
+    written again with the next one)."""
     if last is None:
         return
-    part = last.index // LOG_PART_SEGMENTS
-    first = part * LOG_PART_SEGMENTS
-    entries = state.published(layout.session_id, first)
-    text = "".join(e.to_json() + "\n" for e in entries if e.index >= first)
-    storage.put_log(_log_part_key(layout, part), text)
+    session_id = layout.session_id
+    done = state.checkpointed(session_id)
+    first = (min(done, last.index) // LOG_PART_SEGMENTS) * LOG_PART_SEGMENTS
+    entries = state.published(session_id, first)
+    for part in range(first // LOG_PART_SEGMENTS, last.index // LOG_PART_SEGMENTS + 1):
+        lines = [e.to_json() + "\n" for e in entries if e.index // LOG_PART_SEGMENTS == part]
+        storage.put_log(_log_part_key(layout, part), "".join(lines))
+    state.set_checkpointed(session_id, last.index + 1)
 
 
 def _write_masters(layout: Layout, count: int, *, final: bool) -> None:
@@ -264,7 +268,10 @@ def _recover_log(layout: Layout, token: int) -> None:
                 entries = hls.parse_media(text.decode("utf-8", "replace"), renditions)
                 break
     entries = hls.with_dseq(sorted({e.index: e for e in entries}.values(), key=lambda e: e.index))
-    if state.restore_log(session_id, token, entries, hls.target_duration(entries, _floor())) and entries:
+    restored = state.restore_log(session_id, token, entries, hls.target_duration(entries, _floor()))
+    if restored:
+        state.set_checkpointed(session_id, len(entries))
+    if restored and entries:
         logger.warning(
             "published log recovered from S3 (%d segments) after the live state was lost",
             len(entries),

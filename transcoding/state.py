@@ -41,6 +41,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``started:<seq>:<part>`` / ``lease:<seq>:<part>`` / ``requeued:<seq>:<part>``: a transcode was
                       taken by a worker / its lease while it runs / it was queued again once
 - ``recovered``       the published log was reloaded from S3 after a state loss
+- ``ckpt``            how many entries of the published log its S3 checkpoint holds
 - ``stream``          the session's stream id (hot paths skip the database)
 - ``finalizing``      one finalisation at a time
 
@@ -759,6 +760,15 @@ def published(session_id: int, start: int = 0) -> list[Entry]:
     return [Entry.from_json(raw) for raw in redis_client().lrange(key(session_id, "published"), start, -1)]
 
 
+def checkpointed(session_id: int) -> int:
+    """How many entries of the published log are in its S3 checkpoint."""
+    return int(redis_client().get(key(session_id, "ckpt")) or 0)
+
+
+def set_checkpointed(session_id: int, count: int) -> None:
+    redis_client().set(key(session_id, "ckpt"), str(count), ex=_ttl())
+
+
 def published_count(session_id: int) -> int:
     return int(redis_client().llen(key(session_id, "published")))
 
@@ -906,7 +916,7 @@ def remember_client(session_id: int, client_key: str) -> None:
 _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
-    "fence", "ingest", "clients", "stream", "finalizing",
+    "fence", "ingest", "clients", "stream", "finalizing", "ckpt",
 )  # fmt: skip
 
 
