@@ -194,7 +194,8 @@ def _baseline(url: str, chunks: int, workdir: Path) -> dict[str, dict[str, float
         if line.startswith("RESULT "):
             result: dict[str, dict[str, float]] = json.loads(line[7:])
             return result
-    raise RuntimeError(f"baseline failed: {done.stderr[-2000:]}")
+    ours = [line for line in done.stderr.splitlines() if str(export) in line or "Error" in line]
+    raise RuntimeError("baseline failed: " + " | ".join(ours[-12:]))
 
 
 def run(args: argparse.Namespace) -> Iterator[str]:

@@ -983,6 +983,54 @@ def next_ingest_command(timeout_s: float) -> bytes | None:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+def _client_key(client_id: str) -> str:
+    return f"pipe:client:{client_id}"
+
+
+def map_client(client_id: str, session_id: int, conn: int, key_hash: str) -> None:
+    """nginx-rtmp's client id -> (session, connection, key hash), for on_publish_done (which
+    nginx sends with the original, secret name). No TTL: it lives as long as its session
+    (``purge`` deletes it)."""
+    mapping = {"session": session_id, "conn": conn, "key_hash": key_hash}
+    redis_client().set(_client_key(client_id), json.dumps(mapping))
+    remember_client(session_id, _client_key(client_id))
+
+
+def client(client_id: str) -> dict[str, Any] | None:
+    raw = redis_client().get(_client_key(client_id))
+    return json.loads(raw) if raw is not None else None
+
+
+def forget_client(client_id: str) -> None:
+    redis_client().delete(_client_key(client_id))
+
+
+def queue_ingest(command: dict[str, Any]) -> None:
+    """A command for the ingest supervisors (``next_ingest_command``)."""
+    redis_client().rpush(INGEST_QUEUE, json.dumps(command))
+
+
+def host_transcodes_key(host: str) -> str:
+    """Sorted set of the transcodes running on ``host`` (token -> start), for ``cores.py``."""
+    return f"pipe:host:{host}:running"
+
+
+def join_host_transcodes(name: str, token: str, *, stale_s: float, ttl_s: int) -> int:
+    """Register a running transcode (entries older than ``stale_s`` are a crashed worker's);
+    returns how many run on the host now."""
+    now = time.time()
+    pipe = redis_client().pipeline()
+    pipe.zremrangebyscore(name, "-inf", now - stale_s)
+    pipe.zadd(name, {token: now})
+    pipe.zcard(name)
+    pipe.expire(name, ttl_s)
+    return int(pipe.execute()[2])
+
+
+def leave_host_transcodes(name: str, token: str) -> None:
+    redis_client().zrem(name, token)
+
+
 RECONCILED = "pipe:reconcile:last"  # the reconciler's last run (compose health check of beat)
 
 
