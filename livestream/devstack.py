@@ -194,11 +194,15 @@ def rtmp_config(
     )
 
 
-def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*") -> str:
+def edge_config(
+    prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*", app_origin: str = ""
+) -> str:
     """The local CDN (``deploy/nginx/edge.conf.template``): an nginx cache in front of the S3
     origin serving the bucket at its root; the proxying to the origin is rendered from
-    ``s3-origin.conf.template`` into ``prefix/s3-origin.conf``. Returns the text of
-    ``nginx.conf``; ``write_nginx_config`` writes it into ``prefix``."""
+    ``s3-origin.conf.template`` into ``prefix/s3-origin.conf``. With ``app_origin`` (the web
+    app's base URL) a live media playlist missing from the bucket is asked of the app
+    (``app-playlists.conf.template``, ADR 0016). Returns the text of ``nginx.conf``;
+    ``write_nginx_config`` writes it into ``prefix``."""
     origin_url = origin.rstrip("/")
     _nginx_prefix(prefix)
     (prefix / "s3-origin.conf").write_text(
@@ -207,6 +211,15 @@ def edge_config(prefix: Path, *, bind: str, port: int, origin: str, bucket: str,
             {"S3_ORIGIN_URL": origin_url, "S3_ORIGIN_HOST": origin_url.split("://", 1)[1], "S3_BUCKET": bucket},
         )
     )
+    app_playlists = (
+        render_template(
+            "app-playlists.conf.template",
+            {"NGINX_PREFIX": prefix, "S3_BUCKET": bucket, "APP_ORIGIN_URL": app_origin.rstrip("/")},
+        )
+        if app_origin
+        else "# no web app configured: live media playlists come from the bucket only\n"
+    )
+    (prefix / "app-playlists.conf").write_text(app_playlists)
     return render_template(
         "edge.conf.template", {"NGINX_PREFIX": prefix, "EDGE_LISTEN": f"{bind}:{port}", "CORS_ORIGIN": cors_origin}
     )
@@ -256,6 +269,7 @@ def local_edge_config() -> Path:
         port=settings.EDGE_PORT,
         origin=settings.S3_ENDPOINT_URL,
         bucket=settings.S3_BUCKET,
+        app_origin=settings.RTMP_CALLBACK_BASE_URL,
     )
     return write_nginx_config(prefix, text)
 
@@ -274,7 +288,10 @@ def loopback_nginx_commands(
         ),
     )
     edge_conf = write_nginx_config(
-        edge, edge_config(edge, bind="127.0.0.1", port=edge_port, origin=origin, bucket=settings.S3_BUCKET)
+        edge,
+        edge_config(
+            edge, bind="127.0.0.1", port=edge_port, origin=origin, bucket=settings.S3_BUCKET, app_origin=callback_base
+        ),
     )
     return dies_with_caller(nginx_command(rtmp, rtmp_conf)), dies_with_caller(nginx_command(edge, edge_conf))
 

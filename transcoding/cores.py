@@ -24,14 +24,13 @@ import math
 import os
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 
-from livestream.redis import redis_client
+from transcoding import state
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
@@ -130,7 +129,7 @@ def host_cores() -> int:
 
 
 def running_key() -> str:
-    return f"pipe:host:{socket.gethostname()}:running"
+    return state.host_transcodes_key(socket.gethostname())
 
 
 def threads_for(cores: int, running: int) -> int:
@@ -144,16 +143,11 @@ def core_share() -> Iterator[int]:
     if settings.X264_THREADS > 0:
         yield int(settings.X264_THREADS)
         return
-    r = redis_client()
-    token, now, key = secrets.token_hex(8), time.time(), running_key()
-    stale = now - settings.TRANSCODE_TIMEOUT_S - 60
-    pipe = r.pipeline()
-    pipe.zremrangebyscore(key, "-inf", stale)
-    pipe.zadd(key, {token: now})
-    pipe.zcard(key)
-    pipe.expire(key, int(settings.TRANSCODE_TIMEOUT_S) + 120)
-    running = int(pipe.execute()[2])
+    token = secrets.token_hex(8)
+    running = state.join_host_transcodes(
+        running_key(), token, stale_s=settings.TRANSCODE_TIMEOUT_S + 60, ttl_s=int(settings.TRANSCODE_TIMEOUT_S) + 120
+    )
     try:
         yield threads_for(host_cores(), running)
     finally:
-        r.zrem(key, token)
+        state.leave_host_transcodes(running_key(), token)

@@ -55,7 +55,7 @@ from django.conf import settings
 from django.db import connection
 
 from streams import playback, problems
-from transcoding import ffmpeg, flv, metadata, playlists, recording, rtmp_control, state, storage
+from transcoding import ffmpeg, flv, metadata, recording, rtmp_control, state, storage
 from transcoding.ladder import SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -753,13 +753,14 @@ class Segmenter(threading.Thread):
         """One IngestSample: received bitrate, fps, keyframe interval, lag per rendition, backlog."""
         interval = settings.INGEST_SAMPLE_SECONDS
         source = state.source(self.session_id, self.conn)
-        entries = playlists.published(self.session_id)
+        win = state.window(self.session_id).entries
         lag: dict[str, float] = {}
-        if entries:
-            last = entries[-1]
+        if win:
+            last = win[-1]
             behind = round(time.time() - (last.wall + last.duration), 3)
             lag = dict.fromkeys(last.sizes, behind)
-        gaps = sum(1 for seq in range(state.chunk_count(self.session_id)) if state.is_gap(self.session_id, seq))
+        published = (win[-1].index + 1) if win else 0
+        gaps = state.gap_count(self.session_id)
         metadata.record_sample(
             self.stream_id,
             self.session_id,
@@ -768,6 +769,6 @@ class Segmenter(threading.Thread):
             keyframe_interval_s=round(sum(self._durations) / len(self._durations), 3) if self._durations else None,
             dropped_chunks=gaps,
             lag_s=lag,
-            queue_depth=state.chunk_count(self.session_id) - len(entries) - gaps,
+            queue_depth=state.chunk_count(self.session_id) - published - gaps,
         )
         self._bytes_since_sample = 0

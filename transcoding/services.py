@@ -7,14 +7,12 @@ ingest supervisor pulls; the plaintext key is never stored or logged.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from django.conf import settings
 from django.db import transaction
 
-from livestream.redis import redis_client
 from streams import keys, problems, sessions
 from streams.models import StreamSession
 from transcoding import state
@@ -24,10 +22,6 @@ logger = logging.getLogger(__name__)
 
 def internal_name(session_id: int, connection: int) -> str:
     return f"s{session_id}c{connection}"
-
-
-def _client_key(client_id: str) -> str:
-    return f"pipe:client:{client_id}"
 
 
 def ingest_silent_for(session: StreamSession) -> float:
@@ -86,29 +80,23 @@ def _accept_atomically(key: str, client_id: str) -> sessions.PublishGrant:
         session = grant.session
         name = internal_name(session.pk, grant.connection)
         command = {"session": session.pk, "stream": session.stream_id, "conn": grant.connection, "name": name}
-        r = redis_client()
-        mapping = {"session": session.pk, "conn": grant.connection, "key_hash": keys.hash_key(key)}
-        # No TTL: the mapping lives as long as its session (state.purge deletes it).
-        r.set(_client_key(client_id), json.dumps(mapping))
-        state.remember_client(session.pk, _client_key(client_id))
+        state.map_client(client_id, session.pk, grant.connection, keys.hash_key(key))
         state.start_epoch(session.pk)
         state.set_ingest(session.pk, grant.connection, "queued")
-        r.rpush(state.INGEST_QUEUE, json.dumps(command))
+        state.queue_ingest(command)
     return grant
 
 
 def publish_done(*, key: str, client_id: str) -> int | None:
     """The publisher of nginx client ``client_id`` left. Returns the session id it belonged to
     (None if unknown). Schedules the grace-period check after commit."""
-    r = redis_client()
-    raw = r.get(_client_key(client_id))
-    if raw is None:
+    mapping = state.client(client_id)
+    if mapping is None:
         return None
-    mapping = json.loads(raw)
     if not keys.matches(key, mapping["key_hash"]):
         logger.warning("publish_done for a client id with another key; ignored", extra={"ctx": {"client": client_id}})
         return None
-    r.delete(_client_key(client_id))
+    state.forget_client(client_id)
     session = sessions.disconnect(mapping["session"], mapping["conn"])
     if session is None:
         return None

@@ -165,3 +165,14 @@ def delete_keys(keys: list[str]) -> int:
 
 def delete_key(key: str) -> None:
     client().delete_object(Bucket=settings.S3_BUCKET, Key=key)
+
+
+LOG_TYPE = "application/x-ndjson"
+
+
+def put_log(key: str, text: str) -> None:
+    """A checkpoint of a session's published log (JSON lines; the assembler rewrites the current
+    part, bounded in size, and never an earlier one)."""
+    client().put_object(
+        Bucket=settings.S3_BUCKET, Key=key, Body=text.encode(), ContentType=LOG_TYPE, CacheControl="no-store"
+    )

@@ -23,6 +23,7 @@ Segmenter ffmpegs carry the parent-death signal: they end with this process, how
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,7 +41,6 @@ import redis.exceptions
 from django.conf import settings
 
 from livestream import metrics
-from livestream.redis import redis_client
 from transcoding import rtmp_control, state
 from transcoding.segmenter import Segmenter
 
@@ -57,8 +57,7 @@ OWNER_TTL_S = 5
 NAME = re.compile(r"^s(\d+)c(\d+)$")
 
 
-def owner_key(session_id: int, conn: int) -> str:
-    return state.key(session_id, f"owner:{conn}")
+owner_key = state.owner_key
 
 
 def published_streams(timeout_s: float = 1.0) -> set[str] | None:
@@ -130,19 +129,19 @@ class Supervisor:
         self.stop.wait(1)
 
     def _intake(self) -> None:
-        item = redis_client().blpop([state.INGEST_QUEUE], timeout=1)
+        item = state.next_ingest_command(timeout_s=1)
         if item is None:
             return
         try:
-            command = json.loads(item[1])
+            command = json.loads(item)
             ident = int(command["session"]), int(command["conn"])
             str(command["name"]), int(command["stream"])
         except (ValueError, KeyError, TypeError):
-            logger.error("malformed ingest command ignored: %r", item[1][:200])
+            logger.error("malformed ingest command ignored: %r", item[:200])
             return
         if ident in self.slots:
             return
-        redis_client().set(owner_key(*ident), self.node, ex=OWNER_TTL_S)
+        state.set_owner(*ident, self.node, ttl_s=OWNER_TTL_S)
         self._start(command, resumed=False)
 
     def _start(self, command: dict[str, object], *, resumed: bool) -> None:
@@ -170,11 +169,10 @@ class Supervisor:
             self._after_end(slot, published)
         if now >= self.next_beat:
             self.next_beat = now + 1.0
-            r = redis_client()
-            r.set(f"pipe:ingest:alive:{socket.gethostname()}", repr(time.time()), ex=60)
+            state.node_alive(socket.gethostname())
             for session_id, conn in self.slots:
                 state.heartbeat(session_id, conn)
-                r.set(owner_key(session_id, conn), self.node, ex=OWNER_TTL_S)
+                state.set_owner(session_id, conn, self.node, ttl_s=OWNER_TTL_S)
         if now >= self.next_adopt:
             self.next_adopt = now + ADOPT_EVERY_S
             if published is not None:
@@ -236,9 +234,8 @@ class Supervisor:
 
     def _forget(self, slot: Slot) -> None:
         del self.slots[slot.ident]
-        r = redis_client()
-        if r.get(owner_key(*slot.ident)) in (self.node, self.node.encode()):
-            r.delete(owner_key(*slot.ident))
+        if state.owner(*slot.ident) == self.node:
+            state.drop_owners([slot.ident])
 
     def _adopt(self, published: set[str]) -> None:
         mine = {str(slot.command["name"]) for slot in self.slots.values()}
@@ -260,15 +257,15 @@ class Supervisor:
     def _owner_gone(self, session_id: int, conn: int) -> bool:
         """No owner key, or its owner was a supervisor of this host that is not running any
         more (killed: its key has not expired yet). Then the key is cleared for adoption."""
-        raw = redis_client().get(owner_key(session_id, conn))
+        raw = state.owner(session_id, conn)
         if raw is None:
             return True
-        host, _, pid = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition(":")
+        host, _, pid = raw.rpartition(":")
         if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
             return False
         if os.path.exists(f"/proc/{pid}"):
             return False
-        redis_client().delete(owner_key(session_id, conn))
+        state.drop_owners([(session_id, conn)])
         return True
 
     def _adopt_one(self, name: str, session_id: int, conn: int) -> None:
@@ -283,7 +280,7 @@ class Supervisor:
             )  # fmt: skip
             rtmp_control.drop_publisher(name)
             return
-        if not redis_client().set(owner_key(session_id, conn), self.node, ex=OWNER_TTL_S, nx=True):
+        if not state.set_owner(session_id, conn, self.node, ttl_s=OWNER_TTL_S, only_if_free=True):
             return
         logger.warning(
             "adopting a publisher nobody segments (supervisor restarted or command lost)",
@@ -297,12 +294,8 @@ class Supervisor:
             slot.segmenter.stop()
         for slot in self.slots.values():
             slot.segmenter.join(timeout=10)
-        try:  # let a supervisor that starts next adopt these publishers at once
-            keys = [owner_key(*ident) for ident in self.slots]
-            if keys:
-                redis_client().delete(*keys)
-        except OUTAGE:
-            pass
+        with contextlib.suppress(*OUTAGE):  # a supervisor that starts next adopts these publishers at once
+            state.drop_owners(list(self.slots))
         django.db.connections.close_all()  # this thread's connection (tests run it in a thread)
 
 

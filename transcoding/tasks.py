@@ -30,10 +30,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from livestream import metrics
-from livestream.redis import redis_client
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import cores, encoder, ffmpeg, metadata, mpegts, playlists, services, state, storage
+from transcoding import assembler, cores, encoder, ffmpeg, metadata, mpegts, services, state, storage
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -52,17 +51,16 @@ FINALIZE_MAX_ATTEMPTS = 90
 FINALIZE_LATE_S = 5
 
 
-def layout_for(session_id: int) -> playlists.Layout | None:
+def layout_for(session_id: int) -> assembler.Layout | None:
     """The session's object layout; cached in Redis so hot paths skip the database."""
-    cached = state.get_json(session_id, "stream")
-    if cached is None:
+    stream_id = state.stream_of(session_id)
+    if stream_id is None:
         session = StreamSession.objects.filter(pk=session_id).only("stream_id").first()
         if session is None:
             return None
-        cached = session.stream_id
-        state.set_json(session_id, "stream", cached)
-    stream_id = int(cached)
-    return playlists.Layout(
+        stream_id = session.stream_id
+        state.remember_stream(session_id, stream_id)
+    return assembler.Layout(
         stream_prefix=playback.stream_prefix(stream_id),
         session_prefix=playback.session_prefix(stream_id, session_id),
         session_id=session_id,
@@ -107,7 +105,7 @@ def _give_up(session_id: int, seq: int, reason: str) -> None:
         logger.warning("chunk dropped: %s", reason, extra={"session": session_id, "seq": seq})
     layout = layout_for(session_id)
     if layout is not None:
-        playlists.advance(layout)
+        assembler.advance(layout)
 
 
 def _is_permanent(exc: BaseException) -> bool:
@@ -169,7 +167,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         return "gap"
     if state.has_part_outputs(session_id, seq, part, parts):
         # A retry after S3/Redis failed while publishing: the outputs are there, just publish.
-        playlists.advance(layout)
+        assembler.advance(layout)
         return "published"
     if time.time() > meta.deadline:
         _give_up(session_id, seq, "missed the live deadline before transcoding")
@@ -203,7 +201,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
     metrics.observe_transcode(elapsed_ms / 1000, outputs)
     state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part)
     # The assembler commits (counters, upload) every chunk that is ready, in order.
-    playlists.advance(layout)
+    assembler.advance(layout)
     publish_ms = int((time.monotonic() - transcoded) * 1000)
     logger.info(
         "chunk transcoded in %d ms%s",
@@ -244,8 +242,6 @@ class ChunkFeed:
     ``TRANSCODE_TIMEOUT_S`` without a byte. (A publisher that leaves mid-chunk makes the
     segmenter wait ``SEGMENTER_RW_TIMEOUT_S`` or more before it writes the last chunk.)"""
 
-    POLL_S = 0.02
-
     def __init__(self, session_id: int, seq: int) -> None:
         self.session_id = session_id
         self.seq = seq
@@ -275,7 +271,8 @@ class ChunkFeed:
                 raise encoder.TranscodeError("the segmenter ended without finishing the chunk")
             if idle > settings.TRANSCODE_TIMEOUT_S:
                 raise encoder.TranscodeError("no chunk data from the ingest for too long")
-            time.sleep(self.POLL_S)
+            # Blocks until the segmenter appends, completes or abandons the chunk.
+            state.wait_for_feed(self.session_id, self.seq, 1.0)
 
 
 @shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=1, max_retries=5)
@@ -302,12 +299,12 @@ def finalize_session(session_id: int, attempt: int = 0) -> str:  # noqa: PLR0911
     layout = layout_for(session_id)
     if layout is None:
         return "gone"
-    busy = state.ingest_running(session_id) or playlists.advance(layout) < _settled_target(session_id)
+    busy = state.ingest_running(session_id) or assembler.advance(layout) < _settled_target(session_id)
     if busy and attempt < FINALIZE_MAX_ATTEMPTS:
         finalize_session.apply_async((session_id, attempt + 1), countdown=1)
         return "draining"
-    playlists.advance(layout, final=True, force=True)
-    summary = playlists.summary(session_id)
+    assembler.advance(layout, final=True, force=True)
+    summary = assembler.summary(session_id)
     ended = sessions.end_session(session_id, duration_s=summary["duration_s"])
     if ended is None:
         return "not ending"
@@ -325,9 +322,7 @@ def finalize_session(session_id: int, attempt: int = 0) -> str:  # noqa: PLR0911
 
 def _settled_target(session_id: int) -> int:
     """Segments the session will publish if every chunk succeeds (for the drain check)."""
-    return state.chunk_count(session_id) - sum(
-        1 for seq in range(state.chunk_count(session_id)) if state.is_gap(session_id, seq)
-    )
+    return state.chunk_count(session_id) - state.gap_count(session_id)
 
 
 def master_points_at(master: bytes, session_id: int) -> bool:
@@ -389,8 +384,7 @@ def reconcile_live_sessions() -> dict[str, int]:
       while it can still make the live deadline.
     """
     counts = {"ended": 0, "finalised": 0, "requeued": 0}
-    r = redis_client()
-    r.set("pipe:reconcile:last", repr(time.time()), ex=3600)  # compose's health check of beat
+    state.reconciled()  # compose's health check of beat
     for session in StreamSession.objects.filter(status=SessionStatus.LIVE).only(
         "pk", "stream_id", "connections", "updated_at", "status"
     ):
@@ -410,7 +404,7 @@ def reconcile_live_sessions() -> dict[str, int]:
         layout = layout_for(session.pk)
         if layout is not None and state.ladder(session.pk) is not None:
             try:
-                playlists.advance(layout)
+                assembler.advance(layout)
             except TRANSIENT as exc:
                 logger.warning(
                     "reconciler could not publish: %s", exc.__class__.__name__, extra={"session": session.pk}
@@ -429,7 +423,7 @@ def reconcile_live_sessions() -> dict[str, int]:
             else session.updated_at < stuck_before
         )
         # One finalisation at a time per session: its own reschedules keep it going.
-        if due and r.set(state.key(session.pk, "finalizing"), "1", ex=FINALIZE_MAX_ATTEMPTS + 30, nx=True):
+        if due and state.claim_finalizing(session.pk, FINALIZE_MAX_ATTEMPTS + 30):
             finalize_session.delay(session.pk)
             counts["finalised"] += 1
     return counts

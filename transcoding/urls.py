@@ -1,4 +1,5 @@
-"""Internal endpoints called by nginx-rtmp (on_publish, on_publish_done)."""
+"""Internal endpoints: called by nginx-rtmp (on_publish, on_publish_done) and by the edge
+(origin of live media playlists)."""
 
 from django.urls import URLPattern, path
 
@@ -8,4 +9,9 @@ app_name = "transcoding"
 urlpatterns: list[URLPattern] = [
     path("rtmp/on_publish", views.on_publish, name="rtmp-on-publish"),
     path("rtmp/on_publish_done", views.on_publish_done, name="rtmp-on-publish-done"),
+    path(
+        "origin/live/<int:stream_id>/<int:session_id>/<str:rendition>/<str:kind>.m3u8",
+        views.origin_playlist,
+        name="origin-playlist",
+    ),
 ]

@@ -32,6 +32,7 @@ def test_the_templates_are_what_the_dev_stack_renders():
         "rtmp-control.conf.template",
         "edge.conf.template",
         "s3-origin.conf.template",
+        "app-playlists.conf.template",
     }
     # No nginx directive is generated in Python any more.
     source = (ROOT / "livestream" / "devstack.py").read_text()
@@ -54,6 +55,24 @@ def test_nginx_variables_are_left_to_nginx(tmp_path):
     assert "proxy_pass http://o:9000;" in origin
     assert "proxy_set_header Host o:9000;" in origin
     assert '"$cors_origin"' in origin
+
+
+def test_live_media_playlists_fall_back_to_the_app_only_when_one_is_given(tmp_path):
+    devstack.edge_config(tmp_path / "none", bind="127.0.0.1", port=8080, origin="http://o:9000/", bucket="bk")
+    assert "location" not in (tmp_path / "none" / "app-playlists.conf").read_text()
+    devstack.edge_config(
+        tmp_path / "app",
+        bind="127.0.0.1",
+        port=8080,
+        origin="http://o:9000/",
+        bucket="bk",
+        app_origin="http://web:8000/",
+    )
+    app = (tmp_path / "app" / "app-playlists.conf").read_text()
+    assert not devstack.PLACEHOLDER.search(app)
+    assert "error_page 403 404 502 503 504 = @app_playlist;" in app
+    assert "rewrite ^(?:/bk)?(/.*)$ /internal/origin$1? break;" in app
+    assert "proxy_pass http://web:8000;" in app
 
 
 def test_the_control_listener_is_rendered_only_when_asked_for(tmp_path):

@@ -16,7 +16,7 @@ from livestream.redis import redis_client, reset_redis_client
 from streams.models import SessionStatus, Stream, StreamSession
 from tests.factories import make_stream
 from tests.pipeline.test_tasks import SESSION, STREAM, _add, chunks  # noqa: F401 - fixture
-from transcoding import playlists, services, state, storage, tasks
+from transcoding import assembler, playlists, services, state, storage, tasks
 from transcoding.tasks import transcode_chunk
 
 pytestmark = pytest.mark.django_db
@@ -127,10 +127,18 @@ def test_published_log_is_recovered_from_s3_and_numbering_never_reuses_a_name(ch
     assert transcode_chunk(SESSION, seq, 0, 1, epoch) == "done"
     assert storage.get_bytes(f"{prefix}/seg_000000.ts") == first  # never written again
     assert storage.get_bytes(f"{prefix}/{playlists.segment_name(0, epoch)}")
-    text = storage.get_bytes(f"{prefix}/index.m3u8").decode()
+    # The DVR playlist (rendered from Redis by the origin view while live) and, at the end, the
+    # replay written to S3 keep every segment from before the loss.
+    text = assembler.live_playlist(STREAM, SESSION, "source", "index") or ""
     names = [line for line in text.splitlines() if line.startswith("seg_")]
     assert names == ["seg_000000.ts", "seg_000001.ts", f"seg_{epoch}_000000.ts"]
     assert text.count("#EXT-X-DISCONTINUITY") == 1
+    layout = tasks.layout_for(SESSION)
+    assert layout is not None
+    assembler.advance(layout, final=True)
+    replay = storage.get_bytes(f"{prefix}/index.m3u8").decode()
+    assert [line for line in replay.splitlines() if line.startswith("seg_")] == names
+    assert replay.rstrip().endswith("#EXT-X-ENDLIST")
     assert transcode_chunk(SESSION, seq, 0, 1, epoch - 1) == "stale"  # a task of the lost generation
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transcoding import playlists, state, storage
+from transcoding import assembler, playlists, state, storage
 from transcoding.tasks import transcode_chunk
 
 SESSION, STREAM = 987_650, 98_765
@@ -52,6 +52,13 @@ def chunks_480(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]
     storage.delete_prefix(f"live/{STREAM}/")
 
 
+def _live(rendition: str) -> str:
+    """The live media playlist as the origin view renders it (from Redis; S3 has none while live)."""
+    text = assembler.live_playlist(STREAM, SESSION, rendition, "live")
+    assert text is not None
+    return text
+
+
 def _add(chunk: tuple[bytes, float, float]) -> int:
     data, start, end = chunk
     return state.add_chunk(SESSION, data=data, start=start, end=end, wall=time.time(), conn=1, disc=False)
@@ -66,7 +73,7 @@ def test_transcode_is_idempotent_and_publishes_in_order(chunks):
     assert [e.seq for e in playlists.published(SESSION)] == [0, 1]
     assert transcode_chunk(SESSION, seqs[0]) == "settled"  # redelivered task: no-op
     assert transcode_chunk(SESSION, seqs[2]) == "done"
-    text = storage.get_bytes(f"live/{STREAM}/{SESSION}/source/live.m3u8").decode()
+    text = _live("source")
     assert playlists.extinf_total(text) == pytest.approx(3.0, abs=0.1)
     assert "#EXT-X-DISCONTINUITY" not in text
 
@@ -85,7 +92,7 @@ def test_late_chunk_becomes_a_gap_and_the_edge_moves_on(chunks, settings):
     published = playlists.published(SESSION)
     assert [(e.seq, e.disc) for e in published] == [(0, False), (2, True)]
     assert transcode_chunk(SESSION, seqs[1]) == "settled"  # the late task finds the gap
-    text = storage.get_bytes(f"live/{STREAM}/{SESSION}/source/live.m3u8").decode()
+    text = _live("source")
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1
     assert "seg_000001.ts" not in text
 
@@ -105,7 +112,7 @@ def test_split_renditions_over_tasks_commit_once_every_rendition_is_in(chunks_48
     assert transcode_chunk(SESSION, seqs[1], 1, 3) == "done"
     assert [e.seq for e in playlists.published(SESSION)] == [0, 1]
     for name in ("source", "360p"):
-        text = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/live.m3u8").decode()
+        text = _live(name)
         assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1), name
         segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
         assert segment
@@ -146,7 +153,7 @@ def test_progressive_chunk_is_transcoded_while_it_is_being_written(chunks_480, t
     for name in ("source", "360p"):
         segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
         assert _frames(segment, tmp_path) == 30, name  # the whole 1 s chunk, nothing lost
-    text = storage.get_bytes(f"live/{STREAM}/{SESSION}/360p/live.m3u8").decode()
+    text = _live("360p")
     assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1)
 
 

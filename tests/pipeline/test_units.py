@@ -207,3 +207,15 @@ def test_session_lifecycle_resume_and_supersede(user, django_capture_on_commit_c
     assert ended is not None
     assert ended.is_replay
     assert ended.status == SessionStatus.ENDED
+
+
+def test_a_window_renders_alone_as_the_whole_log_would():
+    """Each entry carries the discontinuity tags before it, so the live window renders from its
+    own entries exactly as from the whole log (media and discontinuity sequence included)."""
+    from transcoding import hls
+
+    entries = hls.with_dseq([*_entries(12, disc_at=2), playlists.Entry(0, 30, 2.0, 1_764_000_100, disc=True)])
+    for start in range(len(entries)):
+        before = sum(1 for e in entries[:start] if e.disc and e.index)
+        whole = hls.render_media(entries, start, before, target=3, kind="live", ended=False)
+        assert hls.render_window(entries[start:], target=3, ended=False) == whole, start
