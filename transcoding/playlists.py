@@ -31,7 +31,7 @@ import redis.exceptions
 from django.conf import settings
 
 from livestream.redis import redis_client
-from transcoding import metadata, mpegts, state, storage
+from transcoding import metadata, mpegts, readiness, state, storage
 from transcoding.ladder import Rendition, SourceInfo
 from transcoding.mpegts import aac_codec_string
 
@@ -328,6 +328,7 @@ def _advance_locked(layout: Layout, *, final: bool, force: bool) -> int:
     entries = published(session_id)
     if new or final:
         write_playlists(layout, entries, ended=final)
+    readiness.segments_published(layout, new)  # stream.ready once every rendition is listed (issue 14)
     for entry in new:
         logger.debug("segment published", extra={"session": session_id, "seq": entry.seq})
     return len(entries)

@@ -31,6 +31,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       taken by a worker / its lease while it runs / it was queued again once
 - ``recovered``       the published log was reloaded from S3 after a state loss
 - ``advance_again``   a publisher could not take the assembler lock: the holder goes round again
+- ``once:<name>``     set once by ``claim_once`` (e.g. ``once:ready``: stream.ready was sent)
 
 ``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
 every segmenter without scanning keys.
@@ -411,6 +412,12 @@ class Lease:
         """At most one re-queue per chunk part."""
         name = key(session_id, f"requeued:{seq}:{part}")
         return bool(redis_client().set(name, "1", ex=int(settings.LIVE_DEADLINE_SECONDS) + 5, nx=True))
+
+
+def claim_once(session_id: int, name: str) -> bool:
+    """True for exactly one caller per session and ``name`` across every worker (SET NX of
+    ``once:<name>``; e.g. transcoding.readiness sends stream.ready only when this is True)."""
+    return bool(redis_client().set(key(session_id, f"once:{name}"), "1", ex=_ttl(), nx=True))
 
 
 def is_settled(session_id: int, seq: int) -> bool:
