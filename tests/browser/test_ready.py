@@ -74,11 +74,11 @@ class Traffic:
         self.edge = edge
         page.on("request", lambda r: self._add("request", r.url, 0))
         page.on("response", lambda r: self._add("response", r.url, r.status))
-        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: self._frame(f)))
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _add(self, kind: str, url: str, status: int) -> None:
         if url.startswith(self.edge):
-            self.log.append((kind, url[len(self.edge) :].split("?")[0], status))
+            self.log.append((kind, url[len(self.edge) :].split("?", maxsplit=1)[0], status))
 
     def _frame(self, payload: str | bytes) -> None:
         text = payload if isinstance(payload, str) else payload.decode(errors="replace")
@@ -129,7 +129,8 @@ def test_waiting_page_starts_on_stream_ready_without_polling(live_stack: Any, we
             "({ready: window.livePlayer.readyAt, playing: window.__firstPlaying,"
             " entries: performance.getEntriesByType('resource').map(e => [Math.round(e.startTime), e.name])})"
         )
-        assert requests and requests[0][1] == master, debug
+        assert requests, debug
+        assert requests[0][1] == master, debug
         assert len(requests) <= MAX_REQUESTS_TO_FIRST_FRAME, "\n".join(map(str, requests + history))
         # Before the event the page asked the edge for the master once on stream.live (in case the
         # session was already playable), then only as the socket's safety net (every 10 s at the

@@ -103,10 +103,12 @@ def test_ready_once_when_every_rendition_has_its_first_segment_not_on_a_gap_only
     }
     # When it was sent, the stable master and every rendition's live playlist listed chunk 1.
     master = storage.get_bytes(f"live/{STREAM}/master.m3u8")
-    assert master is not None and f"{SESSION}/360p/live.m3u8" in master.decode()
+    assert master is not None
+    assert f"{SESSION}/360p/live.m3u8" in master.decode()
     for name in ("source", "360p"):
         text = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/live.m3u8")
-        assert text is not None and "seg_000001.ts" in text.decode(), name
+        assert text is not None, name
+        assert "seg_000001.ts" in text.decode(), name
 
     # More segments, and a second worker process (no memory of this one) going round again.
     with django_capture_on_commit_callbacks(execute=True):
