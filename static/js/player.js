@@ -27,6 +27,9 @@
 (() => {
   "use strict";
 
+  // "?worker=1" on the page URL (and the legacy start): transmux in hls.js's worker, as before.
+  const PAGE_FLAGS = new URLSearchParams(window.location.search);
+  const WORKER = PAGE_FLAGS.get("worker") === "1" || PAGE_FLAGS.get("start") === "legacy";
   // Low-latency live tuning, in units of the playlist's target duration so it suits 1 s and 2 s
   // chunks alike: play 1.5 chunks behind the newest listed segment; beyond 4 chunks behind,
   // hls.js seeks forward; in between it catches up by playing slightly faster.
@@ -39,6 +42,10 @@
     maxBufferLength: 12,
     startPosition: -1,
     capLevelToPlayerSize: true,
+    // Transmux on the page's thread: hls.js's worker is created with the first fragment and
+    // must first parse hls.js itself (measured: most of the 0.6-0.85 s between the first
+    // segment's arrival and the first frame on the loaded bench machine, ADR 0018).
+    enableWorker: WORKER,
     manifestLoadPolicy: {
       default: {
         maxTimeToFirstByteMs: 8000,
@@ -200,7 +207,7 @@
   const SOCKET_SAFETY_MS = 10000;
   const SOCKET_PROBE_MAX_MS = 5000;
   const PROBE_LIMIT_MS = 120000;
-  const LEGACY_START = new URLSearchParams(window.location.search).get("start") === "legacy";
+  const LEGACY_START = PAGE_FLAGS.get("start") === "legacy";
 
   function levelLabel(level) {
     if (level.name && !/^\d+$/.test(level.name)) return level.name;
@@ -235,6 +242,7 @@
       this.probes = 0; // master requests made by the probe (diagnosis, tests)
       this.readyAt = 0; // when "stream.ready" last arrived (performance.now())
       this.startedBy = "none";
+      this.warm = null; // an hls.js attached to the video, waiting for its source
       this.bindUi();
       this.bindSocket();
       if (config.mode === "vod") this.start("vod");
@@ -271,11 +279,10 @@
       }
     }
 
-    startHls(src) {
+    createHls() {
       const Hls = window.Hls;
       const live = { ...LIVE_CONFIG, pLoader: holdingPlaylistLoader(Hls.DefaultConfig.loader, this) };
       const hls = new Hls(this.config.mode === "vod" ? VOD_CONFIG : live);
-      this.hls = hls;
       hls.on(Hls.Events.MANIFEST_PARSED, () => {
         this.fillQualityMenu();
         this.root.dataset.state = "playing";
@@ -285,10 +292,32 @@
       });
       hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => this.onLevelSwitched(data.level));
       hls.on(Hls.Events.LEVEL_UPDATED, (_e, data) => this.tuneLatency(data.details));
+      hls.on(Hls.Events.ERROR, (_e, data) => {
+        if (hls === this.hls) this.onHlsError(data);
+      });
+      hls.attachMedia(this.video);
+      return hls;
+    }
+
+    // While a live stream is not playable yet, hls.js is created and attached to the video
+    // already (its MediaSource opens meanwhile): stream.ready then only has to load the source.
+    warmUp() {
+      if (this.warm || this.legacy || this.config.mode !== "live" || !(window.Hls && window.Hls.isSupported())) return;
+      this.warm = this.createHls();
+    }
+
+    dropWarm() {
+      if (!this.warm) return;
+      this.warm.destroy();
+      this.warm = null;
+    }
+
+    startHls(src) {
+      const hls = this.warm || this.createHls();
+      this.warm = null;
+      this.hls = hls;
       this.tunedLatency = 0;
       this.snapped = false;
-      hls.on(Hls.Events.ERROR, (_e, data) => this.onHlsError(data));
-      hls.attachMedia(this.video);
       hls.loadSource(src);
       this.announceReady();
     }
@@ -374,7 +403,10 @@
         if (this.legacy) this.start("legacy");
         else this.awaitPlayable();
       }
-      if (!live) this.stopWaiting();
+      if (!live) {
+        this.stopWaiting();
+        this.dropWarm();
+      }
       // Going offline: let the buffered end play out; "ended" or a 404 then shows the card.
       if (!live && was && this.config.mode === "live") {
         this.offlineTimer = setTimeout(() => {
@@ -394,6 +426,7 @@
       this.note("show offline");
       this.stop();
       this.stopWaiting();
+      this.dropWarm();
       this.video.hidden = true;
       if (this.offlineCard) this.offlineCard.hidden = false;
       this.root.dataset.state = "offline";
@@ -464,6 +497,7 @@
       if (this.config.mode !== "live") return;
       this.stop();
       this.showStarting();
+      this.warmUp();
       if (this.waiting) {
         clearTimeout(this.waiting.timer);
         this.waiting.attempt = 0;
