@@ -63,7 +63,8 @@ WARMUP_S = 5.0
 WINDOW_S = 30.0
 RUNNING_BEFORE_JOIN_S = 12.0
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
-# Time-to-first-frame streams belong to users of this run (the per-user stream limit is 10).
+# The streams of a run belong to users of that run (the bench database is kept between runs and
+# a user may have at most 10 streams).
 RUN_ID = f"{int(time.time())}"
 
 # decode(video): the clock strip of the frame the video presents now (ms mod 2**32), or null.
@@ -332,7 +333,7 @@ def run_peer(context: Any, base: Path, rtmp_port: int, http_port: int, chunk: in
 def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) -> Result:
     """Publish into the platform's pipeline with ``chunk``-second chunks and watch via the edge."""
     live.set_chunk(chunk)
-    stream_id, publish_url = live.new_stream(f"g2g {chunk}s")
+    stream_id, publish_url = live.new_stream(f"g2g {chunk}s", owner=f"bench-g2g-{RUN_ID}")
     with devstack.running(publisher_command(publish_url), base / f"publish-ours{chunk}.log"):
         live.wait_playable(stream_id, timeout=60)
         watch = ListingWatch(live.media_playlist_url(stream_id))
