@@ -31,7 +31,8 @@ run on a fresh stream, alternating the page's start on ``stream.ready`` with the
 (``?start=legacy``: hls.js on ``stream.live``, the master retried every 2 s on 404) as the
 baseline measured in the same run; G2G_TTFF_RUNS runs of each (default 3), median. Target: no
 later than chunk duration + 1.5 s. The load average is printed with the figures.
-``G2G_PARTS=ttff`` (or ``steady``) runs only that part (default both).
+``G2G_PARTS=ttff`` (or ``steady``) runs only that part (default both); ``G2G_PAGE_QUERY`` is
+appended to the steady-state pages' URL (e.g. ``?worker=1``: hls.js's transmuxing worker).
 """
 
 import argparse
@@ -63,6 +64,8 @@ WARMUP_S = 5.0
 WINDOW_S = 30.0
 RUNNING_BEFORE_JOIN_S = 12.0
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+# Appended to the steady-state pages' URL, e.g. "?worker=1" (player.js page flags, docs/viewer.md).
+PAGE_QUERY = os.environ.get("G2G_PAGE_QUERY", "")
 # The streams of a run belong to users of that run (the bench database is kept between runs and
 # a user may have at most 10 streams).
 RUN_ID = f"{int(time.time())}"
@@ -327,7 +330,7 @@ def run_peer(context: Any, base: Path, rtmp_port: int, http_port: int, chunk: in
         devstack.wait_until(playlist.exists, 30, "nginx-rtmp HLS playlist")
         time.sleep(RUNNING_BEFORE_JOIN_S)
         page = write_page(base / "www", f"peer{chunk}", f"/peer{chunk}/bench.m3u8")
-        return measure(context, f"http://127.0.0.1:{http_port}{page}", "peer", chunk)
+        return measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", "peer", chunk)
 
 
 def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) -> Result:
@@ -341,7 +344,7 @@ def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) ->
         try:
             time.sleep(RUNNING_BEFORE_JOIN_S)
             page = write_page(base / "www", f"ours{chunk}", live.playback_url(stream_id))
-            result = measure(context, f"http://127.0.0.1:{http_port}{page}", "ours", chunk)
+            result = measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", "ours", chunk)
         finally:
             watch.stop.set()
             watch.join(timeout=5)
