@@ -48,18 +48,31 @@ class LiveStack:
     edge_url: str
     workdir: Path
     saved: dict[str, Any] = field(default_factory=dict)
+    web_url: str = ""  # the site under uvicorn (watch pages, the chat socket, callbacks)
 
     def set_chunk(self, seconds: float) -> None:
         settings.CHUNK_SECONDS = seconds
 
-    def new_stream(self, title: str) -> tuple[int, str]:
+    def new_stream(self, title: str, owner: str = "bench-g2g") -> tuple[int, str]:
         """A fresh stream (own session, own playlists) and the RTMP URL to publish it to."""
         from accounts.models import User
         from streams import services
 
-        user, _ = User.objects.get_or_create(username="bench-g2g", defaults={"email": "bench-g2g@example.com"})
+        user, _ = User.objects.get_or_create(username=owner, defaults={"email": f"{owner}@example.com"})
         created = services.create_stream(user, title=title, keep_recordings=False)
         return created.stream.pk, f"{self.rtmp_url}/{created.key}"
+
+    def watch_url(self, stream_id: int) -> str:
+        """The stream's watch page on this stack's site (player + chat socket)."""
+        from streams.models import Stream
+
+        return self.web_url + Stream.objects.get(pk=stream_id).get_absolute_url()
+
+    def session_id(self, stream_id: int) -> int | None:
+        """The stream's latest session (None before the first publish)."""
+        from streams.models import StreamSession
+
+        return StreamSession.objects.filter(stream_id=stream_id).order_by("-pk").values_list("pk", flat=True).first()
 
     def playback_url(self, stream_id: int) -> str:
         return f"{self.edge_url}/live/{stream_id}/master.m3u8"
@@ -190,7 +203,7 @@ def stack(workdir: Path | None = None) -> Iterator[LiveStack]:
             devstack.purge_broker()
             supervisor.start()
             running.enter_context(devstack.pipeline_worker())
-            yield LiveStack(patch["RTMP_PUBLIC_URL"], patch["HLS_EDGE_URL"], var, saved)
+            yield LiveStack(patch["RTMP_PUBLIC_URL"], patch["HLS_EDGE_URL"], var, saved, f"http://127.0.0.1:{web_port}")
     finally:
         stop.set()
         if supervisor.is_alive():

@@ -22,9 +22,21 @@ config), two sources:
 For 2 s and 1 s chunks (the publisher sends a keyframe every second; the chunk length is the
 pipeline's CHUNK_SECONDS and nginx-rtmp's hls_fragment). Targets: ours median <= 5 s
 with 2 s chunks, <= 3 s with 1 s, no stalls.
+
+Time to first frame: a viewer waits on the real watch page (uvicorn: player, chat
+socket) BEFORE the publisher starts; measured from the publisher's first frame (the clock burnt
+into the first frame of the session's first segment, read back with ffmpeg) to the first frame
+the page presents (``requestVideoFrameCallback``, ``Date.now()``). For 2 s and 1 s chunks, each
+run on a fresh stream, alternating the page's start on ``stream.ready`` with the old start
+(``?start=legacy``: hls.js on ``stream.live``, the master retried every 2 s on 404) as the
+baseline measured in the same run; G2G_TTFF_RUNS runs of each (default 3), median. Target: no
+later than chunk duration + 1.5 s. The load average is printed with the figures.
+``G2G_PARTS=ttff`` (or ``steady``) runs only that part (default both); ``G2G_PAGE_QUERY`` is
+appended to the steady-state pages' URL (e.g. ``?worker=1``: hls.js's transmuxing worker).
 """
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -52,12 +64,15 @@ WARMUP_S = 5.0
 WINDOW_S = 30.0
 RUNNING_BEFORE_JOIN_S = 12.0
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+# Appended to the steady-state pages' URL, e.g. "?worker=1" (player.js page flags, docs/viewer.md).
+PAGE_QUERY = os.environ.get("G2G_PAGE_QUERY", "")
+# The streams of a run belong to users of that run (the bench database is kept between runs and
+# a user may have at most 10 streams).
+RUN_ID = f"{int(time.time())}"
 
-# Decodes the clock strip of every presented frame; collects latency, hls.js latency, stalls.
-CLOCK_JS = """
-(() => {
+# decode(video): the clock strip of the frame the video presents now (ms mod 2**32), or null.
+DECODE_JS = """
   const BOX = %(box)d, WIDTH = %(width)d, BITS = %(bits)d, WRAP = 2 ** BITS;
-  const g2g = window.g2g = { samples: [], hlsLatency: [], stalls: [], bad: 0, playing: false };
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   function decode(video) {
@@ -74,6 +89,13 @@ CLOCK_JS = """
     }
     return v;
   }
+"""
+
+# Decodes the clock strip of every presented frame; collects latency, hls.js latency, stalls.
+CLOCK_JS = """
+(() => {
+  %(decode)s
+  const g2g = window.g2g = { samples: [], hlsLatency: [], stalls: [], bad: 0, playing: false };
   function attach(player) {
     const video = player.video;
     const onFrame = () => {
@@ -91,6 +113,29 @@ CLOCK_JS = """
     }, 500);
   }
   attach(window.livePlayer);
+})();
+"""
+
+# On the waiting watch page: when stream.live / stream.ready reached the page, and the first
+# presented frame (Date.now() and its burnt-in clock).
+TTFF_JS = """
+(() => {
+  %(decode)s
+  const t = window.ttff = { liveAt: 0, readyAt: 0, shownAt: 0, shownClock: null };
+  const video = window.livePlayer.video;
+  video.requestVideoFrameCallback(() => {
+    t.shownAt = Date.now(); t.shownClock = decode(video);
+    // The player's steps after stream.ready: the edge requests until this frame (ms after it).
+    const from = window.livePlayer.readyAt;
+    t.requests = performance.getEntriesByType("resource")
+      .filter((e) => from && e.startTime >= from && /\\.(m3u8|ts)/.test(e.name))
+      .map((e) => `${Math.round(e.startTime - from)}-${Math.round(e.responseEnd - from)} ${e.name.split("/").pop()}`);
+    const b = video.buffered;
+    t.at = { time: video.currentTime, buffered: b.length ? [b.start(0), b.end(b.length - 1)] : null,
+             shown: Math.round(performance.now() - from), history: window.livePlayer.history.slice(-6) };
+  });
+  window.LiveSocket.on("stream.live", () => { t.liveAt = t.liveAt || Date.now(); });
+  window.LiveSocket.on("stream.ready", () => { t.readyAt = t.readyAt || Date.now(); });
 })();
 """
 
@@ -215,6 +260,10 @@ http {{
     return path
 
 
+def _decode_js() -> str:
+    return DECODE_JS % {"box": BOX, "width": WIDTH, "bits": BITS}
+
+
 def write_page(www: Path, name: str, src: str) -> str:
     """The bench page: the watch page's player markup and scripts, plus the clock decoder."""
     player = render_to_string(
@@ -224,7 +273,7 @@ def write_page(www: Path, name: str, src: str) -> str:
             "player_config": {"mode": "live", "src": src, "live": True, "streamId": 0, "statusUrl": ""},
         },
     )
-    clock = CLOCK_JS % {"box": BOX, "width": WIDTH, "bits": BITS}
+    clock = CLOCK_JS % {"decode": _decode_js()}
     html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{name}</title>
 <link rel="stylesheet" href="/static/app.css"><link rel="stylesheet" href="/static/player.css"></head>
 <body style="width:1280px">{player}
@@ -281,13 +330,13 @@ def run_peer(context: Any, base: Path, rtmp_port: int, http_port: int, chunk: in
         devstack.wait_until(playlist.exists, 30, "nginx-rtmp HLS playlist")
         time.sleep(RUNNING_BEFORE_JOIN_S)
         page = write_page(base / "www", f"peer{chunk}", f"/peer{chunk}/bench.m3u8")
-        return measure(context, f"http://127.0.0.1:{http_port}{page}", "peer", chunk)
+        return measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", "peer", chunk)
 
 
 def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) -> Result:
     """Publish into the platform's pipeline with ``chunk``-second chunks and watch via the edge."""
     live.set_chunk(chunk)
-    stream_id, publish_url = live.new_stream(f"g2g {chunk}s")
+    stream_id, publish_url = live.new_stream(f"g2g {chunk}s", owner=f"bench-g2g-{RUN_ID}")
     with devstack.running(publisher_command(publish_url), base / f"publish-ours{chunk}.log"):
         live.wait_playable(stream_id, timeout=60)
         watch = ListingWatch(live.media_playlist_url(stream_id))
@@ -295,12 +344,139 @@ def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) ->
         try:
             time.sleep(RUNNING_BEFORE_JOIN_S)
             page = write_page(base / "www", f"ours{chunk}", live.playback_url(stream_id))
-            result = measure(context, f"http://127.0.0.1:{http_port}{page}", "ours", chunk)
+            result = measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", "ours", chunk)
         finally:
             watch.stop.set()
             watch.join(timeout=5)
         result.listed_after = watch.median()
         return result
+
+
+@dataclass
+class FirstFrame:
+    """One viewer waiting before the publish: seconds after the publisher's first frame."""
+
+    mode: str  # "ready" (stream.ready) or "legacy" (stream.live + 2 s retries)
+    shown: float  # the page presented its first frame
+    ready: float | None  # stream.ready reached the page
+    live: float | None  # stream.live reached the page
+    into: float | None  # which frame it was: seconds after the publisher's first one
+    load: float  # 1-minute load average at the time
+
+
+def _since(epoch_ms: int, clock_ms: int) -> float:
+    """Seconds from the clock value ``clock_ms`` (ms mod 2**32) to ``epoch_ms``; negative when
+    before it (stream.live reaches the page before the publisher's first frame is encoded)."""
+    wrap = 2**BITS
+    delta = (epoch_ms % wrap - clock_ms) % wrap
+    return (delta - wrap if delta > wrap // 2 else delta) / 1000
+
+
+def _first_segment_clock(live: Any, stream_id: int) -> int:
+    """The clock strip of the publisher's first frame: the first frame of the session's first
+    published segment of its first rendition (read through the edge with ffmpeg)."""
+    from transcoding.golive import read_clock
+
+    session = live.session_id(stream_id)
+    base = f"{live.edge_url}/live/{stream_id}/{session}/"
+    _, master = _get_text(base + "master.m3u8")
+    lines = master.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF"))
+    width = int(lines[index].split("RESOLUTION=")[1].split("x")[0])
+    playlist_uri = lines[index + 1]
+    _, playlist = _get_text(base + playlist_uri)
+    segment = next(line for line in playlist.splitlines() if line and not line.startswith("#"))
+    folder = playlist_uri.rsplit("/", 1)[0]
+    clock = read_clock(f"{base}{folder}/{segment}", width=width)
+    if clock is None:
+        raise RuntimeError(f"no clock in the first segment of stream {stream_id}")
+    return clock
+
+
+def _get_text(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own edge)
+            return int(response.status), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), ""
+
+
+def measure_first_frame(context: Any, live: Any, base: Path, chunk: int, mode: str) -> FirstFrame:
+    """A viewer on the stream's watch page before the publisher starts; the publisher starts;
+    when does the page show its first frame?"""
+    stream_id, publish_url = live.new_stream(f"ttff {chunk}s {mode}", owner=f"bench-ttff-{RUN_ID}-{chunk}-{mode}")
+    page = context.new_page()
+    try:
+        page.goto(live.watch_url(stream_id) + ("?start=legacy" if mode == "legacy" else ""))
+        page.wait_for_function("() => window.LiveSocket && window.LiveSocket.isOpen()", timeout=30_000)
+        page.evaluate(TTFF_JS % {"decode": _decode_js()})
+        with devstack.running(publisher_command(publish_url), base / f"publish-ttff{chunk}-{mode}.log"):
+            page.wait_for_function("() => window.ttff.shownAt > 0", timeout=90_000)
+            load = os.getloadavg()[0]
+            data = page.evaluate("window.ttff")
+            first = _first_segment_clock(live, stream_id)
+    finally:
+        page.close()
+
+    if os.environ.get("G2G_VERBOSE"):
+        print(f"  ttff {mode} {chunk}s: {data}", flush=True)
+
+    def since(epoch_ms: int) -> float | None:
+        return _since(epoch_ms, first) if epoch_ms else None
+
+    shown = since(data["shownAt"])
+    assert shown is not None
+    clock = data["shownClock"]
+    into = ((clock - first) % 2**BITS) / 1000 if clock is not None else None
+    return FirstFrame(mode, shown, since(data["readyAt"]), since(data["liveAt"]), into, load)
+
+
+def _median(values: list[float | None]) -> float:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else float("nan")
+
+
+def first_frame_lines(runs: list[FirstFrame], chunk: int) -> list[str]:
+    lines = []
+    for mode in ("ready", "legacy"):
+        mine = [r for r in runs if r.mode == mode]
+        if not mine:
+            continue
+        label = "stream.ready" if mode == "ready" else "legacy 2 s polling"
+        lines.append(
+            f"ttff {mode:<6} chunk {chunk}s: median {_median([r.shown for r in mine]):.2f} s "
+            f"(runs {', '.join(f'{r.shown:.2f}' for r in mine)}; {label}; "
+            f"stream.live at the page {_median([r.live for r in mine]):+.2f} s, "
+            f"stream.ready {_median([r.ready for r in mine]):.2f} s (the pipeline's share), first frame "
+            f"{_median([_player_share(r) for r in mine]):.2f} s after it (the player's); first frame shown = "
+            f"publisher's +{_median([r.into for r in mine]):.2f} s; load {_median([r.load for r in mine]):.1f})"
+        )
+    ready = _median([r.shown for r in runs if r.mode == "ready"])
+    legacy = _median([r.shown for r in runs if r.mode == "legacy"])
+    player_ready = _median([_player_share(r) for r in runs if r.mode == "ready"])
+    player_legacy = _median([_player_share(r) for r in runs if r.mode == "legacy"])
+    target = chunk + 1.5
+    verdict = "meets" if ready <= target else "MISSES"
+    lines.append(
+        f"time_to_first_frame chunk {chunk}s: stream.ready {ready:.2f} s vs legacy polling {legacy:.2f} s "
+        f"(player's share {player_ready:.2f} s vs {player_legacy:.2f} s); {verdict} target <= {target:g} s "
+        f"(chunk + 1.5 s); load average {os.getloadavg()[0]:.1f} (2 cores)"
+    )
+    return lines
+
+
+def _player_share(r: FirstFrame) -> float | None:
+    """From stream.ready reaching the page to its first frame (legacy pages get the event too)."""
+    return None if r.ready is None else r.shown - r.ready
+
+
+def run_first_frames(context: Any, live: Any, base: Path, chunk: int, runs: int) -> list[str]:
+    live.set_chunk(chunk)
+    results: list[FirstFrame] = []
+    for _ in range(runs):
+        for mode in ("ready", "legacy"):  # alternated, so both see the same load
+            results.append(measure_first_frame(context, live, base, chunk, mode))
+    return first_frame_lines(results, chunk)
 
 
 def run(args: argparse.Namespace) -> list[str]:
@@ -325,7 +501,14 @@ def run(args: argparse.Namespace) -> list[str]:
             devstack.wait_until(
                 lambda: devstack.port_open(http_port) and devstack.port_open(rtmp_port), 10, "nginx-rtmp"
             )
-            for chunk in (2, 1):
+            parts = os.environ.get("G2G_PARTS", "steady,ttff").split(",")
+            runs = int(os.environ.get("G2G_TTFF_RUNS", "2" if getattr(args, "quick", False) else "3"))
+            for chunk in (2, 1) if "ttff" in parts else ():
+                try:
+                    lines.extend(run_first_frames(context, live, base, chunk, runs))
+                except Exception as exc:  # report, and go on
+                    lines.append(f"ttff chunk {chunk}s: FAILED: {type(exc).__name__}: {exc}")
+            for chunk in (2, 1) if "steady" in parts else ():
                 try:
                     peer = run_peer(context, base, rtmp_port, http_port, chunk)
                     lines.append(peer.line())

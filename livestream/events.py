@@ -14,9 +14,15 @@ transaction commits, an event goes to:
 - webhooks registered for the stream's owner (``webhooks.services.enqueue_deliveries``),
   when the webhooks app is installed.
 
-Event names: public ``stream.live``, ``stream.offline``, ``replay.ready``, ``viewers.count``,
-``chat.*`` (chat uses its own group fan-out but the same group name); owner-only
-``analytics.ingest``, ``analytics.viewers``, ``analytics.session`` (any ``analytics.*``).
+Event names: public ``stream.live``, ``stream.ready``, ``stream.offline``, ``replay.ready``,
+``viewers.count``, ``chat.*`` (chat uses its own group fan-out but the same group name);
+owner-only ``analytics.ingest``, ``analytics.viewers``, ``analytics.session`` (any ``analytics.*``).
+
+``stream.live`` says a publish was accepted; ``stream.ready`` says the session is playable (the
+first segment of every rendition is listed at the edge; sent once per session by
+``transcoding.readiness``, data ``stream``, ``session``, ``playback_url``, ``renditions``). Waiting
+watch pages start their player on it. It is not a webhook event (ADR 0018): it is for players,
+and a server-side receiver already gets ``stream.live`` with the playback URL.
 """
 
 import logging
@@ -28,6 +34,7 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
+# stream.ready is socket-only (players); see the module doc.
 WEBHOOK_EVENTS = frozenset({"stream.live", "stream.offline", "replay.ready"})
 # Events only the stream's owner (and staff) may see: the analytics API answers 404 to anybody
 # else for the same data.

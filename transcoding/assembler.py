@@ -35,7 +35,7 @@ from typing import Any
 from django.conf import settings
 
 from livestream import metrics
-from transcoding import hls, metadata, mpegts, state, storage
+from transcoding import hls, metadata, mpegts, readiness, state, storage
 from transcoding.hls import Entry
 
 logger = logging.getLogger(__name__)
@@ -89,15 +89,15 @@ def _round(layout: Layout, token: int, *, force: bool) -> int:
         _recover_log(layout, token)
         plan = state.begin_round(session_id)
     cursor = _Cursor(plan.last, plan.pending_disc, plan.ccstate)
-    new = 0
+    new: list[Entry] = []
     for seq in range(plan.next, plan.count):
         ready = state.take_ready(session_id, seq)
         meta = ready.meta
         if ready.outcome == "wait" and meta is not None and not force and time.time() <= meta.deadline:
             break
         if ready.outcome == "ready" and meta is not None:
-            if _publish_chunk(layout, token, ready, meta=meta, epoch=plan.epoch, cursor=cursor):
-                new += 1
+            if _publish_chunk(layout, token, ready, meta=meta, epoch=plan.epoch, cursor=cursor) and cursor.last:
+                new.append(cursor.last)  # set by _publish_chunk
                 continue
             reason = "given up while being published"
         elif meta is None:
@@ -111,6 +111,9 @@ def _round(layout: Layout, token: int, *, force: bool) -> int:
     if new:
         _checkpoint(layout, last)
         _write_masters(layout, (last.index + 1) if last else 0, final=False)
+        # The master and every media playlist now list these segments: once every rendition
+        # has one, waiting viewers are told the stream is playable (stream.ready, ADR 0018).
+        readiness.segments_published(layout, new)
     return (last.index + 1) if last else plan.published
 
 

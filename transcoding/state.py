@@ -44,6 +44,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``ckpt``            how many entries of the published log its S3 checkpoint holds
 - ``stream``          the session's stream id (hot paths skip the database)
 - ``finalizing``      one finalisation at a time
+- ``once:<name>``     set once by ``claim_once`` (e.g. ``once:ready``: stream.ready was sent)
 
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
 with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
@@ -920,7 +921,7 @@ def remember_client(session_id: int, client_key: str) -> None:
 _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
-    "fence", "ingest", "clients", "stream", "finalizing", "ckpt",
+    "fence", "ingest", "clients", "stream", "finalizing", "ckpt", "once:ready",
 )  # fmt: skip
 
 
@@ -1040,3 +1041,9 @@ RECONCILED = "pipe:reconcile:last"  # the reconciler's last run (compose health 
 
 def reconciled() -> None:
     redis_client().set(RECONCILED, repr(time.time()), ex=3600)
+
+
+def claim_once(session_id: int, name: str) -> bool:
+    """True for exactly one caller per session and ``name`` across every worker (SET NX of
+    ``once:<name>``; e.g. transcoding.readiness sends stream.ready only when this is True)."""
+    return bool(redis_client().set(key(session_id, f"once:{name}"), "1", ex=_ttl(), nx=True))

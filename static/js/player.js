@@ -9,12 +9,27 @@
 // - document fires "live-player-ready" (detail: the player) each time a new hls.js instance is
 //   attached, e.g. after the stream goes live again.
 // - Live/offline and viewer counts arrive over the page's one WebSocket (window.LiveSocket,
-//   built by the chat panel, docs/chat.md): frames "stream.live", "stream.offline",
-//   "viewers.count"; the status URL is re-read after each (re)connect. Without a socket (embed
-//   page) the player polls the status URL instead. .transport says which ("socket" | "poll").
+//   built by the chat panel, docs/chat.md): frames "stream.live", "stream.ready",
+//   "stream.offline", "viewers.count"; the status URL is re-read after each (re)connect. Without
+//   a socket (embed page) the player polls the status URL instead. .transport says which
+//   ("socket" | "poll").
+// - Starting (docs/viewer.md, ADR 0018): "stream.live" only says a publish was accepted; the
+//   player shows "Starting..." (root data-state "starting") and starts hls.js on "stream.ready"
+//   (every rendition has its first segment listed). It also asks the edge for the master itself
+//   ("probe"): once when the stream goes live or the page opens live (a reconnect within the same
+//   session, or a page opened on a playable stream, starts from that answer; the master text is
+//   handed to hls.js, so no second master request), then only as a fallback: without a socket
+//   every PROBE_FIRST_MS, backing off to PROBE_MAX_MS; with a socket only if no "stream.ready"
+//   came within SOCKET_SAFETY_MS; at most PROBE_LIMIT_MS in all. .startedBy says what started
+//   the current playback ("ready" | "probe" | "legacy" | "vod").
+// - "?start=legacy" on the page's URL restores the old start for comparisons (the glass-to-glass
+//   bench's baseline): hls.js starts on "stream.live" and retries the master every 2 s on 404.
 (() => {
   "use strict";
 
+  // "?worker=1" on the page URL (and the legacy start): transmux in hls.js's worker, as before.
+  const PAGE_FLAGS = new URLSearchParams(window.location.search);
+  const WORKER = PAGE_FLAGS.get("worker") === "1" || PAGE_FLAGS.get("start") === "legacy";
   // Low-latency live tuning, in units of the playlist's target duration so it suits 1 s and 2 s
   // chunks alike: play 1.5 chunks behind the newest listed segment; beyond 4 chunks behind,
   // hls.js seeks forward; in between it catches up by playing slightly faster.
@@ -27,6 +42,10 @@
     maxBufferLength: 12,
     startPosition: -1,
     capLevelToPlayerSize: true,
+    // Transmux on the page's thread: hls.js's worker is created with the first fragment and
+    // must first parse hls.js itself (measured: most of the 0.6-0.85 s between the first
+    // segment's arrival and the first frame on the loaded bench machine, ADR 0018).
+    enableWorker: WORKER,
     manifestLoadPolicy: {
       default: {
         maxTimeToFirstByteMs: 8000,
@@ -73,17 +92,30 @@
     return text.replace("#EXTM3U", "#EXTM3U\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES");
   }
 
-  function holdingPlaylistLoader(Base) {
+  // A master the player's probe just fetched, as hls.js's loaders answer (LoadStats shape).
+  function answerFromPrefetch(hit, context, callbacks) {
+    const bytes = hit.text.length;
+    const stats = {
+      aborted: false, loaded: bytes, retry: 0, total: bytes, chunkCount: 0, bwEstimate: 0,
+      loading: { start: hit.asked, first: hit.at, end: hit.at },
+      parsing: { start: 0, end: 0 },
+      buffering: { start: 0, first: 0, end: 0 },
+    };
+    return setTimeout(() => callbacks.onSuccess({ url: hit.finalUrl, data: hit.text, code: 200 }, stats, context, null), 0);
+  }
+
+  function holdingPlaylistLoader(Base, player) {
     return class HoldingPlaylistLoader {
       constructor(config) {
         this.config = config;
         this.inner = new Base(config);
         this.timer = null;
         this.finished = false;
+        this.fakeStats = null;
       }
 
       get stats() {
-        return this.inner.stats;
+        return this.fakeStats || this.inner.stats;
       }
 
       get context() {
@@ -91,6 +123,18 @@
       }
 
       load(context, loaderConfig, callbacks) {
+        const hit = context.type === "manifest" && player ? player.takePrefetched(context.url) : null;
+        if (hit) {
+          this.timer = answerFromPrefetch(hit, context, {
+            onSuccess: (response, stats, ctx, details) => {
+              if (this.finished) return;
+              this.finished = true;
+              this.fakeStats = stats;
+              callbacks.onSuccess(response, stats, ctx, details);
+            },
+          });
+          return;
+        }
         const url = new URL(context.url, window.location.href);
         const wanted = url.searchParams.has("_HLS_msn") ? Number(url.searchParams.get("_HLS_msn")) : null;
         for (const name of ["_HLS_msn", "_HLS_part", "_HLS_skip"]) url.searchParams.delete(name);
@@ -156,6 +200,14 @@
   // buffered end plays out and "ended" or a 404 brings it earlier).
   const OFFLINE_GRACE_MS = 30000;
   const STATUS_POLL_MS = 10000;
+  // Waiting for a playable stream (see the header): the fallback's schedule and its bound.
+  const PROBE_FIRST_MS = 250;
+  const PROBE_BACKOFF = 1.5;
+  const PROBE_MAX_MS = 1000;
+  const SOCKET_SAFETY_MS = 10000;
+  const SOCKET_PROBE_MAX_MS = 5000;
+  const PROBE_LIMIT_MS = 120000;
+  const LEGACY_START = PAGE_FLAGS.get("start") === "legacy";
 
   function levelLabel(level) {
     if (level.name && !/^\d+$/.test(level.name)) return level.name;
@@ -183,9 +235,19 @@
       this.errors = []; // the last hls.js errors, for diagnosis (newest last)
       this.history = []; // the last lifecycle steps (start, stop, live, offline...), for diagnosis
       this.liveNewsAt = 0; // when the socket last said live/offline (performance.now())
+      this.legacy = LEGACY_START;
+      this.sessionId = config.sessionId || null; // the session on air, when known
+      this.waiting = null; // while waiting for a playable stream: { since, attempt, timer }
+      this.prefetched = null; // a master the probe fetched, for hls.js's manifest load
+      this.probes = 0; // master requests made by the probe (diagnosis, tests)
+      this.readyAt = 0; // when "stream.ready" last arrived (performance.now())
+      this.startedBy = "none";
+      this.warm = null; // an hls.js attached to the video, waiting for its source
       this.bindUi();
       this.bindSocket();
-      if (config.mode === "vod" || this.live) this.start();
+      if (config.mode === "vod") this.start("vod");
+      else if (this.live && this.legacy) this.start("legacy");
+      else if (this.live) this.awaitPlayable();
     }
 
     // --- lifecycle -------------------------------------------------------------------------
@@ -194,9 +256,11 @@
       this.history = [...this.history, `${Math.round(performance.now())} ${step}`].slice(-20);
     }
 
-    start() {
+    start(by = "legacy") {
       this.stop();
-      this.note("start");
+      this.stopWaiting();
+      this.startedBy = by;
+      this.note(`start (${by})`);
       this.showMessage("");
       this.root.dataset.state = "loading";
       if (this.offlineCard) this.offlineCard.hidden = true;
@@ -215,11 +279,10 @@
       }
     }
 
-    startHls(src) {
+    createHls() {
       const Hls = window.Hls;
-      const live = { ...LIVE_CONFIG, pLoader: holdingPlaylistLoader(Hls.DefaultConfig.loader) };
+      const live = { ...LIVE_CONFIG, pLoader: holdingPlaylistLoader(Hls.DefaultConfig.loader, this) };
       const hls = new Hls(this.config.mode === "vod" ? VOD_CONFIG : live);
-      this.hls = hls;
       hls.on(Hls.Events.MANIFEST_PARSED, () => {
         this.fillQualityMenu();
         this.root.dataset.state = "playing";
@@ -229,10 +292,32 @@
       });
       hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => this.onLevelSwitched(data.level));
       hls.on(Hls.Events.LEVEL_UPDATED, (_e, data) => this.tuneLatency(data.details));
+      hls.on(Hls.Events.ERROR, (_e, data) => {
+        if (hls === this.hls) this.onHlsError(data);
+      });
+      hls.attachMedia(this.video);
+      return hls;
+    }
+
+    // While a live stream is not playable yet, hls.js is created and attached to the video
+    // already (its MediaSource opens meanwhile): stream.ready then only has to load the source.
+    warmUp() {
+      if (this.warm || this.legacy || this.config.mode !== "live" || !(window.Hls && window.Hls.isSupported())) return;
+      this.warm = this.createHls();
+    }
+
+    dropWarm() {
+      if (!this.warm) return;
+      this.warm.destroy();
+      this.warm = null;
+    }
+
+    startHls(src) {
+      const hls = this.warm || this.createHls();
+      this.warm = null;
+      this.hls = hls;
       this.tunedLatency = 0;
       this.snapped = false;
-      hls.on(Hls.Events.ERROR, (_e, data) => this.onHlsError(data));
-      hls.attachMedia(this.video);
       hls.loadSource(src);
       this.announceReady();
     }
@@ -297,6 +382,11 @@
         this.showOffline();
         return;
       }
+      const missing = data.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR && data.response && data.response.code === 404;
+      if (this.config.mode === "live" && missing && !this.legacy) {
+        this.awaitPlayable(); // not playable (yet, or any more): wait for stream.ready / probe
+        return;
+      }
       this.showMessage("Connecting to the stream…");
       this.retryTimer = setTimeout(() => this.start(), RETRY_MS);
     }
@@ -307,13 +397,16 @@
       const was = this.live;
       if (live !== was) this.note(live ? "live" : "offline");
       this.live = live;
-      if (this.badge) {
-        this.badge.textContent = live ? "LIVE" : "OFFLINE";
-        this.badge.classList.toggle("live", live);
-        this.badge.dataset.live = String(live);
-      }
+      this.setBadge(live);
       clearTimeout(this.offlineTimer);
-      if (live && !was) this.start();
+      if (live && !was) {
+        if (this.legacy) this.start("legacy");
+        else this.awaitPlayable();
+      }
+      if (!live) {
+        this.stopWaiting();
+        this.dropWarm();
+      }
       // Going offline: let the buffered end play out; "ended" or a 404 then shows the card.
       if (!live && was && this.config.mode === "live") {
         this.offlineTimer = setTimeout(() => {
@@ -322,9 +415,18 @@
       }
     }
 
+    setBadge(live) {
+      if (!this.badge) return;
+      this.badge.textContent = live ? "LIVE" : "OFFLINE";
+      this.badge.classList.toggle("live", live);
+      this.badge.dataset.live = String(live);
+    }
+
     showOffline() {
       this.note("show offline");
       this.stop();
+      this.stopWaiting();
+      this.dropWarm();
       this.video.hidden = true;
       if (this.offlineCard) this.offlineCard.hidden = false;
       this.root.dataset.state = "offline";
@@ -345,7 +447,8 @@
       const attach = () => {
         const socket = window.LiveSocket;
         if (!socket || typeof socket.on !== "function") return false;
-        socket.on("stream.live", () => this.socketSays(true));
+        socket.on("stream.live", (frame) => this.socketSays(true, frame));
+        socket.on("stream.ready", (frame) => this.onReady(frame));
         socket.on("stream.offline", () => this.socketSays(false));
         socket.on("viewers.count", (frame) => this.setViewers(frame.count));
         // After every (re)connect: events sent while the socket was down are lost, so re-read.
@@ -364,9 +467,106 @@
       else bindOrPoll();
     }
 
-    socketSays(live) {
+    socketSays(live, frame) {
       this.liveNewsAt = performance.now();
+      if (live && frame && frame.session) this.sessionId = frame.session;
       this.setLive(live);
+    }
+
+    // --- starting: stream.ready, or the probe ---------------------------------------------------
+
+    // Every rendition of the session has its first segment listed: start now.
+    onReady(frame) {
+      this.readyAt = performance.now();
+      this.liveNewsAt = this.readyAt;
+      if (this.legacy || this.config.mode !== "live") return;
+      const session = frame && frame.session ? frame.session : null;
+      this.note(`ready ${session || ""}`);
+      const started = this.hls !== null && (!session || session === this.sessionId);
+      if (session) this.sessionId = session;
+      if (!this.live) this.setBadge(true);
+      this.live = true;
+      clearTimeout(this.offlineTimer);
+      if (started) return; // already playing (or loading) this session
+      this.start("ready");
+    }
+
+    // Live but maybe not playable yet: show "Starting...", ask the edge once now, then wait for
+    // stream.ready (socket) or keep asking with backoff (no socket), within PROBE_LIMIT_MS.
+    awaitPlayable() {
+      if (this.config.mode !== "live") return;
+      this.stop();
+      this.showStarting();
+      this.warmUp();
+      if (this.waiting) {
+        clearTimeout(this.waiting.timer);
+        this.waiting.attempt = 0;
+      } else {
+        this.waiting = { since: performance.now(), attempt: 0, timer: null };
+      }
+      this.probe();
+    }
+
+    showStarting() {
+      this.root.dataset.state = "starting";
+      if (this.offlineCard) this.offlineCard.hidden = true;
+      this.video.hidden = false;
+      this.showMessage("Starting…");
+    }
+
+    stopWaiting() {
+      if (!this.waiting) return;
+      clearTimeout(this.waiting.timer);
+      this.waiting = null;
+    }
+
+    nextProbeDelay(attempt) {
+      if (this.transport === "socket") {
+        // The socket brings stream.ready: probing is only a safety net (a lost event).
+        return attempt === 1 ? SOCKET_SAFETY_MS : SOCKET_PROBE_MAX_MS;
+      }
+      return Math.min(PROBE_MAX_MS, PROBE_FIRST_MS * PROBE_BACKOFF ** (attempt - 1));
+    }
+
+    probe() {
+      const waiting = this.waiting;
+      if (!waiting) return;
+      waiting.attempt += 1;
+      this.probes += 1;
+      const src = this.config.src;
+      const session = this.sessionId;
+      const asked = performance.now();
+      fetch(src, { cache: "no-store", credentials: "omit" })
+        .then((r) => (r.ok ? r.text().then((text) => ({ text, url: r.url || src })) : null))
+        .catch(() => null)
+        .then((answer) => {
+          if (this.waiting !== waiting) return; // started, or went offline, meanwhile
+          // The stable master of THIS session (the previous broadcast's may still be there).
+          const lines = answer ? answer.text.split("\n").filter((l) => l && !l.startsWith("#")) : [];
+          const ours = lines.length > 0 && (!session || lines.every((l) => l.startsWith(`${session}/`)));
+          if (answer && answer.text.startsWith("#EXTM3U") && ours) {
+            this.note("probe: playable");
+            this.prefetched = { url: src, finalUrl: answer.url, text: answer.text, asked, at: performance.now() };
+            this.start("probe");
+            return;
+          }
+          this.note("probe: not yet");
+          if (performance.now() - waiting.since > PROBE_LIMIT_MS) {
+            this.note("probe: gave up");
+            this.showMessage("The stream is not playable yet.");
+            this.waiting = null;
+            return;
+          }
+          waiting.timer = setTimeout(() => this.probe(), this.nextProbeDelay(waiting.attempt));
+        });
+    }
+
+    // hls.js's first manifest request is answered from the probe's fresh answer (no second trip).
+    takePrefetched(url) {
+      const hit = this.prefetched;
+      this.prefetched = null;
+      if (!hit || hit.url !== url || performance.now() - hit.at > 2000) return null;
+      return hit;
     }
 
     refreshStatus() {
@@ -380,7 +580,13 @@
           // An answer older than the socket's latest news is stale (the page asks right after
           // connecting; a publish can land while the answer is on its way).
           if (this.liveNewsAt > asked) return;
+          const wasWaiting = this.waiting;
           this.setLive(status.status === "live");
+          // After a (re)connect, a stream.ready sent while the socket was down is lost: ask now.
+          if (wasWaiting && this.waiting === wasWaiting && this.live && this.transport === "socket") {
+            clearTimeout(wasWaiting.timer);
+            this.probe();
+          }
         })
         .catch(() => {});
     }
