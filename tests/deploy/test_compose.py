@@ -141,7 +141,7 @@ def test_minio_publishes_no_port_and_no_console():
     assert "ports" not in minio
     assert "console" not in " ".join(minio.get("command", []))
     assert minio["environment"]["MINIO_BROWSER"] == "off"
-    for internal in ("postgres", "redis", "mongo", "storage-init", "migrate"):
+    for internal in ("postgres", "redis", "redis-broker", "redis-channels", "mongo", "storage-init", "migrate"):
         assert "ports" not in services[internal], internal
 
 
@@ -191,6 +191,41 @@ def test_redis_and_mongo_require_passwords_and_the_app_is_not_mongo_admin():
         or "docker-entrypoint-initdb.d" in str(volume)
         for volume in volumes
     )
+
+
+def _redis_option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_broker_channels_and_live_data_have_their_own_redis_with_fitting_policies():
+    env = good_env()
+    services = compose.config(COMPOSE, env)["services"]
+    live, broker, channels = (services[name]["command"] for name in ("redis", "redis-broker", "redis-channels"))
+    # The broker never drops a queued task and keeps its queues across a restart.
+    assert _redis_option(broker, "--maxmemory-policy") == "noeviction"
+    assert _redis_option(broker, "--appendonly") == "yes"
+    # The live working set is bounded and persisted; chunk bytes (shortest TTL) go first.
+    assert _redis_option(live, "--maxmemory-policy") == "volatile-ttl"
+    assert _redis_option(live, "--appendonly") == "yes"
+    # The channel layer is memory only and bounded.
+    assert _redis_option(channels, "--appendonly") == "no"
+    assert _redis_option(channels, "--maxmemory")
+    for command in (live, broker, channels):
+        assert _redis_option(command, "--maxmemory")
+        assert _redis_option(command, "--requirepass") == env["REDIS_PASSWORD"]
+    for role in APP_ROLES:
+        app_env = services[role]["environment"]
+        hosts = {
+            name: urlparse(app_env[name]).hostname for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL")
+        }
+        assert hosts == {
+            "REDIS_URL": "redis",
+            "CELERY_BROKER_URL": "redis-broker",
+            "CHANNEL_REDIS_URL": "redis-channels",
+        }
+        depends = services[role].get("depends_on", {})
+        if "redis" in depends:
+            assert {"redis-broker", "redis-channels"} <= set(depends), role
 
 
 def test_storage_init_job_runs_before_the_app_and_the_edge():
