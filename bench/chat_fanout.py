@@ -306,7 +306,9 @@ def _percentile(values: list[float], q: float) -> float:
 def _slow_ending(sock: RawWebSocket) -> str:
     """Read what a never-reading socket was sent, up to how its connection ended."""
     try:
-        closed, _ = sock.read_until_close(timeout=8)
+        # Up to 20 s: on a loaded machine the ~130 kB in front of the close frame can take a
+        # while; the server aborts the connection SLOW_CLOSE_GRACE_S (30 s) after the close.
+        closed, _ = sock.read_until_close(timeout=20)
     except TimeoutError:
         return "still open"
     except OSError:
