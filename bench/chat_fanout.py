@@ -26,9 +26,13 @@ not read fills its buffers within the run), and N viewers:
   open.
 
 Prints per run: delivered/expected over the healthy viewers, p50 and p99 latency (also p99
-from the server's ``sent_at`` stamp, which leaves out the post path: checks and queueing before
-the row is built), server CPU per delivered message (user+sys of the uvicorn processes over the
+from the server's ``sent_at`` stamp, which leaves out only the socket read, thread hop, rate
+limit and checks before the row object is built: ``sent_at`` is stamped BEFORE the INSERT and
+the COMMIT, so the database write, the broadcast, the batching tick and the delivery are all
+inside it), server CPU per delivered message (user+sys of the uvicorn processes over the
 window / deliveries), how the never-reading sockets ended, then a ratio line per N.
+With ``CHAT_BENCH_CONTROL=1`` each N also measures ours with NO never-reading viewer in the
+same run (a control: what the never-reading sockets cost, under the same machine load).
 The per-address socket cap is off for the bench server (every viewer comes from 127.0.0.1).
 """
 
@@ -302,7 +306,9 @@ def _percentile(values: list[float], q: float) -> float:
 def _slow_ending(sock: RawWebSocket) -> str:
     """Read what a never-reading socket was sent, up to how its connection ended."""
     try:
-        closed, _ = sock.read_until_close(timeout=8)
+        # Up to 20 s: on a loaded machine the ~130 kB in front of the close frame can take a
+        # while; the server aborts the connection SLOW_CLOSE_GRACE_S (30 s) after the close.
+        closed, _ = sock.read_until_close(timeout=20)
     except TimeoutError:
         return "still open"
     except OSError:
@@ -313,13 +319,21 @@ def _slow_ending(sock: RawWebSocket) -> str:
 
 
 def _measure(
-    name: str, app: str, stream_id: int, tokens: list[str], *, viewers: int, duration: float, log: Path
+    name: str,
+    app: str,
+    stream_id: int,
+    tokens: list[str],
+    *,
+    viewers: int,
+    duration: float,
+    log: Path,
+    slow_every: int = SLOW_EVERY,
 ) -> Result:
     port = _free_port()
     log_start = log.stat().st_size if log.exists() else 0
     server = _start_server(app, port, log)
     url = f"ws://127.0.0.1:{port}/ws/streams/{stream_id}/chat/"
-    slow_count = viewers // SLOW_EVERY
+    slow_count = viewers // slow_every if slow_every else 0
     healthy = viewers - slow_count
     stride = max(1, healthy // 100)
     procs, pipes = [], []
@@ -359,8 +373,10 @@ def _measure(
             delivered += report["delivered"]
             samples += report["samples"]
             stored += report["stored"]
-        with ThreadPoolExecutor(max_workers=max(1, len(slow))) as pool:
-            endings = Counter(pool.map(_slow_ending, slow))
+        endings: Counter[str] = Counter()
+        if slow:
+            with ThreadPoolExecutor(max_workers=len(slow)) as pool:
+                endings = Counter(pool.map(_slow_ending, slow))
     finally:
         for sock in slow:
             with contextlib.suppress(OSError):
@@ -433,17 +449,33 @@ def run(args: Any) -> list[str]:
         f"load average before {os.getloadavg()[0]:.1f}"
     ]
     _progress(lines[0])
+    control = os.environ.get("CHAT_BENCH_CONTROL") == "1"
+    runs = [("ours", "livestream.asgi:application", SLOW_EVERY)]
+    if control:
+        runs.append(("ours-0", "livestream.asgi:application", 0))
+    runs.append(("baseline", "bench._chat_baseline:application", SLOW_EVERY))
     for n in sizes:
         pair = []
-        for name, app in (("ours", "livestream.asgi:application"), ("baseline", "bench._chat_baseline:application")):
+        for name, app, slow_every in runs:
             stream, tokens = _fixtures()
             try:
-                result = _measure(name, app, stream.pk, tokens, viewers=n, duration=duration, log=log)
+                result = _measure(
+                    name, app, stream.pk, tokens, viewers=n, duration=duration, log=log, slow_every=slow_every
+                )
             finally:
                 stream.delete()
             pair.append(result)
             lines.append(f"{result.line()}, load avg {os.getloadavg()[0]:.1f}")
             _progress(lines[-1])
+        if control:
+            ours, alone = pair[0], pair[1]
+            lines.append(
+                f"chat fan-out N={n}: ours with {ours.slow} never-reading vs none, same run: p50 {ours.p50_ms:.0f} vs "
+                f"{alone.p50_ms:.0f} ms, p99 {ours.p99_ms:.0f} vs {alone.p99_ms:.0f} ms, delivered {ours.ratio:.1%} vs "
+                f"{alone.ratio:.1%}, server CPU {ours.cpu_us:.1f} vs {alone.cpu_us:.1f} us/delivered msg"
+            )
+            _progress(lines[-1])
+            pair = [pair[0], pair[2]]
         ours, base = pair
         speed = (ours.ratio / base.ratio) if base.ratio else float("inf")
         cpu = base.cpu_us / ours.cpu_us if ours.cpu_us else float("inf")

@@ -12,10 +12,13 @@ web process holds one ``Hub`` (per event loop) that:
   public room are dropped, whoever sent them;
 - turns each ``{"type": "stream.event", "event": name, "data": {...}}`` into the browser frame
   ``{"type": name, **data}`` and encodes it ONCE per room;
-- sends chat at most once per tick per room: a message to a quiet room goes out at once,
-  messages arriving sooner after the previous frame wait for the end of the tick and go out
-  together as one ``chat.batch`` frame (a single message as a plain ``chat.message``); any
-  other event first flushes the pending batch so order is kept. The tick is
+- sends chat at most once per tick per room, and never while the room's delivery task is
+  still writing the previous frame: a message to a quiet room goes out at once, messages
+  arriving sooner after the previous frame (or during its delivery) wait and go out together
+  as one ``chat.batch`` frame (a single message as a plain ``chat.message``) as soon as both
+  the tick has passed and the delivery is done (docs/adr/0015); any other event first flushes
+  the pending batch so order is kept. So chat frames never line up in the outbox: a process
+  short of CPU sends fuller batches instead of a growing backlog. The tick is
   ``CHAT_BATCH_TICK_MS``, stretched for big rooms so that one process writes at most
   ``CHAT_FANOUT_WRITES_PER_S`` chat frames per second per room (e.g. 1,000 local sockets and
   5,000/s give 200 ms): a bigger room gets fuller batches instead of a saturated process;
@@ -110,6 +113,14 @@ class Room:
     last_flush: float = float("-inf")
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     dropped_frames: int = 0
+    # True while the delivery task writes a frame: chat arriving meanwhile waits in
+    # ``pending`` and leaves as one batch when the delivery ends (see Hub._schedule_flush).
+    delivering: bool = False
+
+    @property
+    def busy(self) -> bool:
+        """A frame is being written or waits in the outbox."""
+        return self.delivering or not self.outbox.empty()
 
     @property
     def group(self) -> str:
@@ -368,14 +379,7 @@ class Hub:
         frame = {**(data if isinstance(data, dict) else {}), "type": message["event"]}
         if frame["type"] == "chat.message":
             room.pending.append(frame)
-            if room.flush_handle is None:
-                # Leading edge: a quiet room sends at once; a busy one at most once per tick.
-                loop = asyncio.get_running_loop()
-                wait = room.last_flush + self.room_tick(room) - loop.time()
-                if wait <= 0:
-                    self._flush(room)
-                else:
-                    room.flush_handle = loop.call_later(wait, self._flush, room)
+            self._schedule_flush(room)
             return
         self._flush(room)
         message_out = encode(frame)
@@ -386,6 +390,27 @@ class Hub:
         the room's socket writes in this process stay within CHAT_FANOUT_WRITES_PER_S (a big
         room batches more instead of saturating the process), at most MAX_TICK_S."""
         return min(MAX_TICK_S, max(self.tick_s, len(room.sockets) / self.writes_per_s))
+
+    def _schedule_flush(self, room: Room) -> None:
+        """Send the pending chat when both allow it: the tick since the previous chat frame
+        has passed (leading edge: a quiet room sends at once) AND the room's delivery task is
+        idle. While a frame is still being written, new messages wait and leave together as
+        one batch the moment it is done (``_deliver`` calls back here): chat frames never
+        queue behind each other, so a message waits for at most the delivery in progress,
+        whatever the process's load; a process short of CPU sends fuller batches instead of
+        a growing backlog."""
+        if not room.pending or room.flush_handle is not None or room.busy:
+            return
+        loop = asyncio.get_running_loop()
+        wait = room.last_flush + self.room_tick(room) - loop.time()
+        if wait <= 0:
+            self._flush(room)
+        else:
+            room.flush_handle = loop.call_later(wait, self._tick, room)
+
+    def _tick(self, room: Room) -> None:
+        room.flush_handle = None
+        self._schedule_flush(room)
 
     def _flush(self, room: Room) -> None:
         if room.flush_handle is not None:
@@ -417,19 +442,29 @@ class Hub:
         while True:
             message, size = await room.outbox.get()
             metrics.chat_delivered(len(room.sockets))
-            for index, outlet in enumerate(list(room.sockets.values()), start=1):
-                # Write now when that cannot wait (ready() means the send will not suspend,
-                # so nothing runs in between), else queue for this socket alone.
-                if outlet.writer is None and outlet.wire.ready():
-                    try:
-                        await outlet.send(message)
-                    except Exception:
-                        self._drop(outlet, CLOSE_SEND_FAILED, "send failed")
-                else:
-                    self._enqueue(outlet, message, size)
-                if index % _YIELD_EVERY == 0:
-                    # The writes above do not suspend: let posts, reads and other rooms run.
-                    await asyncio.sleep(0)
+            room.delivering = True
+            try:
+                await self._write_all(room, message, size)
+            finally:
+                room.delivering = False
+            if room.outbox.empty():
+                self._schedule_flush(room)  # chat that arrived meanwhile, as one batch
+
+    async def _write_all(self, room: Room, message: Message, size: int) -> None:
+        """One frame to every socket of the room, never waiting for any of them."""
+        for index, outlet in enumerate(list(room.sockets.values()), start=1):
+            # Write now when that cannot wait (ready() means the send will not suspend,
+            # so nothing runs in between), else queue for this socket alone.
+            if outlet.writer is None and outlet.wire.ready():
+                try:
+                    await outlet.send(message)
+                except Exception:
+                    self._drop(outlet, CLOSE_SEND_FAILED, "send failed")
+            else:
+                self._enqueue(outlet, message, size)
+            if index % _YIELD_EVERY == 0:
+                # The writes above do not suspend: let posts, reads and other rooms run.
+                await asyncio.sleep(0)
 
     def _enqueue(self, outlet: Outlet, message: Message, size: int) -> None:
         if outlet.gone:

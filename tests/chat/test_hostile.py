@@ -195,6 +195,32 @@ async def test_a_socket_that_does_not_drain_in_time_is_closed(server, open_viewe
     await viewer.wait_for(lambda f: f["type"] == "viewers.count" and f["count"] == 1)
 
 
+async def test_healthy_viewers_do_not_wait_for_a_stuck_socket_to_be_closed(server, open_viewer, raw_sockets):
+    """While a never-reading socket with really full buffers is still in the room (waiting out
+    CHAT_SEND_TIMEOUT_S), every new frame reaches the healthy viewer at once: the viewer has
+    them all BEFORE the stuck socket is closed (the viewer count drops only afterwards)."""
+    stream = await new_stream()
+    slow = await _slow_reader(server, stream.pk, raw_sockets)
+    viewer = await open_viewer(f"/ws/streams/{stream.pk}/chat/")
+    await viewer.wait_for(lambda f: f["type"] == "chat.history")
+    await _wait_count(stream.pk, 2)
+    # ~190 kB: the slow socket's kernel and transport buffers fill and frames queue for it
+    # (under the byte cap, so only the send timeout will close it).
+    await _flood(stream.pk, 24)
+    await viewer.wait_for(lambda f: f["type"] == "test.pad" and f["n"] == 23)
+    for k in range(5):
+        await _publish(stream.pk, "test.tick", {"k": k})
+        await viewer.wait_for(lambda f, k=k: f["type"] == "test.tick" and f["k"] == k, timeout=SEND_TIMEOUT_S)
+    ticks_seen = len(viewer.frames)
+    await viewer.wait_for(lambda f: f["type"] == "viewers.count" and f["count"] == 1, timeout=SEND_TIMEOUT_S + 4)
+    dropped_at = next(i for i, f in enumerate(viewer.frames) if f["type"] == "viewers.count" and f["count"] == 1)
+    assert dropped_at >= ticks_seen, "the stuck socket was closed before the healthy viewer got the frames"
+    closed, frames_before = await asyncio.to_thread(slow.read_until_close, 15)
+    assert closed is not None
+    assert closed[0] == CLOSE_TOO_SLOW
+    assert frames_before < 24 + 5  # its buffers were really full: it never got everything
+
+
 async def test_lone_surrogate_gets_an_error_and_the_socket_stays_usable(server, open_viewer, raw_sockets):
     stream = await new_stream()
     author = await new_user()
