@@ -33,7 +33,9 @@ def test_compose_defines_the_production_like_stack():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     for name in ("postgres", "redis", "mongo", "minio", "rtmp", "edge", "web", "worker"):
         assert name in services, name
-    assert services["web"]["environment"]["MONGODB_URI"].startswith("mongodb://mongo")
+    uri = services["web"]["environment"]["MONGODB_URI"]  # not interpolated: ${...} still in it
+    assert uri.startswith("mongodb://")
+    assert "@mongo:27017/livestream" in uri
 
 
 @pytest.mark.django_db

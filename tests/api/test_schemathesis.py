@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from livestream.redis import redis_client
 from streams.models import SessionStatus, StreamSession
+from tests.api.schemathesis_config import CONFIG
 from tests.factories import UserFactory, make_stream
 from webhooks import services as webhook_services
 
@@ -31,7 +32,7 @@ STATEFUL_EXAMPLES = 40
 
 # Loaded at import (pytest-django has configured Django by then); generating the schema
 # touches no database. The app is the real WSGI handler, called in-process.
-schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application(), config=CONFIG)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from bench.web import ConnectionSampler, Seeded, run_load, seed
 from streams.models import SessionStatus, StreamSession
+from tests.api.schemathesis_config import CONFIG
 from tests.factories import UserFactory, make_stream
 from tests.fixtures.web import LiveWeb, get, procfile_web
 from webhooks import services as webhook_services
@@ -107,7 +108,7 @@ def owner_token(transactional_db, settings) -> str:
 # The schema document, generated in-process at import (no database needed) as the server
 # serves it (checked below); every request of the fuzzing goes to the live server over HTTP.
 RAW_SCHEMA = json.loads(Client(HTTP_HOST="127.0.0.1").get("/api/schema/?format=json").content)
-schema = schemathesis.openapi.from_dict(RAW_SCHEMA)
+schema = schemathesis.openapi.from_dict(RAW_SCHEMA, config=CONFIG)
 
 
 def test_live_server_serves_the_same_schema(live_web: LiveWeb) -> None:
