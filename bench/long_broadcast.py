@@ -18,8 +18,9 @@ Each figure is the mean per chunk over a window of ``WINDOW`` chunks (a multiple
 checkpoint part and of the master period, so periodic writes fall equally in every window):
 chunks 10..10+WINDOW and the last WINDOW chunks. They must agree within 10%.
 
-Baseline: the same driver on the code this branch started from (``git merge-base HEAD main``,
-exported to a temporary directory, run in a subprocess against the same Redis and S3), to
+Baseline: the same driver on the pipeline before the redesign of ADRs 0016/0017 (commit
+``BEFORE_REDESIGN``, or ``LONG_BROADCAST_BASELINE_REF``; exported from git history to a
+temporary directory, run in a subprocess against the same Redis and S3), to
 ``LONG_BROADCAST_BASELINE_CHUNKS`` (default 600: its per-chunk work grows with the broadcast,
 so 3600 chunks would cost it gigabytes); 0 skips it.
 """
@@ -171,9 +172,16 @@ def _own_redis(workdir: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+# The last commit before the constant-cost redesign (live playlists re-rendered and re-PUT whole
+# every chunk, the whole published log read per chunk).
+BEFORE_REDESIGN = "a26775c1171752909be2d52e879454341797ffa9"
+
+
 def _baseline(url: str, chunks: int, workdir: Path) -> dict[str, dict[str, float]] | None:
-    """The same driver on the code this branch started from, in a subprocess."""
-    base = subprocess.run(["git", "merge-base", "HEAD", "main"], check=False, cwd=ROOT, capture_output=True, text=True)
+    """The same driver on the code before the redesign, in a subprocess."""
+    ref = os.environ.get("LONG_BROADCAST_BASELINE_REF") or BEFORE_REDESIGN
+    base = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], check=False, cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
     if base.returncode != 0:
         return None
     export = workdir / "baseline"
@@ -226,7 +234,9 @@ def run(args: argparse.Namespace) -> Iterator[str]:
                 if before is None:
                     yield "baseline: skipped (no git history here)"
                 else:
-                    title = f"baseline (before #14), chunk 10 vs chunk {baseline_chunks}"
+                    title = (
+                        f"baseline (before the redesign, {BEFORE_REDESIGN[:7]}), chunk 10 vs chunk {baseline_chunks}"
+                    )
                     yield from _table(title, before, 10, baseline_chunks)
         finally:
             settings.REDIS_URL = saved

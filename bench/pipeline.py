@@ -308,9 +308,10 @@ def _latency(
                         seen.setdefault(line, {}).setdefault(rendition, now)
                         if line not in stages:
                             seq = int(line[4:10])
-                            meta, done = state.chunk_meta(session.pk, seq), state.done(session.pk, seq)
-                            if meta is not None and done is not None:
-                                stages[line] = (meta.end - meta.start, meta.completed, float(done["at"]))
+                            # The commit record (a chunk's own keys are dropped once it is published).
+                            done = state.done(session.pk, seq)
+                            if done is not None and done.get("completed"):
+                                stages[line] = (float(done["duration"]), float(done["completed"]), float(done["at"]))
                         if rendition == "source" and not (kept / line).exists():
                             with (
                                 contextlib.suppress(OSError),

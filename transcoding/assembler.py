@@ -159,7 +159,13 @@ def _publish_chunk(
             )
         )
     ms = ready.transcode_ms
-    result = {"renditions": {n: {"bytes": s} for n, s in entry.sizes.items()}, "ms": ms, "at": time.time()}
+    result = {
+        "renditions": {n: {"bytes": s} for n, s in entry.sizes.items()},
+        "ms": ms,
+        "at": time.time(),  # published
+        "completed": meta.completed,  # the segmenter finished the chunk (ingest clock)
+        "duration": entry.duration,
+    }
     if state.commit(session_id, token, entry, after_counters, result) < 0:
         return False
     cursor.last, cursor.pending_disc, cursor.counters = entry, False, after_counters
