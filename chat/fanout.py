@@ -21,7 +21,7 @@ web process holds one ``Hub`` (per event loop) that:
   short of CPU sends fuller batches instead of a growing backlog. The tick is
   ``CHAT_BATCH_TICK_MS``, stretched for big rooms so that one process writes at most
   ``CHAT_FANOUT_WRITES_PER_S`` chat frames per second per room (e.g. 1,000 local sockets and
-  5,000/s give 200 ms): a bigger room gets fuller batches instead of a saturated process;
+  10,000/s give 100 ms): a bigger room gets fuller batches instead of a saturated process;
 - queues each encoded frame in the room's bounded outbox (``CHAT_ROOM_OUTBOX`` frames; a
   frame that finds it full is dropped and counted, see docs/chat.md);
 - writes from one delivery task per room, and NEVER waits for a socket (docs/adr/0010): a

@@ -481,7 +481,7 @@ CHAT_HISTORY_SIZE = env.int("CHAT_HISTORY_SIZE", default=50)
 CHAT_BATCH_TICK_MS = env.int("CHAT_BATCH_TICK_MS", default=100)
 # Budget of chat frame writes per second per room and web process; bigger rooms stretch the
 # tick to stay within it (more messages per frame), see chat/fanout.py.
-CHAT_FANOUT_WRITES_PER_S = env.int("CHAT_FANOUT_WRITES_PER_S", default=5000)
+CHAT_FANOUT_WRITES_PER_S = env.int("CHAT_FANOUT_WRITES_PER_S", default=10000)
 # How often each web process re-reads viewer counts of its rooms and pushes changes.
 CHAT_PRESENCE_POLL_S = env.float("CHAT_PRESENCE_POLL_S", default=1.0)
 # Hostile or slow clients (docs/chat.md, docs/adr/0010-chat-backpressure.md). A socket is closed
