@@ -233,14 +233,7 @@ class Hub:
         outlet = self.members.get(member)
         if outlet is None or outlet.gone:
             return False
-        # Same rule as _deliver: ready() means this send completes without suspending.
-        if outlet.writer is None and outlet.wire.ready():
-            try:
-                await outlet.send(message)
-            except Exception:
-                self._drop(outlet, CLOSE_SEND_FAILED, "send failed")
-        else:
-            self._enqueue(outlet, message, size_of(message))
+        await self._write_or_queue(outlet, message, size_of(message))
         return not outlet.gone
 
     async def leave(self, member: str) -> None:
@@ -450,18 +443,21 @@ class Hub:
             if room.outbox.empty():
                 self._schedule_flush(room)  # chat that arrived meanwhile, as one batch
 
+    async def _write_or_queue(self, outlet: Outlet, message: Message, size: int) -> None:
+        """Write now when that cannot wait (``ready()`` means the send will not suspend, so
+        nothing runs in between), else queue the frame for this socket alone."""
+        if outlet.writer is None and outlet.wire.ready():
+            try:
+                await outlet.send(message)
+            except Exception:
+                self._drop(outlet, CLOSE_SEND_FAILED, "send failed")
+        else:
+            self._enqueue(outlet, message, size)
+
     async def _write_all(self, room: Room, message: Message, size: int) -> None:
         """One frame to every socket of the room, never waiting for any of them."""
         for index, outlet in enumerate(list(room.sockets.values()), start=1):
-            # Write now when that cannot wait (ready() means the send will not suspend,
-            # so nothing runs in between), else queue for this socket alone.
-            if outlet.writer is None and outlet.wire.ready():
-                try:
-                    await outlet.send(message)
-                except Exception:
-                    self._drop(outlet, CLOSE_SEND_FAILED, "send failed")
-            else:
-                self._enqueue(outlet, message, size)
+            await self._write_or_queue(outlet, message, size)
             if index % _YIELD_EVERY == 0:
                 # The writes above do not suspend: let posts, reads and other rooms run.
                 await asyncio.sleep(0)
