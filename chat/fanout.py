@@ -57,7 +57,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -65,6 +64,7 @@ from chat import presence
 from chat.wire import Send, Wire, send_or_give_up, wire_for
 from livestream import metrics
 from livestream.events import is_owner_only, owner_group, stream_group
+from livestream.redis import new_async_redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class Hub:
         self.members: dict[str, Outlet] = {}
         self.addresses: dict[str, str] = {}  # member -> client address (per-address cap)
         self.layer = get_channel_layer()
-        self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, health_check_interval=30)
+        self.redis = new_async_redis_client()  # this loop's own (a single Redis or a Cluster)
         self.tick_s = settings.CHAT_BATCH_TICK_MS / 1000
         self.writes_per_s = settings.CHAT_FANOUT_WRITES_PER_S
         self.poll_s = settings.CHAT_PRESENCE_POLL_S

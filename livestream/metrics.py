@@ -602,6 +602,17 @@ class ClusterCollector:
         limit = GaugeMetricFamily("livestream_redis_maxmemory_bytes", "Redis maxmemory (0: none)", labels=["redis"])
         up = GaugeMetricFamily("livestream_redis_up", "Redis answered INFO", labels=["redis"])
         seen: set[tuple[str, int]] = set()
+        if settings.REDIS_CLUSTER:  # the live state's shards, summed
+            from livestream.redis import memory
+
+            try:
+                state_used, state_max = memory()
+            except Exception:
+                up.add_metric(["state"], 0)
+            else:
+                up.add_metric(["state"], 1)
+                used.add_metric(["state"], float(state_used))
+                limit.add_metric(["state"], float(state_max))
         for name, setting in (
             ("state", "REDIS_URL"),
             ("broker", "CELERY_BROKER_URL"),
@@ -610,7 +621,7 @@ class ClusterCollector:
             ("media", "MEDIA_REDIS_URL"),
         ):
             url = getattr(settings, setting, "") or ""
-            if not url.startswith(("redis://", "rediss://")):
+            if not url.startswith(("redis://", "rediss://")) or (name == "state" and settings.REDIS_CLUSTER):
                 continue
             client = _broker(url)
             where = client.connection_pool.connection_kwargs

@@ -1,7 +1,10 @@
 """Live pipeline state in Redis: the one module that knows the pipeline's keys (the
 segmenter, the supervisor, the tasks, the assembler and the origin view call functions here).
 
-Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECONDS``):
+Keys (all under ``pipe:{<session>}:`` and expiring after ``PIPELINE_STATE_TTL_SECONDS``; the
+braces are a Redis Cluster hash tag: every key of a session lives in the same slot, so each
+transaction and Lua script below, which touches one session's keys only, runs on a Redis
+Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks both):
 
 - ``seq``             INCR counter: next chunk number of the session (continues across reconnects)
 - ``chunk:<seq>``     hash: start, end (source seconds), wall (ingest wall clock of the first
@@ -36,7 +39,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       whenever the session's state was found missing (Redis lost it), so
                       segment names of a new generation never collide with published ones
 - ``hb:<conn>``       epoch seconds of the last heartbeat of that connection's segmenter
-- ``clients``         set of nginx-rtmp client ids mapped to the session (``pipe:client:<id>``)
+- ``clients``         set of the client mapping keys of the session (``pipe:client:<id>``)
 - ``owner:<conn>``    the supervisor (``host:pid``) segmenting that connection (5 s TTL, refreshed)
 - ``started:<seq>:<part>`` / ``lease:<seq>:<part>`` / ``requeued:<seq>:<part>``: a transcode was
                       taken by a worker / its lease while it runs / it was queued again once
@@ -52,7 +55,9 @@ with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
 ``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
 every segmenter without scanning keys; ``pipe:ingest:queue`` carries accept_publish's commands
 to the supervisors; ``pipe:ingest:alive:<host>`` and ``pipe:reconcile:last`` feed the compose
-health checks.
+health checks. These global keys (no hash tag) are never in a transaction or script with a
+session's keys: a batch that writes both is a non-transactional pipeline
+(``pipeline(transaction=False)``), which redis-py's cluster client splits by slot.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ class StateLost(RuntimeError):  # noqa: N818 - a condition, like PublishRefused
 
 
 def key(session_id: int, name: str) -> str:
-    return f"pipe:{session_id}:{name}"
+    """``pipe:{<session>}:<name>``: the hash tag ``{<session>}`` puts every key of a session in
+    one Redis Cluster slot (the session's state moves between shards as a whole)."""
+    return f"pipe:{{{session_id}}}:{name}"
 
 
 def _text(value: bytes | str) -> str:
@@ -882,14 +889,14 @@ def ingest_running(session_id: int) -> bool:
 def heartbeat(session_id: int, conn: int, *, now: float | None = None) -> None:
     """The segmenter of (session, connection) is alive (the supervisor calls this every second)."""
     stamp = repr(now if now is not None else time.time())
-    pipe = redis_client().pipeline()
+    pipe = redis_client().pipeline(transaction=False)  # a session key and a global one
     pipe.set(key(session_id, f"hb:{conn}"), stamp, ex=_ttl())
     pipe.hset(HEARTBEATS, f"{session_id}:{conn}", stamp)
     pipe.execute()
 
 
 def drop_heartbeat(session_id: int, conn: int) -> None:
-    pipe = redis_client().pipeline()
+    pipe = redis_client().pipeline(transaction=False)  # a session key and a global one
     pipe.delete(key(session_id, f"hb:{conn}"))
     pipe.hdel(HEARTBEATS, f"{session_id}:{conn}")
     pipe.execute()
@@ -930,7 +937,7 @@ def purge(session_id: int) -> None:
     by name: the fixed keys, the keys of the chunks not passed yet (those passed were dropped by
     the assembler), those of each connection. No scan of the keyspace."""
     r = redis_client()
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)  # the session's keys and the global heartbeats
     pipe.smembers(key(session_id, "clients"))
     pipe.hkeys(key(session_id, "ingest"))
     pipe.get(key(session_id, "next"))
@@ -939,7 +946,7 @@ def purge(session_id: int) -> None:
     clients, conns, nxt, count, beats = pipe.execute()
     mine = [f for f in (_text(f) for f in beats) if f.startswith(f"{session_id}:")]
     conn_ids = {_text(c) for c in conns} | {f.split(":", 1)[1] for f in mine}
-    keys = [key(session_id, n) for n in _SESSION_KEYS] + [_text(c) for c in clients]
+    keys = [key(session_id, n) for n in _SESSION_KEYS]
     for conn in conn_ids:
         keys += [key(session_id, f"{n}:{conn}") for n in ("source", "hb", "owner")]
     keys += [key(session_id, f"done:{seq}") for seq in range(max(0, int(nxt or 0) - DONE_KEPT), int(nxt or 0))]
@@ -947,6 +954,8 @@ def purge(session_id: int) -> None:
         keys += _chunk_keys(session_id, seq)
     for start in range(0, len(keys), 500):
         r.delete(*keys[start : start + 500])
+    if clients:  # global keys: a command of their own, never with the session's
+        r.delete(*(_text(c) for c in clients))
     if mine:
         r.hdel(HEARTBEATS, *mine)
 
@@ -975,8 +984,11 @@ def owner(session_id: int, conn: int) -> str | None:
 
 
 def drop_owners(idents: list[tuple[int, int]]) -> None:
-    if idents:
-        redis_client().delete(*(owner_key(s, c) for s, c in idents))
+    if idents:  # one DEL per key: the keys of several sessions are in several slots
+        pipe = redis_client().pipeline(transaction=False)
+        for s, c in idents:
+            pipe.delete(owner_key(s, c))
+        pipe.execute()
 
 
 def next_ingest_command(timeout_s: float) -> bytes | None:

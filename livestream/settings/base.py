@@ -158,12 +158,21 @@ DATABASES["default"] = build_database_settings(
     application_name=DATABASE_APPLICATION_NAME,
 )
 
-# Redis: live state, rate limits, presence, raw chunks. Celery and Channels use their own DBs.
+# Redis of the live working set: pipeline state and raw chunks (transcoding/state.py), viewer
+# presence, chat duplicate/slow-mode marks. Celery, Channels and the cache have URLs of their own.
 REDIS_URL = _validated_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
+# REDIS_URL is a node of a Redis Cluster (redis-py's cluster client; database 0 only). Every key
+# of a live session shares one hash slot, so the live working set shards by session.
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
+if REDIS_CLUSTER and urlparse(REDIS_URL).path.strip("/") not in ("", "0"):
+    raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r}: a Redis Cluster has database 0 only")
+# Django's cache (rate limits, cached sessions): plain Redis (Django's RedisCache does not speak
+# Cluster), so it has its own URL.
+CACHE_REDIS_URL = _validated_url("CACHE_REDIS_URL", "redis://127.0.0.1:6379/3", ("redis", "rediss"))
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CACHE_REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ls"),
     }
 }
@@ -178,9 +187,10 @@ MONGODB_TIMEOUT_S = env.float("MONGODB_TIMEOUT_S", default=1.5)
 MONGODB_MOCK = env.bool("MONGODB_MOCK", default=False)
 
 # --- Channels -----------------------------------------------------------------------------
-# Dedicated Redis DB for the channel layer. redis-py pools default to socket_timeout=5 and
-# max_connections=100, which break the layer under load: both are set explicitly. A pooled
-# connection idle for 10 s is checked before use, so a Redis restart costs no event.
+# Dedicated Redis DB for the channel layer (plain Redis: channels_redis does not speak Cluster).
+# redis-py pools default to socket_timeout=5 and max_connections=100, which break the layer
+# under load: both are set explicitly. A pooled connection idle for 10 s is checked before
+# use, so a Redis restart costs no event.
 CHANNEL_REDIS_URL = _validated_url("CHANNEL_REDIS_URL", "redis://127.0.0.1:6379/2", ("redis", "rediss"))
 CHANNEL_LAYERS = {
     "default": {
@@ -200,6 +210,7 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery -------------------------------------------------------------------------------
+# The broker: plain Redis (or AMQP); Celery's Redis transport does not speak Cluster.
 CELERY_BROKER_URL = _validated_url("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1", ("redis", "rediss", "amqp"))
 # Results are not needed by the pipeline (state lives in Redis keys); keep none.
 CELERY_RESULT_BACKEND = None

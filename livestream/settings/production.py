@@ -81,7 +81,7 @@ if _db_password and _looks_placeholder(_db_password):
     raise ImproperlyConfigured("DATABASE_URL has a placeholder or default password: set a real one")
 # Redis and MongoDB URLs may carry no password (a deployment on a private network that relies on
 # network policy), but a password they carry must not be a placeholder.
-for _name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL", "MONGODB_URI"):
+for _name in ("REDIS_URL", "CACHE_REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL", "MONGODB_URI"):
     _password = urlparse(env.str(_name, default="")).password or ""
     if _password and _looks_placeholder(_password):
         raise ImproperlyConfigured(f"{_name} has a placeholder or default password: set a real one")

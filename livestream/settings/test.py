@@ -17,6 +17,8 @@ from livestream.settings.base import (
 # Metrics stay in memory in the test process unless a test's processes are given a METRICS_DIR.
 METRICS_DIR = env.str("METRICS_DIR", default="")
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/10")
+# TEST_REDIS_URL is a node of a Redis Cluster (a developer's REDIS_CLUSTER never applies here).
+REDIS_CLUSTER = env.bool("TEST_REDIS_CLUSTER", default=False)
 CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/11")
 CHANNEL_REDIS_URL = env.str("TEST_CHANNEL_REDIS_URL", default="redis://127.0.0.1:6379/12")
 CHANNEL_LAYERS = {
@@ -35,10 +37,12 @@ CHANNEL_LAYERS = {
         },
     }
 }
+# The cache shares the test Redis DB unless told otherwise (every test starts with it flushed).
+CACHE_REDIS_URL = env.str("TEST_CACHE_REDIS_URL", default=REDIS_URL)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CACHE_REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="lstest"),
     }
 }

@@ -178,7 +178,7 @@ def test_redis_and_mongo_require_passwords_and_the_app_is_not_mongo_admin():
     assert services["mongo"]["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == env["MONGO_ROOT_PASSWORD"]
     for role in APP_ROLES:
         app_env = services[role]["environment"]
-        for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL"):
+        for name in ("REDIS_URL", "CACHE_REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL"):
             assert urlparse(app_env[name]).password == env["REDIS_PASSWORD"], (role, name)
         mongo = urlparse(app_env["MONGODB_URI"])
         assert (mongo.username, mongo.password) == ("livestream", env["MONGO_APP_PASSWORD"]), role
@@ -216,10 +216,12 @@ def test_broker_channels_and_live_data_have_their_own_redis_with_fitting_policie
     for role in APP_ROLES:
         app_env = services[role]["environment"]
         hosts = {
-            name: urlparse(app_env[name]).hostname for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL")
+            name: urlparse(app_env[name]).hostname
+            for name in ("REDIS_URL", "CACHE_REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_REDIS_URL")
         }
         assert hosts == {
             "REDIS_URL": "redis",
+            "CACHE_REDIS_URL": "redis",
             "CELERY_BROKER_URL": "redis-broker",
             "CHANNEL_REDIS_URL": "redis-channels",
         }

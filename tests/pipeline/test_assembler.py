@@ -177,7 +177,7 @@ def test_passed_chunks_leave_no_keys_and_purge_needs_no_scan(session):
     state.set_ingest(SESSION, 1, "running")
     state.heartbeat(SESSION, 1)
     state.purge(SESSION)
-    assert list(r.scan_iter(f"pipe:{SESSION}:*")) == []
+    assert list(r.scan_iter(state.key(SESSION, "*"))) == []
     assert not r.hexists(state.HEARTBEATS, f"{SESSION}:1")
 
 
