@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
 from django.conf import settings
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
@@ -30,12 +31,29 @@ _client_lock = threading.Lock()
 _OPTIONS: dict[str, Any] = {"socket_timeout": 10, "health_check_interval": 30}
 
 
+def _outage(exc: RedisClusterException) -> Exception:
+    """redis-py's cluster client reports an unreachable cluster ("cannot be connected") or an
+    uncovered slot with exceptions that are not ``RedisError``s: every caller's outage handling
+    (the supervisor and segmenters riding out a Redis restart, the tasks' retries) catches
+    ``redis.ConnectionError``. Other cluster errors (a command over two slots) stay as they are."""
+    if isinstance(exc, SlotNotCoveredError) or isinstance(exc.__cause__, redis.RedisError | OSError):
+        return redis.ConnectionError(str(exc))
+    return exc
+
+
 class _Cluster(redis.cluster.RedisCluster):
     """redis-py's cluster client whose ``pipeline()`` is transactional by default, like
-    ``redis.Redis``'s (the keys of one transaction must share a slot)."""
+    ``redis.Redis``'s (the keys of one transaction must share a slot), and whose outages are
+    ``redis.ConnectionError``s like a single Redis's."""
 
     def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> Any:  # noqa: FBT002 - redis-py's signature
         return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _outage(exc) from exc
 
 
 class _AsyncCluster(aiocluster.RedisCluster):
@@ -43,6 +61,12 @@ class _AsyncCluster(aiocluster.RedisCluster):
 
     def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> Any:  # noqa: FBT002 - redis-py's signature
         return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _outage(exc) from exc
 
 
 def cluster_enabled() -> bool:

@@ -8,7 +8,12 @@ from accounts.models import User
 from livestream.redis import redis_client
 from tests.factories import UserFactory
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.pipeline", "tests.fixtures.stack"]
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.pipeline",
+    "tests.fixtures.stack",
+    "tests.fixtures.redis_cluster",
+]
 
 
 @pytest.hookimpl(trylast=True)

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from accounts.models import User
 from analytics.documents import IngestSample, SessionMetadata
 from streams.models import SessionStatus, Stream, StreamSession
 from streams.playback import playback_url, replay_url, session_prefix, stream_prefix
 from tests.factories import make_stream
+from tests.fixtures.pipeline import LiveStack
 from tests.pipeline.media import decode_errors, download_rendition, extinf, largest_gap, packets, parse_master
 from transcoding import storage
 
@@ -24,6 +26,12 @@ FRAME = 1 / 30
 
 
 def test_publish_transcode_replay(live_stack, user, tmp_path: Path):
+    publish_transcode_replay(live_stack, user, tmp_path)
+
+
+def publish_transcode_replay(live_stack: LiveStack, user: User, tmp_path: Path) -> StreamSession:
+    """The acceptance run of the module doc (also on a Redis Cluster: test_redis_cluster.py);
+    returns the ended session."""
     stream, key = make_stream(user, title="E2E", keep_recordings=True)
     publisher = live_stack.publish(key, duration_s=20)
     live_stack.wait_live(stream.pk)
@@ -95,6 +103,7 @@ def test_publish_transcode_replay(live_stack, user, tmp_path: Path):
     assert all(r.codecs for r in meta.renditions)
     assert meta.chunks == len(meta.transcode_ms) > 0
     assert IngestSample.objects(session_id=session.pk).count() >= 2
+    return session
 
 
 def test_without_recordings_nothing_is_left(live_stack, user):
