@@ -63,6 +63,8 @@ session's keys: a batch that writes both is a non-transactional pipeline
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import threading
 import time
@@ -70,6 +72,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from livestream import metrics
 from livestream.redis import redis_client
@@ -89,6 +92,22 @@ def key(session_id: int, name: str) -> str:
     """``pipe:{<session>}:<name>``: the hash tag ``{<session>}`` puts every key of a session in
     one Redis Cluster slot (the session's state moves between shards as a whole)."""
     return f"pipe:{{{session_id}}}:{name}"
+
+
+@functools.cache
+def _sha1(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+def _eval(script: str, numkeys: int, *keys_and_args: Any) -> Any:
+    """``EVAL`` by the script's SHA1 (``EVALSHA``): the source (the commit's is 1.4 kB) crosses
+    the network only when the node does not know it yet (first use, a restarted node, a new
+    shard); then ``EVAL`` runs it and the node keeps it."""
+    r = redis_client()
+    try:
+        return r.evalsha(_sha1(script), numkeys, *keys_and_args)
+    except NoScriptError:
+        return r.eval(script, numkeys, *keys_and_args)
 
 
 def _text(value: bytes | str) -> str:
@@ -137,7 +156,7 @@ _APPEND = _GUARD + (
 
 
 def _next_seq(session_id: int, epoch_: int) -> int:
-    seq = int(redis_client().eval(_RESERVE, 2, key(session_id, "epoch"), key(session_id, "seq"), str(epoch_), _ttl()))
+    seq = int(_eval(_RESERVE, 2, key(session_id, "epoch"), key(session_id, "seq"), str(epoch_), _ttl()))
     if seq < 0:
         raise StateLost(f"session {session_id}: epoch {epoch_} is gone")
     return seq
@@ -243,7 +262,7 @@ def append_chunk_data(session_id: int, seq: int, data: bytes, *, epoch: int | No
         pipe.expire(key(session_id, f"feed:{seq}"), int(settings.CHUNK_TTL_SECONDS))
         pipe.execute()
         return
-    done = redis_client().eval(
+    done = _eval(
         _APPEND,
         3,
         key(session_id, "epoch"),
@@ -600,7 +619,7 @@ def acquire_assembler(session_id: int, *, wait_s: float) -> int | None:
 
 
 def release_assembler(session_id: int, token: int) -> None:
-    redis_client().eval(_RELEASE, 1, key(session_id, "assembler"), str(token))
+    _eval(_RELEASE, 1, key(session_id, "assembler"), str(token))
 
 
 def ask_assembler_again(session_id: int) -> None:
@@ -684,7 +703,7 @@ def take_ready(session_id: int, seq: int) -> Ready:
 
 def _fenced(script: str, session_id: int, token: int, seq: int, *argv: Any) -> int:
     keys = _assembly_keys(session_id, seq)
-    result = int(redis_client().eval(script, len(keys), *keys, str(token), str(seq), _lease_ms(), _ttl(), *argv))
+    result = int(_eval(script, len(keys), *keys, str(token), str(seq), _lease_ms(), _ttl(), *argv))
     if result in {FENCE_LOST, MOVED}:
         raise FenceLost(f"session {session_id}: assembler {token} lost its lease (or another moved on)")
     return result
@@ -725,7 +744,7 @@ def restore_log(session_id: int, token: int, entries: list[Entry], target: int) 
     names = ["assembler", "published", "win", "pending_disc", "target", "recovered"]
     keys = [key(session_id, n) for n in names]
     argv: list[str | int] = [str(token), _ttl(), max(1, int(settings.PLAYLIST_WINDOW)), target, len(entries)]
-    result = int(redis_client().eval(_RESTORE, len(keys), *keys, *argv, *(e.to_json() for e in entries)))
+    result = int(_eval(_RESTORE, len(keys), *keys, *argv, *(e.to_json() for e in entries)))
     if result == FENCE_LOST:
         raise FenceLost(f"session {session_id}: assembler {token} lost its lease")
     return result == 1
@@ -734,7 +753,7 @@ def restore_log(session_id: int, token: int, entries: list[Entry], target: int) 
 def mark_gap(session_id: int, seq: int, reason: str) -> bool:
     """Give up on a chunk (first call wins; False if it was already published or a gap)."""
     keys = [key(session_id, "next"), key(session_id, "gaps"), key(session_id, "gapwhy"), key(session_id, f"feed:{seq}")]
-    marked = bool(redis_client().eval(_MARK_GAP, len(keys), *keys, str(seq), reason, _ttl()))
+    marked = bool(_eval(_MARK_GAP, len(keys), *keys, str(seq), reason, _ttl()))
     if marked:
         metrics.count_gap(reason)
     return marked
