@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from redis.crc import key_slot
+from redis.exceptions import CrossSlotTransactionError
 
 from streams.models import SessionStatus, StreamSession
 from tests.factories import make_stream
@@ -118,3 +119,43 @@ def _wait(predicate, timeout: float, what: str) -> None:
     from livestream import devstack
 
     devstack.wait_until(predicate, timeout, what)
+
+
+async def test_other_live_redis_users_and_the_client_on_the_cluster(cluster_live_state):
+    """Presence (batches over many slots, a one-key transaction from the asyncio client), the
+    metrics' memory figure, and the client's contract: ``pipeline()`` is a transaction, so it
+    refuses keys of two slots instead of silently splitting them."""
+    from asgiref.sync import sync_to_async
+
+    from chat import presence
+    from livestream.redis import memory, new_async_redis_client, redis_client
+
+    client = new_async_redis_client()
+    try:
+        streams = list(range(1, 40))  # presence:<id> keys over many slots and all three shards
+        for stream_id in streams:
+            await presence.add_members(client, stream_id, [f"socket-{stream_id}"])
+        assert set((await presence.acounts(client, streams)).values()) == {1}
+        assert await presence.claim_address(client, "192.0.2.7", "socket-a", limit=1)
+        assert not await presence.claim_address(client, "192.0.2.7", "socket-b", limit=1)
+    finally:
+        await client.aclose()
+    counts = await sync_to_async(presence.viewer_counts)(streams)
+    assert set(counts.values()) == {1}
+    assert await sync_to_async(presence.sockets_from)("192.0.2.7") == 1
+
+    def sync_checks() -> None:
+        used, _ = memory()
+        assert used > 3 * 500_000  # three nodes' used_memory, summed
+        pipe = redis_client().pipeline()
+        pipe.set(state.key(1, "x"), "1")
+        pipe.set(state.key(2, "x"), "1")
+        with pytest.raises(CrossSlotTransactionError):
+            pipe.execute()
+        pipe = redis_client().pipeline()
+        pipe.set(state.key(1, "x"), "1")
+        pipe.set(state.key(1, "y"), "1")
+        pipe.execute()  # (redis-py's cluster transactions return SET's raw b"OK", not True)
+        assert redis_client().mget(state.key(1, "x"), state.key(1, "y")) == [b"1", b"1"]
+
+    await sync_to_async(sync_checks)()
