@@ -29,7 +29,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
                       in ``gaps``); ``pending_disc`` "1" when the next entry follows a gap
 - ``assembler``       the fencing token of the session's assembler (lease ``ASSEMBLER_LEASE_S``);
                       ``fence`` the INCR counter handing out tokens; ``advance_again`` a caller
-                      that could not become the assembler asks the holder to go round again
+                      that found it held asks the holder to go round again (``Assembly.step``)
 - ``final``           the playlists carry ENDLIST; ``masters`` the masters were written once
 - ``ingest``          hash conn -> "running" / "ended:<last seq>" of that connection's segmenter
 - ``epoch``           numbering generation: "0" from accept_publish; a new one (ms timestamp)
@@ -44,7 +44,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``ckpt``            how many entries of the published log its S3 checkpoint holds
 - ``stream``          the session's stream id (hot paths skip the database)
 - ``finalizing``      one finalisation at a time
-- ``once:<name>``     set once by ``claim_once`` (e.g. ``once:ready``: stream.ready was sent)
+- ``once:ready``      stream.ready was claimed (by the assembler's commit step, once per session)
 
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
 with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
