@@ -109,7 +109,8 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
             for name, data in chunk.outputs.items():
                 fixed, end = mpegts.continue_counters(data, {int(p): cc for p, cc in counters.get(name, {}).items()})
                 after[name] = {str(pid): cc for pid, cc in end.items()}
-                segments.append((f"{name}/{entry.name}", fixed))
+                if fixed:  # a rung shed under overload has no segment (EXT-X-GAP)
+                    segments.append((f"{name}/{entry.name}", fixed))
             record = {
                 "renditions": {n: {"bytes": s} for n, s in entry.sizes.items()},
                 "ms": chunk.transcode_ms,
@@ -132,8 +133,13 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
             logger.warning("chunk given up: %s", reason, extra={"session": session_id, "seq": chunk.seq})
         staged.give_up(chunk.seq, reason)
         pending_disc = True
+    # Playable once a segment lists every rendition with bytes for the source (a rung shed under
+    # overload is listed with EXT-X-GAP; players take that segment from another rung).
     names = [r.name for r in step.ladder]
-    staged.claim_ready = bool(names) and any(all(e.sizes.get(n, 0) for n in names) for e, _ in staged.published)
+    needed = [r.name for r in step.ladder if r.copy] or names
+    staged.claim_ready = bool(names) and any(
+        all(n in e.sizes for n in names) and all(e.sizes[n] for n in needed) for e, _ in staged.published
+    )
     nothing_left = not staged.decisions and not step.chunks and not step.recover
     staged.finish = final and nothing_left and not step.final and not step.replay
 
@@ -145,10 +151,10 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
         entries = [Entry.from_json(line) for line in step.log]
         target = max(_floor(), step.target, hls.target_duration(entries, _floor()))
         window = entries[max(0, len(entries) - settings.PLAYLIST_WINDOW) :]
-        live = hls.render_window(window, target=target, ended=True)
-        replay = hls.render_media(entries, 0, 0, target=target, kind="event", ended=True)
-        playlists += [(f"{r.name}/live.m3u8", live) for r in step.ladder]
-        playlists += [(f"{r.name}/index.m3u8", replay) for r in step.ladder]
+        for r in step.ladder:
+            live = hls.render_window(window, target=target, ended=True, rendition=r.name)
+            replay = hls.render_media(entries, 0, 0, target=target, kind="event", ended=True, rendition=r.name)
+            playlists += [(f"{r.name}/live.m3u8", live), (f"{r.name}/index.m3u8", replay)]
         staged.finished = True
     if step.masters is not None:
         inputs, session_dir = step.masters, prefix.rsplit("/", 1)[1]
@@ -201,8 +207,9 @@ def live_playlist(stream_id: int, session_id: int, rendition: str, kind: str) ->
         return None
     target = max(_floor(), win.target)
     if kind == "live":
-        return hls.render_window(win.entries, target=target, ended=win.final)
-    return hls.render_media(state.published(session_id), 0, 0, target=target, kind="event", ended=win.final)
+        return hls.render_window(win.entries, target=target, ended=win.final, rendition=rendition)
+    entries = state.published(session_id)
+    return hls.render_media(entries, 0, 0, target=target, kind="event", ended=win.final, rendition=rendition)
 
 
 def summary(session_id: int) -> dict[str, Any]:

@@ -44,6 +44,7 @@ Keys (all under ``pipe:<session>:`` and expiring after ``PIPELINE_STATE_TTL_SECO
 - ``ckpt``            how many entries of the published log its S3 checkpoint holds
 - ``stream``          the session's stream id (hot paths skip the database)
 - ``finalizing``      one finalisation at a time
+- ``shed``            overload: rungs shed now, chunks on time in a row, why, since (shedding.py)
 - ``once:ready``      stream.ready was claimed (by the assembler's commit step, once per session)
 
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
@@ -696,7 +697,8 @@ class Staged:
 
     def publish(self, entry: Entry, ccstate: dict[str, dict[str, int]], record: dict[str, Any], ms: int) -> None:
         """Chunk ``entry.seq`` is published (its segments are in S3)."""
-        rates = {name: [size * 8, int(entry.duration * 1000)] for name, size in entry.sizes.items()}
+        # A rung shed under overload (size 0) does not lower its measured bitrate.
+        rates = {name: [size * 8, int(entry.duration * 1000)] for name, size in entry.sizes.items() if size}
         self.decisions.append(
             {
                 "seq": entry.seq,
@@ -870,6 +872,41 @@ def _parse_step(head: dict[str, Any], outputs: list[Any], staged: Staged) -> Ste
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
+# ``shed``: hash level (rungs shed), calm (chunks on time in a row), why, since (overload,
+# transcoding/shedding.py). One step per chunk: late -> one more rung; calm long enough -> one less.
+_SHED = """
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or '0')
+local calm = tonumber(redis.call('HGET', KEYS[1], 'calm') or '0')
+local before, most = level, tonumber(ARGV[2])
+if ARGV[1] == '1' then
+  if level < most then level = level + 1 end
+  calm = 0
+elseif ARGV[6] == '1' then
+  calm = calm + 1
+  if level > 0 and calm >= tonumber(ARGV[3]) then level = level - 1 calm = 0 end
+end
+if level > most then level = most end
+redis.call('HSET', KEYS[1], 'level', level, 'calm', calm)
+if level ~= before then redis.call('HSET', KEYS[1], 'why', ARGV[4], 'since', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return {before, level}
+"""
+
+
+def shed_step(
+    session_id: int, *, late: bool, count_calm: bool, max_level: int, restore_after: int, why: str
+) -> tuple[int, int]:
+    """One overload observation of the session: (rungs shed before, rungs shed now)."""
+    argv = ["1" if late else "0", max_level, restore_after, why, repr(time.time()), "1" if count_calm else "0", _ttl()]
+    before, level = redis_client().eval(_SHED, 1, key(session_id, "shed"), *argv)
+    return int(before), int(level)
+
+
+def shed(session_id: int) -> dict[str, str]:
+    """The session's overload state (``level``, ``why``, ``since``); empty when never shed."""
+    return {_text(k): _text(v) for k, v in redis_client().hgetall(key(session_id, "shed")).items()}
+
+
 def mark_gap(session_id: int, seq: int, reason: str) -> bool:
     """Give up on a chunk (first call wins; False if it was already published or a gap)."""
     keys = [key(session_id, "next"), key(session_id, "gaps"), key(session_id, "gapwhy"), key(session_id, f"feed:{seq}")]
@@ -1039,7 +1076,7 @@ def remember_client(session_id: int, client_key: str) -> None:
 _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
-    "fence", "ingest", "clients", "stream", "finalizing", "ckpt", "once:ready",
+    "fence", "ingest", "clients", "stream", "finalizing", "ckpt", "once:ready", "shed",
 )  # fmt: skip
 
 

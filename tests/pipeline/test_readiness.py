@@ -119,8 +119,8 @@ def test_ready_once_when_every_rendition_has_its_first_segment_not_on_a_gap_only
 
 
 def test_ready_needs_every_rendition_of_the_ladder(chunks_480, listener, django_capture_on_commit_callbacks):  # noqa: F811
-    """A published segment without bytes for one rendition (as a recovered entry lists it)
-    does not make the session ready, and the claim is not taken: the next full one sends it."""
+    """A published segment without bytes for the source rendition does not make the session
+    ready, and the claim is not taken: the next full one sends it."""
     transcode_chunk(SESSION, _add(chunks_480[0]), 1, 2)  # decides the ladder (source + 360p), no commit
     layout = tasks.layout_for(SESSION)
     assert layout is not None
