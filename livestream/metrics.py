@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 # Redis hash: session id -> JSON {"t": wall time of its last published segment, "lag": s}.
 SEGMENTS_KEY = "metrics:segments"
+# Redis hash: session id -> JSON {"rungs": [shed rung names], "why": ...} while it sheds.
+SHED_KEY = "metrics:shed"
 LIVE_STATUSES = ("live", "reconnecting", "ending")
 ARCHIVE = "archive"
 
@@ -258,6 +260,9 @@ class _Metrics:
         )
         self.segments: Counter = Counter("livestream_segments_published", "Segments published (all renditions)")
         self.gaps: Counter = Counter("livestream_gaps", "Chunks given up (a gap in the playlists)", ["reason"])
+        self.sheds: Counter = Counter(
+            "livestream_rung_sheds", "Rungs shed because transcoding fell behind (overload)", ["rendition"]
+        )
         self.s3_seconds: Histogram = Histogram(
             "livestream_s3_request_seconds",
             "S3 request time (retries included), per operation",
@@ -347,6 +352,19 @@ def segments_published(session_id: int, ingest_ends: Sequence[float]) -> None:
     metrics.segments.inc(len(ingest_ends))
     lag = round(max(0.0, now - ingest_ends[-1]), 3)
     redis_client().hset(SEGMENTS_KEY, str(session_id), json.dumps({"t": round(now, 3), "lag": lag}))
+
+
+@_safe
+def rungs_shed(session_id: int, rungs: Sequence[str], why: str) -> None:
+    """The session now sheds ``rungs`` (none: all restored) because ``why`` (transcoding
+    shedding); the scrape reports them per live session."""
+    from livestream.redis import redis_client
+
+    if rungs:
+        _m().sheds.labels(rungs[-1]).inc()
+        redis_client().hset(SHED_KEY, str(session_id), json.dumps({"rungs": list(rungs), "why": why}))
+    else:
+        redis_client().hdel(SHED_KEY, str(session_id))
 
 
 @_safe
@@ -541,6 +559,13 @@ class ClusterCollector:
             "Ingest-to-published lag of a live session's last segment",
             labels=["session", "stream"],
         )
+        shed_raw = r.hgetall(SHED_KEY)
+        shedding = {int(k): json.loads(v) for k, v in shed_raw.items()}
+        shed = GaugeMetricFamily(
+            "livestream_live_rungs_shed",
+            "Rungs a live session sheds because transcoding fell behind (0: full ladder)",
+            labels=["session", "stream"],
+        )
         stalled = 0
         live_ids = set()
         for pk, stream_id, status, started_at in rows:
@@ -554,8 +579,10 @@ class ClusterCollector:
                 lag.add_metric([str(pk), str(stream_id)], float(entry["lag"]))
             if seconds > settings.METRICS_STALL_SECONDS:
                 stalled += 1
+            shed.add_metric([str(pk), str(stream_id)], len(shedding.get(pk, {}).get("rungs", [])))
         yield since
         yield lag
+        yield shed
         yield GaugeMetricFamily(
             "livestream_live_stalled_sessions",
             "Live sessions without a new segment for more than METRICS_STALL_SECONDS",
@@ -569,6 +596,9 @@ class ClusterCollector:
         gone = [str(k) for k, v in last.items() if k not in on_air and now - float(v["t"]) > 60]
         if gone:
             r.hdel(SEGMENTS_KEY, *gone)
+        ended = [str(k) for k in shedding if k not in on_air]
+        if ended:
+            r.hdel(SHED_KEY, *ended)
 
     def _queues(self) -> Iterator[Any]:
         from django.conf import settings

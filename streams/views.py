@@ -17,7 +17,7 @@ from livestream.auth import request_user
 from streams import playback, quotas, selectors, services
 from streams.forms import StreamForm
 from streams.models import SessionStatus, Stream, StreamSession
-from transcoding import thumbnails
+from transcoding import shedding, thumbnails
 
 _REVEAL = "reveal-key:{}"
 
@@ -72,9 +72,11 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         )
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
+    session = selectors.open_session(stream)
     context = {
         "stream": stream,
         "form": form,
+        "overload": shedding.status(session.pk) if session is not None else None,
         "revealed_key": request.session.pop(_REVEAL.format(stream.pk), None),
         "rtmp_url": playback.rtmp_url(),
         "playback_url": playback.playback_url(stream),

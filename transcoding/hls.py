@@ -117,10 +117,20 @@ def _pdt(wall: float) -> str:
 
 
 def render_media(
-    entries: list[Entry], window_start: int, discontinuities_before: int, *, target: int, kind: str, ended: bool
+    entries: list[Entry],
+    window_start: int,
+    discontinuities_before: int,
+    *,
+    target: int,
+    kind: str,
+    ended: bool,
+    rendition: str | None = None,
 ) -> str:
-    """Render ``entries[window_start:]``. ``discontinuities_before`` counts the discontinuity
-    tags of segments that left the window (EXT-X-DISCONTINUITY-SEQUENCE, RFC 8216 4.3.3.3)."""
+    """Render ``entries[window_start:]`` for ``rendition``. ``discontinuities_before`` counts
+    the discontinuity tags of segments that left the window (EXT-X-DISCONTINUITY-SEQUENCE,
+    RFC 8216 4.3.3.3). An entry whose size for ``rendition`` is 0 (the rung was shed under
+    overload: no object) is written with ``#EXT-X-GAP`` (RFC 8216bis 4.4.4.7): players do not
+    load it and take that segment from another rung."""
     shown = entries[window_start:]
     media_sequence = shown[0].index if shown else len(entries)
     lines = [
@@ -139,15 +149,18 @@ def render_media(
             lines.append("#EXT-X-DISCONTINUITY")
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(entry.wall)}")
         lines.append(f"#EXTINF:{entry.duration:.3f},")
+        if rendition is not None and entry.sizes.get(rendition) == 0:
+            lines.append("#EXT-X-GAP")
         lines.append(entry.name)
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 
 
-def render_window(window: list[Entry], *, target: int, ended: bool) -> str:
+def render_window(window: list[Entry], *, target: int, ended: bool, rendition: str | None = None) -> str:
     """A live sliding-window playlist from its entries alone (each carries its ``dseq``)."""
-    return render_media(window, 0, window[0].dseq if window else 0, target=target, kind="live", ended=ended)
+    dseq = window[0].dseq if window else 0
+    return render_media(window, 0, dseq, target=target, kind="live", ended=ended, rendition=rendition)
 
 
 def extinf_total(text: str) -> float:

@@ -90,9 +90,9 @@ def ladder_for(source: SourceInfo) -> list[Rendition]:
     return renditions
 
 
-def dumps(renditions: list[Rendition]) -> str:
+def ladder_to_json(renditions: list[Rendition]) -> str:
     return json.dumps([r.to_dict() for r in renditions])
 
 
-def loads(raw: str | bytes) -> list[Rendition]:
+def ladder_from_json(raw: str | bytes) -> list[Rendition]:
     return [Rendition.from_dict(item) for item in json.loads(raw)]

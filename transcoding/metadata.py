@@ -58,13 +58,16 @@ def record_source(stream_id: int, session_id: int, source: SourceInfo, rendition
         logger.exception("could not record source metadata", extra={"session": session_id})
 
 
-def record_chunk(session_id: int, transcode_ms: int) -> None:
-    if not _guard("chunk", session_id):
+def record_chunks(session_id: int, transcode_ms: list[int]) -> None:
+    """Chunks published by one step of the assembler: one update for all of them."""
+    if not transcode_ms or not _guard("chunk", session_id):
         return
     from analytics.documents import SessionMetadata
 
     try:
-        SessionMetadata.objects(session_id=session_id).update_one(inc__chunks=1, push__transcode_ms=transcode_ms)
+        SessionMetadata.objects(session_id=session_id).update_one(
+            inc__chunks=len(transcode_ms), push_all__transcode_ms=transcode_ms
+        )
     except Exception:
         logger.exception("could not record chunk metadata", extra={"session": session_id})
 

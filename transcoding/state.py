@@ -32,7 +32,7 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
                       in ``gaps``); ``pending_disc`` "1" when the next entry follows a gap
 - ``assembler``       the fencing token of the session's assembler (lease ``ASSEMBLER_LEASE_S``);
                       ``fence`` the INCR counter handing out tokens; ``advance_again`` a caller
-                      that could not become the assembler asks the holder to go round again
+                      that found it held asks the holder to go round again (``Assembly.step``)
 - ``final``           the playlists carry ENDLIST; ``masters`` the masters were written once
 - ``ingest``          hash conn -> "running" / "ended:<last seq>" of that connection's segmenter
 - ``epoch``           numbering generation: "0" from accept_publish; a new one (ms timestamp)
@@ -47,7 +47,8 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
 - ``ckpt``            how many entries of the published log its S3 checkpoint holds
 - ``stream``          the session's stream id (hot paths skip the database)
 - ``finalizing``      one finalisation at a time
-- ``once:<name>``     set once by ``claim_once`` (e.g. ``once:ready``: stream.ready was sent)
+- ``shed``            overload: rungs shed now, chunks on time in a row, why, since (shedding.py)
+- ``once:ready``      stream.ready was claimed (by the assembler's commit step, once per session)
 
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
 with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
@@ -68,7 +69,7 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -77,7 +78,7 @@ from redis.exceptions import NoScriptError
 from livestream import metrics
 from livestream.redis import redis_client
 from transcoding.hls import Entry, Rates, rounded
-from transcoding.ladder import Rendition, SourceInfo, dumps, loads
+from transcoding.ladder import Rendition, SourceInfo, ladder_from_json, ladder_to_json
 
 INGEST_QUEUE = "pipe:ingest:queue"
 HEARTBEATS = "pipe:ingest:hb"
@@ -345,14 +346,14 @@ def get_json(session_id: int, name: str) -> Any:
 def decide_ladder(session_id: int, renditions: list[Rendition]) -> list[Rendition]:
     """The session's ladder: the first decision wins so every chunk uses the same renditions."""
     r = redis_client()
-    r.set(key(session_id, "ladder"), dumps(renditions), ex=_ttl(), nx=True)
+    r.set(key(session_id, "ladder"), ladder_to_json(renditions), ex=_ttl(), nx=True)
     raw = r.get(key(session_id, "ladder"))
-    return loads(raw) if raw else renditions
+    return ladder_from_json(raw) if raw else renditions
 
 
 def ladder(session_id: int) -> list[Rendition] | None:
     raw = redis_client().get(key(session_id, "ladder"))
-    return loads(raw) if raw else None
+    return ladder_from_json(raw) if raw else None
 
 
 def store_source(session_id: int, source: SourceInfo, *, conn: int | None = None) -> None:
@@ -473,14 +474,11 @@ class Lease:
 # --- chunk fates: published (committed) or a gap, never both --------------------------------
 #
 # A chunk below ``next`` has been passed by the assembler: it is published, or it is in the
-# ``gaps`` set. Both are decided only by the Lua scripts below, each atomic in Redis: a commit
-# refuses a chunk in ``gaps``; ``mark_gap`` refuses a chunk below ``next`` (already passed) or
-# already in ``gaps``. The assembler's own steps (commit, skip) also check its fence token.
-
-FENCE_LOST, MOVED, IS_GAP = -1, -2, -3
-
-# KEYS: chunk:<seq>, data:<seq>, out:<seq>, feed:<seq>, then started/lease/requeued of each part
-_DROP_CHUNK = "for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end "
+# ``gaps`` set. Both are decided only by Lua scripts, each atomic in Redis: ``mark_gap``
+# refuses a chunk below ``next`` (already passed) or already in ``gaps``; the assembler's step
+# (below) passes chunks only at ``next`` and only while its fence token holds, and a commit of
+# a chunk that was marked a gap meanwhile takes it out of ``gaps`` (its segments are in S3: the
+# chunk is published, the give-up came too late).
 
 _MARK_GAP = """
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -494,89 +492,12 @@ redis.call('EXPIRE', KEYS[4], ARGV[3])
 return 1
 """
 
-# The assembler's fenced steps. KEYS[1] assembler (token), [2] next, [3] gaps, [4] gap reasons,
-# [5] pending_disc, [6] published, [7] win, [8] ccstate, [9] target, [10] rates, [11] done:<seq>;
-# KEYS[12..]: the chunk's own keys, dropped once it is passed.
-_FENCED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local seq = tonumber(ARGV[2])
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= seq then return -2 end
-local ttl = ARGV[4]
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-"""
-_FENCED_TAIL = """
-redis.call('SET', KEYS[2], seq + 1, 'EX', ttl)
-redis.call('DEL', unpack(KEYS, 12))
-"""
-_SKIP = (
-    _FENCED
-    + """
-local marked = redis.call('SADD', KEYS[3], ARGV[2])
-if marked == 1 then redis.call('HSET', KEYS[4], ARGV[2], ARGV[5]) end
-redis.call('EXPIRE', KEYS[3], ttl) redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('SET', KEYS[5], '1', 'EX', ttl)
-"""
-    + _FENCED_TAIL
-    + "return marked"
-)
-# ARGV[5] entry JSON, [6] its index, [7] ccstate JSON, [8] rounded duration, [9] window,
-# [10] rates JSON {rendition: [bits, ms]}, [11] done JSON, [12] done TTL
-_COMMIT = (
-    _FENCED
-    + """
-if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return -3 end
-if redis.call('LLEN', KEYS[6]) ~= tonumber(ARGV[6]) then return -2 end
-redis.call('RPUSH', KEYS[6], ARGV[5]) redis.call('EXPIRE', KEYS[6], ttl)
-redis.call('RPUSH', KEYS[7], ARGV[5]) redis.call('LTRIM', KEYS[7], -tonumber(ARGV[9]), -1)
-redis.call('EXPIRE', KEYS[7], ttl)
-redis.call('SET', KEYS[5], '0', 'EX', ttl)
-redis.call('SET', KEYS[8], ARGV[7], 'EX', ttl)
-if tonumber(redis.call('GET', KEYS[9]) or '0') < tonumber(ARGV[8]) then
-  redis.call('SET', KEYS[9], ARGV[8], 'EX', ttl)
-end
-for name, v in pairs(cjson.decode(ARGV[10])) do
-  redis.call('HINCRBY', KEYS[10], name .. ':bits', v[1])
-  redis.call('HINCRBY', KEYS[10], name .. ':ms', v[2])
-  local bps = 0
-  if v[2] > 0 then bps = math.floor(v[1] * 1000 / v[2]) end
-  if tonumber(redis.call('HGET', KEYS[10], name .. ':peak') or '0') < bps then
-    redis.call('HSET', KEYS[10], name .. ':peak', bps)
-  end
-end
-redis.call('EXPIRE', KEYS[10], ttl)
-redis.call('SET', KEYS[11], ARGV[11], 'EX', ARGV[12])
-"""
-    + _FENCED_TAIL
-    + "return seq + 1"
-)
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# KEYS[1] assembler, [2] published, [3] win, [4] pending_disc, [5] target, [6] recovered;
-# ARGV[1] token, [2] ttl, [3] window, [4] target, [5] count, then the entries' JSON.
-_RESTORE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
-local ttl = ARGV[2]
-for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-local w = tonumber(ARGV[3])
-for i = math.max(6, #ARGV - w + 1), #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-if #ARGV >= 6 then
-  redis.call('EXPIRE', KEYS[2], ttl) redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('SET', KEYS[4], '1', 'EX', ttl)
-  redis.call('SET', KEYS[5], ARGV[4], 'EX', ttl)
-end
-redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl)
-return 1
-"""
-
-
-class FenceLost(RuntimeError):  # noqa: N818 - a condition
-    """This assembler's lease lapsed and another one took over: it must stop at once (nothing it
-    did since its last fenced step counts; S3 PUTs of deterministic keys are harmless)."""
+_CHUNK_KEY_NAMES = ("chunk", "data", "out", "feed")
 
 
 def _chunk_keys(session_id: int, seq: int) -> list[str]:
     """Every per-chunk key, dropped when the assembler passes the chunk."""
-    names = [f"chunk:{seq}", f"data:{seq}", f"out:{seq}", f"feed:{seq}"]
+    names = [f"{n}:{seq}" for n in _CHUNK_KEY_NAMES]
     for part in range(max(1, int(settings.TRANSCODE_TASKS_PER_CHUNK))):
         names += [f"started:{seq}:{part}", f"lease:{seq}:{part}", f"requeued:{seq}:{part}"]
     return [key(session_id, n) for n in names]
@@ -586,168 +507,430 @@ def _chunk_keys(session_id: int, seq: int) -> list[str]:
 # many chunks back, so ``purge`` knows them all by name.
 DONE_KEPT = 64
 
+# --- the assembler's step ----------------------------------------------------------------------
+#
+# The assembler (``transcoding/assembler.py``) talks to Redis through one fenced Lua script per
+# pass, ``Assembly.step``: it applies what the previous pass staged (the chunks published, with
+# their segments already in S3, and the chunks given up), then reads what the next pass needs
+# (the chunks from ``next`` on with their outputs, the log part to checkpoint, the masters'
+# inputs when due), all atomically and in one round trip. The first step takes the lease (a
+# fencing token); a step with nothing staged releases it, unless a caller that found it taken
+# asked for one more pass (``advance_again``): no wake-up is lost and nobody waits.
+#
+# Every key the script touches is ``ARGV[1]`` (the session's key prefix, which carries its hash
+# tag) plus a name: one session's keys only, so a Redis Cluster runs it on one shard.
+# KEYS[1] is the session's ``assembler`` key (it routes the call).
 
-def _assembly_keys(session_id: int, seq: int) -> list[str]:
-    names = ["assembler", "next", "gaps", "gapwhy", "pending_disc", "published", "win", "ccstate", "target", "rates"]
-    dropped = [*_chunk_keys(session_id, seq), key(session_id, f"done:{seq - DONE_KEPT}")]
-    return [key(session_id, n) for n in names] + [key(session_id, f"done:{seq}")] + dropped
+_STEP = """
+local P = ARGV[1]
+local function k(name) return P .. name end
+local lease, ttl, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local staged = cjson.decode(ARGV[6])
+local token = ARGV[2]
+local first = token == ''
+local published_before = redis.call('LLEN', k('published'))
+if token == '' then
+  token = tostring(redis.call('INCR', k('fence')))
+  redis.call('EXPIRE', k('fence'), ttl)
+  if not redis.call('SET', k('assembler'), token, 'PX', lease, 'NX') then
+    redis.call('SET', k('advance_again'), '1', 'EX', 60)
+    return {'held', tostring(published_before)}
+  end
+elseif redis.call('GET', k('assembler')) ~= token then
+  return {'lost', tostring(published_before)}
+else
+  redis.call('PEXPIRE', k('assembler'), lease)
+end
+
+local epoch = redis.call('GET', k('epoch'))
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', k('epoch'), epoch, 'EX', ttl)
+end
+
+if staged.restore then
+  if redis.call('EXISTS', k('published')) == 0 and redis.call('EXISTS', k('recovered')) == 0 then
+    local n = #staged.restore
+    for i = 1, n do redis.call('RPUSH', k('published'), staged.restore[i]) end
+    for i = math.max(1, n - window + 1), n do redis.call('RPUSH', k('win'), staged.restore[i]) end
+    if n > 0 then
+      redis.call('EXPIRE', k('published'), ttl) redis.call('EXPIRE', k('win'), ttl)
+      redis.call('SET', k('pending_disc'), '1', 'EX', ttl)
+    end
+    redis.call('SET', k('ckpt'), n, 'EX', ttl)
+    local target = tonumber(staged.target)
+    for i = 1, n do
+      local rounded = math.floor(cjson.decode(staged.restore[i]).dur + 0.5)
+      if rounded > target then target = rounded end
+    end
+    if n > 0 then redis.call('SET', k('target'), target, 'EX', ttl) end
+  end
+  redis.call('SET', k('recovered'), '1', 'EX', ttl)
+end
+
+local committed, first_index = 0, nil
+for _, d in ipairs(staged.decisions) do
+  local seq = d.seq
+  if tonumber(redis.call('GET', k('next')) or '0') ~= seq then return {'lost', tostring(published_before)} end
+  if d.entry then
+    if redis.call('LLEN', k('published')) ~= d.index then return {'lost', tostring(published_before)} end
+    if redis.call('SREM', k('gaps'), seq) == 1 then redis.call('HDEL', k('gapwhy'), seq) end
+    redis.call('RPUSH', k('published'), d.entry) redis.call('EXPIRE', k('published'), ttl)
+    redis.call('RPUSH', k('win'), d.entry) redis.call('LTRIM', k('win'), -window, -1)
+    redis.call('EXPIRE', k('win'), ttl)
+    redis.call('SET', k('pending_disc'), '0', 'EX', ttl)
+    redis.call('SET', k('ccstate'), d.cc, 'EX', ttl)
+    if tonumber(redis.call('GET', k('target')) or '0') < d.target then
+      redis.call('SET', k('target'), d.target, 'EX', ttl)
+    end
+    for name, v in pairs(d.rates) do
+      redis.call('HINCRBY', k('rates'), name .. ':bits', v[1])
+      redis.call('HINCRBY', k('rates'), name .. ':ms', v[2])
+      local bps = 0
+      if v[2] > 0 then bps = math.floor(v[1] * 1000 / v[2]) end
+      if tonumber(redis.call('HGET', k('rates'), name .. ':peak') or '0') < bps then
+        redis.call('HSET', k('rates'), name .. ':peak', bps)
+      end
+    end
+    redis.call('EXPIRE', k('rates'), ttl)
+    redis.call('SET', k('done:' .. seq), d.done, 'EX', ARGV[8])
+    if not first_index then first_index = d.index end
+    committed = committed + 1
+  else
+    if redis.call('SADD', k('gaps'), seq) == 1 then redis.call('HSET', k('gapwhy'), seq, d.reason) end
+    redis.call('EXPIRE', k('gaps'), ttl) redis.call('EXPIRE', k('gapwhy'), ttl)
+    redis.call('SET', k('pending_disc'), '1', 'EX', ttl)
+  end
+  redis.call('SET', k('next'), seq + 1, 'EX', ttl)
+  local drop = {k('chunk:' .. seq), k('data:' .. seq), k('out:' .. seq), k('feed:' .. seq),
+                k('done:' .. (seq - tonumber(ARGV[9])))}
+  for part = 0, tonumber(ARGV[10]) - 1 do
+    drop[#drop + 1] = k('started:' .. seq .. ':' .. part)
+    drop[#drop + 1] = k('lease:' .. seq .. ':' .. part)
+    drop[#drop + 1] = k('requeued:' .. seq .. ':' .. part)
+  end
+  redis.call('DEL', unpack(drop))
+end
+if staged.ckpt then redis.call('SET', k('ckpt'), staged.ckpt, 'EX', ttl) end
+
+local count = redis.call('LLEN', k('published'))
+local has_source = redis.call('EXISTS', k('source')) == 1
+local ready_won = false
+if committed > 0 and staged.claim_ready and has_source then
+  ready_won = redis.call('SET', k('once:ready'), '1', 'EX', ttl, 'NX') ~= false
+end
+local masters_due = staged.finish
+if committed > 0 and has_source then
+  if redis.call('SET', k('masters'), '1', 'EX', ttl, 'NX') then masters_due = true end
+  if math.floor(count / 10) > math.floor(published_before / 10) then masters_due = true end
+end
+if staged.finished then redis.call('SET', k('final'), '1', 'EX', ttl) end
+
+if not first and #staged.decisions == 0 and not staged.restore and not staged.finish then
+  if redis.call('DEL', k('advance_again')) == 0 then
+    redis.call('DEL', k('assembler'))
+    return {'released', tostring(count)}
+  end
+end
+
+local head = {
+  token = token, epoch = epoch, count = count,
+  recover = epoch ~= '0' and count == 0 and redis.call('EXISTS', k('recovered')) == 0,
+  pending_disc = redis.call('GET', k('pending_disc')) == '1',
+  last = redis.call('LINDEX', k('win'), -1) or false,
+  ccstate = redis.call('GET', k('ccstate')) or false,
+  ladder = redis.call('GET', k('ladder')) or false,
+  target = tonumber(redis.call('GET', k('target')) or '0'),
+  ready_won = ready_won, chunks = {}, log = {}, log_from = 0, replay = false,
+  final = redis.call('EXISTS', k('final')) == 1,
+}
+local ckpt = tonumber(redis.call('GET', k('ckpt')) or '0')
+if committed > 0 then
+  local part = tonumber(ARGV[11])
+  head.log_from = math.floor(math.min(ckpt, first_index) / part) * part
+  head.log = redis.call('LRANGE', k('published'), head.log_from, -1)
+elseif staged.finish then
+  head.log, head.replay = redis.call('LRANGE', k('published'), 0, -1), true
+end
+if masters_due and has_source then
+  head.source = redis.call('GET', k('source'))
+  head.codecs = redis.call('HGETALL', k('codecs'))
+  head.rates = redis.call('HGETALL', k('rates'))
+end
+
+local names = {}
+if head.ladder then for _, r in ipairs(cjson.decode(head.ladder)) do names[#names + 1] = r.name end end
+local reply = {'ok', ''}
+local s, total, ready = tonumber(redis.call('GET', k('next')) or '0'), tonumber(redis.call('GET', k('seq')) or '0'), 0
+if head.recover then total = s end  -- recover the log first
+while s < total and ready < tonumber(ARGV[12]) do
+  local gap = redis.call('SISMEMBER', k('gaps'), s) == 1
+  local complete = not gap and #names > 0
+  if complete then
+    for _, name in ipairs(names) do
+      if redis.call('HEXISTS', k('out:' .. s), name) == 0 then complete = false break end
+    end
+  end
+  local meta = redis.call('HGETALL', k('chunk:' .. s))
+  head.chunks[#head.chunks + 1] = {seq = s, gap = gap, complete = complete, meta = meta}
+  if complete then
+    reply[#reply + 1] = redis.call('HGETALL', k('out:' .. s))
+    ready = ready + 1
+  elseif not gap then
+    break
+  end
+  s = s + 1
+end
+reply[2] = cjson.encode(head)
+return reply
+"""
 
 
-def _lease_ms() -> int:
-    return int(ASSEMBLER_LEASE_S * 1000)
+class FenceLost(RuntimeError):  # noqa: N818 - a condition
+    """This assembler's lease lapsed and another one took over: it must stop at once (nothing it
+    did since its last step counts; S3 PUTs of deterministic keys are harmless). ``published``:
+    the session's published count when it found out."""
+
+    def __init__(self, message: str, published: int) -> None:
+        super().__init__(message)
+        self.published = published
 
 
-# How long an assembler holds a session without a fenced step before another may take over.
-# Longer than one round's S3 PUTs (they retry inside TRANSCODE_PUBLISH_RETRIES); shorter than a
-# chunk deadline. Lapsing is safe: the fence token is checked at every step.
+# How long an assembler holds a session without a step before another may take over. Longer
+# than one pass's S3 PUTs (they retry inside TRANSCODE_PUBLISH_RETRIES); shorter than a chunk
+# deadline. Lapsing is safe: the fence token is checked at every step.
 ASSEMBLER_LEASE_S = 15.0
+# Ready chunks handed to one pass at most (bounds a pass's bytes after a stall).
+READ_AHEAD = 4
+# Entries per object of the published log's checkpoint in S3 (``<session>/log/<part>.jsonl``).
+LOG_PART_SEGMENTS = 60
 
 
-def acquire_assembler(session_id: int, *, wait_s: float) -> int | None:
-    """Become the session's single assembler: a fencing token (increasing), or None when another
-    holds it for ``wait_s``."""
-    r = redis_client()
-    deadline = time.monotonic() + wait_s
-    while True:
-        token = int(r.incr(key(session_id, "fence")))
-        r.expire(key(session_id, "fence"), _ttl())
-        if r.set(key(session_id, "assembler"), str(token), px=_lease_ms(), nx=True):
-            return token
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)
+@dataclass
+class Staged:
+    """What one pass of the assembler decided, applied atomically by the next ``step``:
+    ``decisions`` in chunk order (a published entry, or a chunk given up), the checkpoint
+    count, a published log recovered from S3, whether the session's end is written now."""
 
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    published: list[tuple[Entry, int]] = field(default_factory=list)  # (entry, transcode ms)
+    checkpointed: int | None = None
+    restore: list[str] | None = None
+    restore_target: int = 0
+    claim_ready: bool = False
+    finish: bool = False  # read the whole log: the end's playlists are written next
+    finished: bool = False  # they are written: the session's playlists are final (ENDLIST)
 
-def release_assembler(session_id: int, token: int) -> None:
-    _eval(_RELEASE, 1, key(session_id, "assembler"), str(token))
+    def publish(self, entry: Entry, ccstate: dict[str, dict[str, int]], record: dict[str, Any], ms: int) -> None:
+        """Chunk ``entry.seq`` is published (its segments are in S3)."""
+        # A rung shed under overload (size 0) does not lower its measured bitrate.
+        rates = {name: [size * 8, int(entry.duration * 1000)] for name, size in entry.sizes.items() if size}
+        self.decisions.append(
+            {
+                "seq": entry.seq,
+                "entry": entry.to_json(),
+                "index": entry.index,
+                "cc": json.dumps(ccstate),
+                "target": rounded(entry.duration),
+                "rates": rates,
+                "done": json.dumps(record),
+            }
+        )
+        self.published.append((entry, ms))
 
+    def give_up(self, seq: int, reason: str) -> None:
+        self.decisions.append({"seq": seq, "reason": reason})
 
-def ask_assembler_again(session_id: int) -> None:
-    """A caller could not become the assembler: the holder goes round once more."""
-    redis_client().set(key(session_id, "advance_again"), "1", ex=60)
-
-
-def take_again(session_id: int) -> bool:
-    return bool(redis_client().delete(key(session_id, "advance_again")))
-
-
-@dataclass(frozen=True)
-class Assembly:
-    """Where the assembler stands: the numbering generation, whether the published log must be
-    recovered from S3 first, the next chunk it waits for, how many chunks exist, the last
-    published entry (media sequence, discontinuity sequence), the continuity counters."""
-
-    epoch: int
-    recover: bool
-    next: int
-    count: int
-    published: int
-    pending_disc: bool
-    last: Entry | None
-    ccstate: dict[str, dict[str, int]]
-
-
-def begin_round(session_id: int) -> Assembly:
-    """The assembler's view at the start of a round. A missing generation means Redis lost the
-    session's state: a new one starts here (``ensure_epoch``)."""
-    epoch_ = ensure_epoch(session_id)
-    pipe = redis_client().pipeline()
-    pipe.exists(key(session_id, "recovered"))
-    pipe.get(key(session_id, "next"))
-    pipe.get(key(session_id, "seq"))
-    pipe.llen(key(session_id, "published"))
-    pipe.get(key(session_id, "pending_disc"))
-    pipe.lindex(key(session_id, "win"), -1)
-    pipe.get(key(session_id, "ccstate"))
-    recovered, nxt, count, published_, pending, last, cc = pipe.execute()
-    return Assembly(
-        epoch=epoch_,
-        recover=bool(epoch_) and not recovered and not published_,
-        next=int(nxt or 0),
-        count=int(count or 0),
-        published=int(published_),
-        pending_disc=pending == b"1",
-        last=Entry.from_json(last) if last else None,
-        ccstate=json.loads(cc) if cc else {},
-    )
+    def to_json(self) -> str:
+        out: dict[str, Any] = {
+            "decisions": self.decisions,
+            "claim_ready": self.claim_ready,
+            "finish": self.finish,
+            "finished": self.finished,
+        }
+        if self.checkpointed is not None:
+            out["ckpt"] = self.checkpointed
+        if self.restore is not None:
+            out["restore"], out["target"] = self.restore, self.restore_target
+        return json.dumps(out)
 
 
 @dataclass(frozen=True)
-class Ready:
-    """A chunk the assembler has not passed yet: 'gap' (given up), 'ready' (every rendition
-    transcoded: ``outputs``) or 'wait'; its meta (None: expired)."""
+class Pending:
+    """A chunk the assembler has not passed: given up (``gap``), ready (every rendition's
+    ``outputs``; ``transcode_ms`` its slowest part's) or not yet (``outputs`` None); ``meta``
+    None when its keys expired."""
 
-    outcome: str
+    seq: int
     meta: ChunkMeta | None
-    outputs: dict[str, bytes]
+    gap: bool
+    outputs: dict[str, bytes] | None
     transcode_ms: int
 
 
-def take_ready(session_id: int, seq: int) -> Ready:
-    pipe = redis_client().pipeline()
-    pipe.sismember(key(session_id, "gaps"), str(seq))
-    pipe.hgetall(key(session_id, f"out:{seq}"))
-    pipe.get(key(session_id, "ladder"))
-    pipe.hgetall(key(session_id, f"chunk:{seq}"))
-    gap, raw_out, ladder_raw, raw = pipe.execute()
-    meta = _meta(seq, raw)
-    outputs = {_text(k): bytes(v) for k, v in raw_out.items()}
-    # The chunk's transcode time is its slowest part's.
-    ms = max((int(outputs.pop(n)) for n in [n for n in outputs if n.startswith("_ms")]), default=0)
-    if gap:
-        return Ready("gap", meta, {}, 0)
-    if ladder_raw and all(r.name in outputs for r in loads(ladder_raw)):
-        return Ready("ready", meta, outputs, ms)
-    return Ready("wait", meta, {}, 0)
+@dataclass(frozen=True)
+class MasterInputs:
+    renditions: list[Rendition]
+    source: SourceInfo
+    rates: dict[str, Rates]
+    codecs: dict[str, str]
 
 
-def _fenced(script: str, session_id: int, token: int, seq: int, *argv: Any) -> int:
-    keys = _assembly_keys(session_id, seq)
-    result = int(_eval(script, len(keys), *keys, str(token), str(seq), _lease_ms(), _ttl(), *argv))
-    if result in {FENCE_LOST, MOVED}:
-        raise FenceLost(f"session {session_id}: assembler {token} lost its lease (or another moved on)")
-    return result
+@dataclass(frozen=True)
+class Step:
+    """What the assembler knows after a step. ``holding`` False: it does not (or no longer)
+    hold the session (another holds it and goes round again, or this one released it)."""
+
+    holding: bool
+    published: int  # entries in the published log
+    epoch: int = 0
+    recover: bool = False  # Redis lost the session: reload the published log from S3 first
+    pending_disc: bool = False
+    last: Entry | None = None
+    ccstate: dict[str, dict[str, int]] = field(default_factory=dict)
+    ladder: list[Rendition] = field(default_factory=list)
+    target: int = 0
+    chunks: list[Pending] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # entries' JSON from ``log_from`` on
+    log_from: int = 0
+    replay: bool = False  # ``log`` is the whole log, for the end's playlists
+    final: bool = False  # the end's playlists are written
+    masters: MasterInputs | None = None  # due now
+    announce: bool = False  # this step made the session ready (stream.ready)
+    committed: list[tuple[Entry, int]] = field(default_factory=list)  # by this step
 
 
-def skip(session_id: int, token: int, seq: int, reason: str) -> bool:
-    """The assembler passes chunk ``seq`` as a gap (fenced). True if this call gave it up (False:
-    it already was a gap)."""
-    return _fenced(_SKIP, session_id, token, seq, reason) == 1
+class Assembly:
+    """One assembler's hold on a session (``with Assembly(...) as a: a.step(...)``): the first
+    step takes the lease, the last releases it; leaving the block on an error releases it too."""
+
+    def __init__(self, session_id: int, *, wait_s: float = 0.0) -> None:
+        self.session_id = session_id
+        self.wait_s = wait_s
+        self.token = ""
+        self.released = False
+
+    def __enter__(self) -> Assembly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token and not self.released:
+            _eval(_RELEASE, 1, key(self.session_id, "assembler"), self.token)
+
+    def step(self, staged: Staged) -> Step:
+        """Apply ``staged`` and read the next pass (fenced, one round trip). The first call
+        takes the lease (waiting up to ``wait_s`` for another holder, who is asked to go round
+        again); raises FenceLost when the lease went to another assembler."""
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            reply = self._eval(staged)
+            if reply[0] != "held" or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        status, head_raw, outputs = _text(reply[0]), _text(reply[1]), reply[2:]
+        if status == "lost":
+            raise FenceLost(f"session {self.session_id}: assembler {self.token} lost its lease", int(head_raw))
+        if status != "ok":
+            self.released = status == "released"
+            return Step(holding=False, published=int(head_raw), committed=staged.published)
+        head = json.loads(head_raw)
+        self.token = str(head["token"])  # handed out by the first step
+        return _parse_step(head, outputs, staged)
+
+    def _eval(self, staged: Staged) -> list[Any]:
+        argv: list[str | int] = [
+            key(self.session_id, ""),
+            self.token,
+            int(ASSEMBLER_LEASE_S * 1000),
+            _ttl(),
+            max(1, int(settings.PLAYLIST_WINDOW)),
+            staged.to_json(),
+            str(int(time.time() * 1000)),  # a new numbering generation, if the state is gone
+            int(settings.CHUNK_TTL_SECONDS),
+            DONE_KEPT,
+            max(1, int(settings.TRANSCODE_TASKS_PER_CHUNK)),
+            LOG_PART_SEGMENTS,
+            READ_AHEAD,
+        ]
+        return list(_eval(_STEP, 1, key(self.session_id, "assembler"), *argv))
 
 
-def commit(
-    session_id: int, token: int, entry: Entry, ccstate: dict[str, dict[str, int]], result: dict[str, Any]
-) -> int:
-    """Publish ``entry`` (fenced, atomic): the log, the live window, continuity counters, target
-    duration, measured rates; drop the chunk's keys. Returns IS_GAP when the chunk was given up
-    meanwhile (it stays a gap), else > 0; raises FenceLost when this assembler is no longer
-    the session's (another one committed it)."""
-    rates = {name: [size * 8, int(entry.duration * 1000)] for name, size in entry.sizes.items()}
-    return _fenced(
-        _COMMIT,
-        session_id,
-        token,
-        entry.seq,
-        entry.to_json(),
-        entry.index,
-        json.dumps(ccstate),
-        rounded(entry.duration),
-        max(1, int(settings.PLAYLIST_WINDOW)),
-        json.dumps(rates) if rates else "{}",
-        json.dumps(result),
-        int(settings.CHUNK_TTL_SECONDS),
+def _parse_step(head: dict[str, Any], outputs: list[Any], staged: Staged) -> Step:
+    chunks: list[Pending] = []
+    it = iter(outputs)
+    for c in head["chunks"]:
+        raw = c["meta"] or []
+        meta = _meta(c["seq"], dict(zip(raw[::2], raw[1::2], strict=True)))
+        out: dict[str, bytes] | None = None
+        ms = 0
+        if c["complete"]:
+            flat = next(it)
+            out = {_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+            ms = max((int(out.pop(n)) for n in [n for n in out if n.startswith("_ms")]), default=0)
+        chunks.append(Pending(c["seq"], meta, bool(c["gap"]), out, ms))
+    rates, codecs = _rates(head.get("rates") or []), head.get("codecs") or []
+    renditions = ladder_from_json(head["ladder"]) if head["ladder"] else []
+    masters = None
+    if head.get("source"):
+        source_ = SourceInfo(**json.loads(head["source"]))
+        masters = MasterInputs(renditions, source_, rates, dict(zip(codecs[::2], codecs[1::2], strict=True)))
+    return Step(
+        holding=True,
+        published=int(head["count"]),
+        epoch=int(head["epoch"]),
+        recover=bool(head["recover"]),
+        pending_disc=bool(head["pending_disc"]),
+        last=Entry.from_json(head["last"]) if head["last"] else None,
+        ccstate=json.loads(head["ccstate"]) if head["ccstate"] else {},
+        ladder=renditions,
+        target=int(head["target"]),
+        chunks=chunks,
+        log=[_text(x) for x in head["log"] or []],
+        log_from=int(head["log_from"]),
+        replay=bool(head["replay"]),
+        final=bool(head["final"]),
+        masters=masters,
+        announce=bool(head["ready_won"]),
+        committed=staged.published,
     )
 
 
-def restore_log(session_id: int, token: int, entries: list[Entry], target: int) -> bool:
-    """After a state loss: the published log recovered from S3 (fenced; once)."""
-    names = ["assembler", "published", "win", "pending_disc", "target", "recovered"]
-    keys = [key(session_id, n) for n in names]
-    argv: list[str | int] = [str(token), _ttl(), max(1, int(settings.PLAYLIST_WINDOW)), target, len(entries)]
-    result = int(_eval(_RESTORE, len(keys), *keys, *argv, *(e.to_json() for e in entries)))
-    if result == FENCE_LOST:
-        raise FenceLost(f"session {session_id}: assembler {token} lost its lease")
-    return result == 1
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+# ``shed``: hash level (rungs shed), calm (chunks on time in a row), why, since (overload,
+# transcoding/shedding.py). One step per chunk: late -> one more rung; calm long enough -> one less.
+_SHED = """
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or '0')
+local calm = tonumber(redis.call('HGET', KEYS[1], 'calm') or '0')
+local before, most = level, tonumber(ARGV[2])
+if ARGV[1] == '1' then
+  if level < most then level = level + 1 end
+  calm = 0
+elseif ARGV[6] == '1' then
+  calm = calm + 1
+  if level > 0 and calm >= tonumber(ARGV[3]) then level = level - 1 calm = 0 end
+end
+if level > most then level = most end
+redis.call('HSET', KEYS[1], 'level', level, 'calm', calm)
+if level ~= before then redis.call('HSET', KEYS[1], 'why', ARGV[4], 'since', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return {before, level}
+"""
+
+
+def shed_step(
+    session_id: int, *, late: bool, count_calm: bool, max_level: int, restore_after: int, why: str
+) -> tuple[int, int]:
+    """One overload observation of the session: (rungs shed before, rungs shed now)."""
+    argv = ["1" if late else "0", max_level, restore_after, why, repr(time.time()), "1" if count_calm else "0", _ttl()]
+    before, level = _eval(_SHED, 1, key(session_id, "shed"), *argv)
+    return int(before), int(level)
+
+
+def shed(session_id: int) -> dict[str, str]:
+    """The session's overload state (``level``, ``why``, ``since``); empty when never shed."""
+    return {_text(k): _text(v) for k, v in redis_client().hgetall(key(session_id, "shed")).items()}
 
 
 def mark_gap(session_id: int, seq: int, reason: str) -> bool:
@@ -791,15 +974,6 @@ def published(session_id: int, start: int = 0) -> list[Entry]:
     return [Entry.from_json(raw) for raw in redis_client().lrange(key(session_id, "published"), start, -1)]
 
 
-def checkpointed(session_id: int) -> int:
-    """How many entries of the published log are in its S3 checkpoint."""
-    return int(redis_client().get(key(session_id, "ckpt")) or 0)
-
-
-def set_checkpointed(session_id: int, count: int) -> None:
-    redis_client().set(key(session_id, "ckpt"), str(count), ex=_ttl())
-
-
 def published_count(session_id: int) -> int:
     return int(redis_client().llen(key(session_id, "published")))
 
@@ -828,8 +1002,14 @@ def target(session_id: int) -> int:
 
 def rates(session_id: int) -> dict[str, Rates]:
     """Measured bitrate per rendition (running sums kept by every commit)."""
+    raw = redis_client().hgetall(key(session_id, "rates"))
+    return _rates([v for item in raw.items() for v in item])
+
+
+def _rates(flat: list[Any]) -> dict[str, Rates]:
+    """``rates`` fields and values, flat (``<rendition>:bits|ms|peak``, value, ...)."""
     out: dict[str, Rates] = {}
-    for field_, value in redis_client().hgetall(key(session_id, "rates")).items():
+    for field_, value in zip(flat[::2], flat[1::2], strict=True):
         name, what = _text(field_).rsplit(":", 1)
         rate = out.setdefault(name, Rates())
         if what == "peak":
@@ -839,31 +1019,6 @@ def rates(session_id: int) -> dict[str, Rates]:
         else:
             rate.seconds = int(value) / 1000
     return out
-
-
-def mark_final(session_id: int) -> None:
-    """The session's playlists are final (ENDLIST)."""
-    redis_client().set(key(session_id, "final"), "1", ex=_ttl())
-
-
-@dataclass(frozen=True)
-class MasterInputs:
-    renditions: list[Rendition]
-    source: SourceInfo
-    rates: dict[str, Rates]
-    codecs: dict[str, str]
-
-
-def master_inputs(session_id: int, count: int, *, final: bool) -> MasterInputs | None:
-    """What the masters are rendered from, when they are due (first publish, every 10
-    segments, at the end); else None."""
-    first = bool(redis_client().set(key(session_id, "masters"), "1", ex=_ttl(), nx=True))
-    if not (first or final or count % 10 == 0):
-        return None
-    renditions, source_ = ladder(session_id), source(session_id)
-    if not renditions or source_ is None:
-        return None
-    return MasterInputs(renditions, source_, rates(session_id), codecs(session_id))
 
 
 def stream_of(session_id: int) -> int | None:
@@ -947,7 +1102,7 @@ def remember_client(session_id: int, client_key: str) -> None:
 _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
-    "fence", "ingest", "clients", "stream", "finalizing", "ckpt", "once:ready",
+    "fence", "ingest", "clients", "stream", "finalizing", "ckpt", "once:ready", "shed",
 )  # fmt: skip
 
 
@@ -1072,9 +1227,3 @@ RECONCILED = "pipe:reconcile:last"  # the reconciler's last run (compose health 
 
 def reconciled() -> None:
     redis_client().set(RECONCILED, repr(time.time()), ex=3600)
-
-
-def claim_once(session_id: int, name: str) -> bool:
-    """True for exactly one caller per session and ``name`` across every worker (SET NX of
-    ``once:<name>``; e.g. transcoding.readiness sends stream.ready only when this is True)."""
-    return bool(redis_client().set(key(session_id, f"once:{name}"), "1", ex=_ttl(), nx=True))

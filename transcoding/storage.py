@@ -6,7 +6,9 @@ for this module and for tests that inspect the bucket directly."""
 
 import json
 import logging
+import posixpath
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -170,9 +172,37 @@ def delete_key(key: str) -> None:
 LOG_TYPE = "application/x-ndjson"
 
 
-def put_log(key: str, text: str) -> None:
+def put_log(key: str, body: bytes) -> None:
     """A checkpoint of a session's published log (JSON lines; the assembler rewrites the current
     part, bounded in size, and never an earlier one)."""
-    client().put_object(
-        Bucket=settings.S3_BUCKET, Key=key, Body=text.encode(), ContentType=LOG_TYPE, CacheControl="no-store"
-    )
+    client().put_object(Bucket=settings.S3_BUCKET, Key=key, Body=body, ContentType=LOG_TYPE, CacheControl="no-store")
+
+
+def put_batch(
+    prefix: str, segments: list[tuple[str, bytes]], logs: list[tuple[str, bytes]], playlists: list[tuple[str, str]]
+) -> None:
+    """One pass of the assembler, keys relative to the session's ``prefix`` (``../`` is the
+    stream's): segments and log parts in parallel, then the playlists in their order (media
+    playlists before the masters that point at them). Raises on the first failure (nothing of
+    the pass is committed; a later pass writes the same bytes again)."""
+
+    def at(name: str) -> str:
+        return posixpath.normpath(f"{prefix}/{name}")
+
+    work = [(put_segment, at(k), b) for k, b in segments] + [(put_log, at(k), b) for k, b in logs]
+    if work:
+        with ThreadPoolExecutor(max_workers=min(8, len(work))) as pool:
+            for future in [pool.submit(fn, k, b) for fn, k, b in work]:
+                future.result()
+    for name, text in playlists:
+        put_playlist(at(name), text)
+
+
+def read_log(prefix: str) -> list[str]:
+    """Every line of the published log's checkpoint under ``prefix`` (``<session>/log/``), parts
+    in order (a session's recovery after Redis lost it)."""
+    lines: list[str] = []
+    for name in sorted(list_keys(prefix)):
+        raw = get_bytes(name) or b""
+        lines += [line for line in raw.decode().splitlines() if line.strip()]
+    return lines

@@ -32,7 +32,7 @@ from django.utils import timezone
 from livestream import metrics
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import assembler, cores, encoder, ffmpeg, metadata, mpegts, services, state, storage
+from transcoding import assembler, cores, encoder, ffmpeg, metadata, mpegts, services, shedding, state, storage
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -182,9 +182,15 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         renditions = ladder[part::parts]
         if not renditions:  # more tasks than renditions: this part has nothing to do
             return "idle"
+        # Overload: the top rungs are shed while the workers fall behind (shedding.py).
+        shed = shedding.plan(session_id, ladder, waited_s=time.time() - meta.queued, observe=part == 0)
+        encode = [r for r in renditions if r.name not in shed]
         reader = io.BytesIO(data) if data is not None else encoder.FeedReader(iter(feed))
-        with cores.core_share() as threads:
-            outputs = encoder.transcode(reader, renditions, source.fps or 30, threads=threads, media=source)
+        outputs: dict[str, bytes] = {}
+        if encode:
+            with cores.core_share() as threads:
+                outputs = encoder.transcode(reader, encode, source.fps or 30, threads=threads, media=source)
+        outputs.update({r.name: b"" for r in renditions if r.name in shed})
     except (encoder.TranscodeError, ffmpeg.FFmpegError, ValueError) as exc:
         logger.error("transcode failed: %s", exc, extra={**ctx, "ctx": {"threads": threads}})
         _give_up(session_id, seq, f"transcode failed: {exc}")
@@ -198,6 +204,9 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
     transcoded = time.monotonic()
     # Progressive: what counts is the time after the chunk's last byte arrived.
     elapsed_ms = int((transcoded - (feed.finished_at or started)) * 1000)
+    if part == 0:
+        lasts = meta.duration or meta.expect or float(settings.CHUNK_SECONDS)
+        shedding.transcoded(session_id, ladder, elapsed_s=elapsed_ms / 1000, duration_s=lasts)
     metrics.observe_transcode(elapsed_ms / 1000, outputs)
     state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part)
     # The assembler commits (counters, upload) every chunk that is ready, in order.

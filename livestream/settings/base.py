@@ -531,6 +531,13 @@ X264_THREADS = env.int("X264_THREADS", default=0)
 TRANSCODE_HOST_CORES = env.int("TRANSCODE_HOST_CORES", default=0)
 # A chunk not transcoded this many seconds after ingest is dropped and becomes a gap.
 LIVE_DEADLINE_SECONDS = env.float("LIVE_DEADLINE_SECONDS", default=15.0)
+# Overload (transcoding/shedding.py): shed the top rungs while transcoding falls behind.
+OVERLOAD_SHEDDING = env.bool("OVERLOAD_SHEDDING", default=True)
+# A chunk that waited longer than this for a worker (or took longer to transcode than it
+# lasts) is late: one more rung is shed for the following chunks.
+OVERLOAD_LATE_SECONDS = env.float("OVERLOAD_LATE_SECONDS", default=2.0)
+# Chunks on time in a row before one shed rung is restored.
+OVERLOAD_RESTORE_AFTER_CHUNKS = env.int("OVERLOAD_RESTORE_AFTER_CHUNKS", default=5)
 # Lifetime of raw chunk bytes and pipeline state in Redis.
 CHUNK_TTL_SECONDS = env.int("CHUNK_TTL_SECONDS", default=300)
 PIPELINE_STATE_TTL_SECONDS = env.int("PIPELINE_STATE_TTL_SECONDS", default=86400)

@@ -182,15 +182,15 @@ def test_passed_chunks_leave_no_keys_and_purge_needs_no_scan(session):
 
 
 def test_the_log_checkpoint_is_written_in_bounded_parts_and_recovers_the_log(session, monkeypatch):
-    monkeypatch.setattr(assembler, "LOG_PART_SEGMENTS", 4)
+    monkeypatch.setattr(state, "LOG_PART_SEGMENTS", 4)
     put_log = storage.put_log
     failed: list[str] = []
 
-    def flaky(key: str, text: str) -> None:
+    def flaky(key: str, body: bytes) -> None:
         if key.endswith("000001.jsonl") and not failed:  # S3 fails once, after a commit
             failed.append(key)
             raise OSError("S3 away")
-        put_log(key, text)
+        put_log(key, body)
 
     monkeypatch.setattr(storage, "put_log", flaky)
     for _ in range(10):

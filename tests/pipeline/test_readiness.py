@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 from livestream.events import stream_group
 from livestream.redis import redis_client
 from tests.pipeline.test_tasks import SESSION, STREAM, _add, _live, chunks_480  # noqa: F401 - fixture
-from transcoding import playlists, readiness, state, storage, tasks
+from transcoding import assembler, playlists, state, storage, tasks
 from transcoding.tasks import transcode_chunk
 
 pytestmark = pytest.mark.django_db
@@ -57,14 +57,12 @@ class GroupListener(threading.Thread):
 
 @pytest.fixture
 def listener() -> Iterator[GroupListener]:
-    readiness.forget_process_memory()
     thread = GroupListener(stream_group(STREAM))
     thread.start()
     assert thread.subscribed.wait(10)
     yield thread
     thread.stop.set()
     thread.join(timeout=5)
-    readiness.forget_process_memory()
 
 
 def _settle_messages(listener: GroupListener, seconds: float = 0.5) -> None:
@@ -109,31 +107,43 @@ def test_ready_once_when_every_rendition_has_its_first_segment_not_on_a_gap_only
     for name in ("source", "360p"):
         assert "seg_000001.ts" in _live(name), name
 
-    # More segments, and a second worker process (no memory of this one) going round again.
+    # More segments, and another worker going round again: the claim is taken, nothing more.
     with django_capture_on_commit_callbacks(execute=True):
         assert transcode_chunk(SESSION, seqs[2]) == "done"
-        readiness.forget_process_memory()
         layout = tasks.layout_for(SESSION)
         assert layout is not None
-        assert not readiness.segments_published(layout, playlists.published(SESSION))
+        assembler.advance(layout)
     _settle_messages(listener)
     assert len(listener.events("stream.ready")) == 1
     assert [e.seq for e in playlists.published(SESSION)] == [1, 2]
 
 
-def test_ready_needs_every_rendition_of_the_ladder(chunks_480, listener):  # noqa: F811
-    """An entry listing only some renditions (e.g. recovered or partial) does not make the
-    session ready; the claim is not taken, so the full one still sends the event."""
+def test_ready_needs_every_rendition_of_the_ladder(chunks_480, listener, django_capture_on_commit_callbacks):  # noqa: F811
+    """A published segment without bytes for the source rendition does not make the session
+    ready, and the claim is not taken: the next full one sends it."""
     transcode_chunk(SESSION, _add(chunks_480[0]), 1, 2)  # decides the ladder (source + 360p), no commit
     layout = tasks.layout_for(SESSION)
     assert layout is not None
-    assert state.source(SESSION) is not None
-    partial = playlists.Entry(0, 0, 1.0, time.time(), False, {"360p": 1000, "source": 0})
-    assert not readiness.segments_published(layout, [partial])
-    assert not readiness.segments_published(layout, [])
+    first, second = _add(chunks_480[1]), _add(chunks_480[2])
+    state.mark_gap(SESSION, 0, "test")
+    state.store_outputs(SESSION, first, {"360p": _ts(), "source": b""}, 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        assembler.advance(layout)
+    assert [e.seq for e in playlists.published(SESSION)] == [first]
+    _settle_messages(listener)
+    assert listener.events("stream.ready") == []
     assert redis_client().get(state.key(SESSION, "once:ready")) is None
-    full = playlists.Entry(0, 0, 1.0, time.time(), False, {"360p": 1000, "source": 2000})
-    assert readiness.segments_published(layout, [full])
-    assert not readiness.segments_published(layout, [full])  # this process knows
-    readiness.forget_process_memory()
-    assert not readiness.segments_published(layout, [full])  # another worker: the claim is taken
+    state.store_outputs(SESSION, second, {"360p": _ts(), "source": _ts()}, 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        assembler.advance(layout)
+    assert [e.seq for e in playlists.published(SESSION)] == [first, second]
+    deadline = time.time() + 5
+    while not listener.events("stream.ready") and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(listener.events("stream.ready")) == 1
+
+
+def _ts() -> bytes:
+    from tests.pipeline.test_assembler import ts
+
+    return ts()
