@@ -107,7 +107,10 @@ def test_every_key_of_a_publish_is_in_its_sessions_slot(cluster_live_state, live
     assert f"pipe:client:{client_id}" in recorder.keys
 
 
-def test_publish_transcode_replay_on_a_redis_cluster(cluster_live_state, live_stack, user, tmp_path: Path):
+def test_publish_transcode_replay_on_a_redis_cluster(cluster_live_state, live_stack, user, tmp_path: Path, settings):
+    # Every rendition complete: on a loaded shared machine overload shedding would gap the top
+    # rungs (by design); this test is about Redis.
+    settings.OVERLOAD_SHEDDING = False
     _distinct_session_ids()
     with _recorder(cluster_live_state) as recorder:
         session = publish_transcode_replay(live_stack, user, tmp_path)
