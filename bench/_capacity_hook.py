@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 from celery import signals
@@ -16,16 +17,20 @@ from bench.long_broadcast import _S3Counter
 
 
 class _Recorder(_S3Counter):
+    """Called from the assembler's upload threads at once: one lock around count and write."""
+
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+        self.lock = threading.Lock()
 
     def __call__(self, params: dict[str, Any], model: Any, **kwargs: Any) -> None:
-        super().__call__(params, model, **kwargs)
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as out:
-            json.dump(self.snapshot(), out)
-        os.replace(tmp, self.path)
+        with self.lock:
+            super().__call__(params, model, **kwargs)
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as out:
+                json.dump(self.snapshot(), out)
+            os.replace(tmp, self.path)
 
 
 @signals.worker_process_init.connect(weak=False)

@@ -47,7 +47,7 @@ class Row:
 
 
 def _fmt(value: float) -> str:
-    if value >= 100:
+    if value >= 100 or float(value).is_integer():
         return f"{value:,.0f}"
     if value >= 1:
         return f"{value:.2f}"

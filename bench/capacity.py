@@ -26,7 +26,8 @@ batches x chunk seconds):
 - CPU seconds of the worker tree (``/proc``: the pool processes and the ones Celery replaced),
   of both Redis servers (``INFO cpu``) and of SeaweedFS (when this bench started it);
 - pipeline Redis commands and bytes (``INFO commandstats`` / ``INFO stats`` deltas, less the
-  bench's own completion polls, counted and subtracted exactly), Redis memory per stream;
+  bench's own completion polls, counted and subtracted exactly); Redis memory per stream (``MEMORY USAGE`` of its
+  keys after the batches, plus the chunks in flight);
 - broker commands;
 - S3 PUTs and bytes, counted in each worker process at the boto3 event level
   (``bench/_capacity_hook.py``, loaded with ``celery worker --include``).
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 
 CHUNK_S = 2.0
 SESSION_BASE, STREAM_BASE = 960_000_000, 960_000
-BATCH_TIMEOUT_S = 180.0
+BATCH_TIMEOUT_S = 120.0
 SETTLE_S = 0.3  # after the last batch: the tasks' last S3/Redis calls after the commit
 logger = logging.getLogger(__name__)
 
@@ -208,8 +209,16 @@ def _setup_sessions(rig: Rig, n: int, source: SourceInfo, ladder: list[Rendition
         state.set_json(session_id, "stream", STREAM_BASE + session_id % 100_000)
         state.store_source(session_id, source, conn=1)
         state.decide_ladder(session_id, ladder)
+        state.set_ingest(session_id, 1, "running")  # as the segmenter (and purge finds conn 1's keys)
         sessions.append(session_id)
     return sessions
+
+
+def _state_bytes(client: redis.Redis, session_id: int) -> int:
+    """Bytes Redis holds for the session's keys (``MEMORY USAGE``, key overhead included)."""
+    from transcoding import state
+
+    return sum(client.memory_usage(name) or 0 for name in client.scan_iter(match=state.key(session_id, "*")))
 
 
 def _batch(rig: Rig, sessions: list[int], chunk: Chunk, send: Callable[[int, int, int], None]) -> float:
@@ -250,7 +259,6 @@ def _probe(
     from transcoding import state, storage
 
     sessions = _setup_sessions(rig, n, source, ladder)
-    memory_before = int(rig.media.info("memory")["used_memory"])
     _batch(rig, sessions, chunks[0], send)  # warm-up (first segment, playlists, master)
     before = rig.snapshot()
     walls: list[float] = []
@@ -260,7 +268,8 @@ def _probe(
             break  # far behind: more batches only cost time
     time.sleep(SETTLE_S)
     used = rig.snapshot() - before
-    memory = (int(rig.media.info("memory")["used_memory"]) - memory_before) / n
+    # After the snapshot: these reads are not the pipeline's.
+    memory = sum(_state_bytes(rig.media, session_id) for session_id in sessions) / n
     for session_id in sessions:
         state.purge(session_id)
     for stream_id in {STREAM_BASE + s % 100_000 for s in sessions}:
@@ -272,7 +281,7 @@ def _search(run: Callable[[int], Probe], start: int, grow: Callable[[int], int],
     """Probes from ``start``, growing until the load passes 1 (or ``limit``), then bisecting the
     last gap to within an eighth."""
     probes: list[Probe] = []
-    n = start
+    n = min(start, limit)
     while n <= limit:
         probe = run(n)
         probes.append(probe)
@@ -433,9 +442,13 @@ def _report(source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many:
             f"{b_out[0] / 1e3:.1f} kB out vs baseline passthrough {cmds[1]:.1f} commands, "
             f"{b_in[1] / 1e3:.1f} kB in, {b_out[1] / 1e3:.1f} kB out: commands ratio {cmds[0] / cmds[1]:.2f}"
         )
+    # In flight per stream: the chunk being written and the one being transcoded with its outputs,
+    # at most two hand-overs' worth of what goes into Redis per chunk (conservative).
+    in_flight = 2 * ladder.per_stream_s("redis_in") * CHUNK_S
     yield (
-        f"pipeline Redis memory per live stream (state between chunks): full ladder {ladder.memory / 1e3:.1f} kB "
-        f"vs baseline passthrough {copy.memory / 1e3:.1f} kB"
+        f"pipeline Redis memory per live stream: state between chunks (MEMORY USAGE of its keys) full ladder "
+        f"{ladder.memory / 1e3:.1f} kB vs baseline passthrough {copy.memory / 1e3:.1f} kB; in flight up to "
+        f"{in_flight / 1e6:.2f} MB (2 chunks' hand-over: chunk + outputs)"
     )
     puts = (ladder.per_stream_s("s3_puts"), copy.per_stream_s("s3_puts"))
     put_bytes = (ladder.per_stream_s("s3_put_bytes"), copy.per_stream_s("s3_put_bytes"))
@@ -451,13 +464,11 @@ def _report(source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many:
         f"throughput, full ladder, N={many.streams}: {workers} worker processes {rate_many:.2f} stream-s/s vs "
         f"baseline 1 worker process {rate_one:.2f} stream-s/s: ratio {rate_many / rate_one:.2f}x"
     )
-    # In-flight: the chunk being written and the one being transcoded, and their outputs.
-    chunk_bytes = ladder.per_stream_s("redis_in") * CHUNK_S  # mostly the chunk itself
     per = planning.PerStream(
         cpu_s=ladder.cpu,
         redis_commands=ladder.per_stream_s("redis_commands"),
         redis_bytes=ladder.per_stream_s("redis_in") + ladder.per_stream_s("redis_out"),
-        redis_memory=ladder.memory + 2 * chunk_bytes,
+        redis_memory=ladder.memory + in_flight,
         broker_commands=ladder.per_stream_s("broker_commands"),
         s3_puts=puts[0],
         s3_put_bytes=put_bytes[0],
@@ -467,8 +478,13 @@ def _report(source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many:
 
 
 def run(args: Any) -> Iterator[str]:
+    from django.db import connection
+
     from livestream.redis import reset_redis_client
 
+    # The workers reach PostgreSQL once per session (the stream.ready event on commit): without
+    # a database every session would wait out the connection pool's timeout.
+    connection.ensure_connection()
     work = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     work.chmod(0o755)
     saved = settings.REDIS_URL
@@ -479,12 +495,14 @@ def run(args: Any) -> Iterator[str]:
             devstack.temporary_redis(work / "redis-broker") as broker_port,
         ):
             media_url = f"redis://127.0.0.1:{media_port}/0"
+            broker_url = f"redis://127.0.0.1:{broker_port}/0"
             env = {
                 **os.environ,
                 "DJANGO_SETTINGS_MODULE": "livestream.settings.bench",
                 "PYTHONPATH": str(ROOT),
                 "TEST_REDIS_URL": media_url,
-                "TEST_CELERY_BROKER_URL": f"redis://127.0.0.1:{broker_port}/0",
+                "TEST_CELERY_BROKER_URL": broker_url,
+                "CELERY_BROKER_URL": broker_url,  # Celery prefers this variable to its settings
                 "LIVE_DEADLINE_SECONDS": "3600",  # an overloaded probe must not turn into gaps
             }
             settings.REDIS_URL = media_url
