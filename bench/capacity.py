@@ -70,8 +70,8 @@ SETTLE_S = 0.3  # after the last batch: the tasks' last S3/Redis calls after the
 logger = logging.getLogger(__name__)
 
 
-def _knob(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
+def _knob(value: str | None, default: int) -> int:
+    return int(value or default)
 
 
 # --- what each process spent ----------------------------------------------------------------
@@ -362,13 +362,14 @@ def _source(work: Path, seconds: int) -> tuple[list[Chunk], SourceInfo]:
 def _measure(args: Any, work: Path, env: dict[str, str]) -> Iterator[str]:
     from livestream.celery import app
     from livestream.redis import redis_client
+    from transcoding import cores
     from transcoding.ladder import ladder_for
     from transcoding.tasks import transcode_chunk
 
     quick = bool(getattr(args, "quick", False))
-    seconds = _knob("CAPACITY_SECONDS", 10 if quick else 12)
-    batches = _knob("CAPACITY_BATCHES", 2 if quick else 3)
-    workers = _knob("CAPACITY_WORKERS", os.cpu_count() or 2)
+    seconds = _knob(os.environ.get("CAPACITY_SECONDS"), 10 if quick else 12)
+    batches = _knob(os.environ.get("CAPACITY_BATCHES"), 2 if quick else 3)
+    workers = _knob(os.environ.get("CAPACITY_WORKERS"), cores.available_cores())
     chunks, source = _source(work, seconds)
     if len(chunks) < 2:
         raise RuntimeError("CAPACITY_SECONDS too short for one counted batch")
@@ -394,11 +395,13 @@ def _measure(args: Any, work: Path, env: dict[str, str]) -> Iterator[str]:
             rig.worker_pid = proc.pid
             ladder = Mode(
                 "full ladder (" + "+".join(r.name for r in full) + ")",
-                _search(prober(full), 1, lambda n: n + 1, _knob("CAPACITY_MAX_LADDER", 8)),
+                _search(prober(full), 1, lambda n: n + 1, _knob(os.environ.get("CAPACITY_MAX_LADDER"), 8)),
             )
             copy = Mode(
                 "passthrough (source only)",
-                _search(prober(passthrough), 8, lambda n: n * 2, _knob("CAPACITY_MAX_PASSTHROUGH", 256)),
+                _search(
+                    prober(passthrough), 8, lambda n: n * 2, _knob(os.environ.get("CAPACITY_MAX_PASSTHROUGH"), 256)
+                ),
             )
             # Workers compared at a load that keeps both processes busy, one right after the other.
             n_cmp = max(2, ladder.real_time)
@@ -410,7 +413,9 @@ def _measure(args: Any, work: Path, env: dict[str, str]) -> Iterator[str]:
 
 
 def _report(source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many: Probe, one: Probe) -> Iterator[str]:
-    cores = len(os.sched_getaffinity(0))
+    from transcoding.cores import available_cores
+
+    cores = available_cores()
     yield (
         f"setup: {source.width}x{source.height}@{source.fps:g} source, {CHUNK_S:g} s chunks, {workers} worker "
         f"processes on {cores} cores; this machine is shared (other runs' load makes every figure noisy: "
