@@ -19,7 +19,7 @@ SECONDS_PER_MONTH = 30 * 24 * 3600
 class PerStream:
     """What one live stream costs per second of stream (measured)."""
 
-    cpu_s: float  # CPU seconds of every process of the pipeline (workers, Redis, S3 gateway)
+    cpu_s: float  # CPU seconds of the transcode workers (Redis: see its shards; S3: the provider's)
     redis_commands: float  # pipeline (state) Redis commands
     redis_bytes: float  # pipeline Redis network bytes, in + out
     redis_memory: float  # pipeline Redis bytes held per live stream (state + in-flight chunks)
