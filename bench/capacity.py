@@ -284,20 +284,24 @@ def _probe(
     return Probe(n, walls, used, memory)
 
 
-def _search(run: Callable[[int], Probe], start: int, grow: Callable[[int], int], limit: int) -> list[Probe]:
+def _search(
+    run: Callable[[int], Probe], start: int, grow: Callable[[int], int], limit: int, busy_from: int
+) -> list[Probe]:
     """Probes from ``start``, growing until the load passes 1 (or ``limit``), then bisecting the
-    last gap to within an eighth."""
+    last gap to within an eighth. Below ``busy_from`` streams (the pool's size) some worker
+    processes idle and a batch times one chunk's latency, not the pool's throughput: the search
+    goes on to ``busy_from`` whatever the load."""
     probes: list[Probe] = []
     n = min(start, limit)
     while n <= limit:
         probe = run(n)
         probes.append(probe)
         logger.info("probe N=%d load %.2f", n, probe.load)
-        if probe.load > 1:
+        if probe.load > 1 and n >= busy_from:
             break
         n = grow(n)
     good = max((p.streams for p in probes if p.load <= 1), default=0)
-    bad = min((p.streams for p in probes if p.load > 1), default=0)
+    bad = min((p.streams for p in probes if p.load > 1 and p.streams > good), default=0)
     while bad and bad - good > max(1, good // 8):
         n = (good + bad) // 2
         probe = run(n)
@@ -324,7 +328,7 @@ class Mode:
 
     @property
     def behind(self) -> Probe | None:
-        over = [p for p in self.probes if p.load > 1]
+        over = [p for p in self.probes if p.load > 1 and p.streams > self.real_time]
         return min(over, key=lambda p: p.streams) if over else None
 
     @property
@@ -409,12 +413,16 @@ def _measure(args: Any, work: Path, env: dict[str, str]) -> Iterator[str]:
             rig.worker_pid = proc.pid
             ladder = Mode(
                 "full ladder (" + "+".join(r.name for r in full) + ")",
-                _search(prober(full), 1, lambda n: n + 1, _knob(os.environ.get("CAPACITY_MAX_LADDER"), 8)),
+                _search(prober(full), 1, lambda n: n + 1, _knob(os.environ.get("CAPACITY_MAX_LADDER"), 8), workers),
             )
             copy = Mode(
                 "passthrough (source only)",
                 _search(
-                    prober(passthrough), 8, lambda n: n * 2, _knob(os.environ.get("CAPACITY_MAX_PASSTHROUGH"), 256)
+                    prober(passthrough),
+                    8,
+                    lambda n: n * 2,
+                    _knob(os.environ.get("CAPACITY_MAX_PASSTHROUGH"), 256),
+                    workers,
                 ),
             )
             # Workers compared at a load that keeps every process busy, interleaved for ``rounds``
