@@ -138,11 +138,9 @@ def _redis_counters(client: redis.Redis, prefix: str) -> dict[str, float]:
 class Rig:
     """The processes of the run and the counters over them."""
 
-    def __init__(self, work: Path, media: redis.Redis, broker: redis.Redis, broker_url: str) -> None:
-        self.work = work
+    def __init__(self, work: Path, media: redis.Redis, broker: redis.Redis) -> None:
         self.media = media
         self.broker = broker
-        self.broker_url = broker_url
         self.counts_dir = work / "counts"
         self.counts_dir.mkdir()
         self.worker_pid = 0
@@ -205,10 +203,11 @@ class Probe:
         return self.stream_seconds / sum(self.walls)
 
 
-def _setup_sessions(rig: Rig, n: int, source: SourceInfo, ladder: list[Rendition]) -> list[int]:
+def _setup_sessions(rig: Rig, n: int, source: SourceInfo, ladder: list[Rendition]) -> dict[int, int]:
+    """N sessions as the segmenter leaves them after probing: session id -> numbering epoch."""
     from transcoding import state
 
-    sessions = []
+    sessions: dict[int, int] = {}
     for _ in range(n):
         session_id = rig.next_session
         rig.next_session += 1
@@ -217,7 +216,7 @@ def _setup_sessions(rig: Rig, n: int, source: SourceInfo, ladder: list[Rendition
         state.store_source(session_id, source, conn=1)
         state.decide_ladder(session_id, ladder)
         state.set_ingest(session_id, 1, "running")  # as the segmenter (and purge finds conn 1's keys)
-        sessions.append(session_id)
+        sessions[session_id] = state.ensure_epoch(session_id)
     return sessions
 
 
@@ -228,23 +227,31 @@ def _state_bytes(client: redis.Redis, session_id: int) -> int:
     return sum(client.memory_usage(name) or 0 for name in client.scan_iter(match=state.key(session_id, "*")))
 
 
-def _batch(rig: Rig, sessions: list[int], chunk: Chunk, send: Callable[[int, int, int], None]) -> float:
-    """Chunk ``k`` of every session: handed over, then waited for until all are published."""
+def _batch(rig: Rig, sessions: dict[int, int], k: int, chunk: Chunk, send: Callable[[int, int, int], None]) -> float:
+    """Chunk ``k`` of every session: handed over with the segmenter's calls (its epoch known, as
+    the segmenter knows it), then waited for until all are published."""
     from transcoding import state
 
     start = time.monotonic()
-    for session_id in sessions:
+    for session_id, epoch in sessions.items():
         seq = state.add_chunk(
-            session_id, data=chunk.data, start=chunk.start, end=chunk.end, wall=time.time(), conn=1, disc=False
+            session_id,
+            data=chunk.data,
+            start=chunk.start,
+            end=chunk.end,
+            wall=time.time(),
+            conn=1,
+            disc=False,
+            epoch=epoch,
         )
-        send(session_id, seq, state.epoch(session_id) or 0)
-    target = state.chunk_count(sessions[0])
+        send(session_id, seq, epoch)
     deadline = start + BATCH_TIMEOUT_S
     # The queue is FIFO: sessions complete about in the order they were handed over, so one
     # poll per wait (the first session not published yet) follows the whole batch.
+    order = list(sessions)
     waiting = 0
-    while waiting < len(sessions):
-        if rig.published(sessions[waiting]) >= target:
+    while waiting < len(order):
+        if rig.published(order[waiting]) > k:
             waiting += 1
             continue
         if time.monotonic() > deadline:
@@ -266,11 +273,11 @@ def _probe(
     from transcoding import state, storage
 
     sessions = _setup_sessions(rig, n, source, ladder)
-    _batch(rig, sessions, chunks[0], send)  # warm-up (first segment, playlists, master)
+    _batch(rig, sessions, 0, chunks[0], send)  # warm-up (first segment, playlists, master)
     before = rig.snapshot()
     walls: list[float] = []
     for k in range(1, batches + 1):
-        walls.append(_batch(rig, sessions, chunks[k % len(chunks)], send))
+        walls.append(_batch(rig, sessions, k, chunks[k % len(chunks)], send))
         if walls[-1] > 3 * CHUNK_S:
             break  # far behind: more batches only cost time
     time.sleep(SETTLE_S)
@@ -396,7 +403,7 @@ def _measure(args: Any, work: Path, env: dict[str, str]) -> Iterator[str]:
     media = redis_client()
     broker_url = env["TEST_CELERY_BROKER_URL"]
     broker = redis.Redis.from_url(broker_url)
-    rig = Rig(work, media, broker, broker_url)
+    rig = Rig(work, media, broker)
     extra = ["--include", "bench._capacity_hook"]
     env = {**env, "CAPACITY_COUNTS_DIR": str(rig.counts_dir)}
     log = work / "worker.log"
