@@ -11,7 +11,9 @@ gets its ladder the way the segmenter gives it (``state.store_source`` + ``state
 
 - passthrough: the ``source`` rendition only (stream copy);
 - full ladder: ``ladder_for`` the source with the configured ``TRANSCODE_LADDER`` (for 720p:
-  source + 480p + 360p; a ladder never upscales).
+  source + 480p + 360p; a ladder never upscales). Overload shedding is off in the bench's
+  workers (and the live deadline far away), so every probe transcodes every rung: with shedding
+  on, the first N past the capacity found here is where rungs start to be shed.
 
 A batch = chunk k of every one of the N streams handed over as the segmenter does
 (``state.add_chunk``: the whole chunk's bytes into Redis, then one ``transcode_chunk`` task each
@@ -546,6 +548,8 @@ def run(args: Any) -> Iterator[str]:
                 "TEST_CELERY_BROKER_URL": broker_url,
                 "CELERY_BROKER_URL": broker_url,  # Celery prefers this variable to its settings
                 "LIVE_DEADLINE_SECONDS": "3600",  # an overloaded probe must not turn into gaps
+                # ... nor shed rungs (ADR 0028): the full ladder is measured past its capacity too
+                "OVERLOAD_SHEDDING": "false",
             }
             settings.REDIS_URL = media_url
             reset_redis_client()
