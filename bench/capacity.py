@@ -448,11 +448,12 @@ def _measure(args: Any, work: Path, env: dict[str, str]) -> Iterator[str]:
             with _workers(1, env, log, extra) as proc:
                 rig.worker_pid = proc.pid
                 one.append(prober(full)(n_cmp))
-    best_many, best_one = max(many, key=lambda p: p.rate), max(one, key=lambda p: p.rate)
-    yield from _report(source, workers, ladder=ladder, copy=copy, many=best_many, one=best_one)
+    yield from _report(source, workers, ladder=ladder, copy=copy, many=many, one=one)
 
 
-def _report(source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many: Probe, one: Probe) -> Iterator[str]:
+def _report(
+    source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many: list[Probe], one: list[Probe]
+) -> Iterator[str]:
     from transcoding.cores import available_cores
 
     cores = available_cores()
@@ -504,9 +505,15 @@ def _report(source: SourceInfo, workers: int, *, ladder: Mode, copy: Mode, many:
         f"vs baseline passthrough {puts[1]:.2f} PUTs, {put_bytes[1] / 1e3:.1f} kB ({other[1]:.2f} other): "
         f"bytes ratio {put_bytes[0] / put_bytes[1]:.2f}"
     )
+    best_many, best_one = max(many, key=lambda p: p.rate), max(one, key=lambda p: p.rate)
+
+    def rounds(probes: list[Probe]) -> str:
+        return ", ".join(f"{p.rate:.2f}" for p in probes)
+
     yield (
-        f"throughput, full ladder, N={many.streams} (best round): {workers} worker processes {many.rate:.2f} "
-        f"stream-s/s vs baseline 1 worker process {one.rate:.2f} stream-s/s: ratio {many.rate / one.rate:.2f}x"
+        f"throughput, full ladder, N={best_many.streams} (best round): {workers} worker processes "
+        f"{best_many.rate:.2f} stream-s/s vs baseline 1 worker process {best_one.rate:.2f} stream-s/s: ratio "
+        f"{best_many.rate / best_one.rate:.2f}x (rounds: {rounds(many)} vs {rounds(one)})"
     )
     per = planning.PerStream(
         cpu_s=ladder.per_stream_s("workers_cpu"),
