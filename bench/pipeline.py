@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +112,11 @@ def _same_libraries_baseline(source: Path, work: Path) -> float:
 
 
 @contextlib.contextmanager
-def _workers(processes: int, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _workers(
+    processes: int, env: dict[str, str], log: Path, extra: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real prefork Celery worker with ``processes`` pool processes (``extra``: more arguments,
+    e.g. ``--include`` of a benchmark's hook module)."""
     argv = [
         str(ROOT / ".venv" / "bin" / "celery"),
         "-A",
@@ -128,6 +132,7 @@ def _workers(processes: int, env: dict[str, str], log: Path) -> Iterator[subproc
         "INFO",
         "-n",
         f"bench-{secrets.token_hex(3)}@%h",
+        *extra,
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
