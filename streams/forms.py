@@ -9,7 +9,7 @@ from streams.models import Stream
 class StreamForm(forms.ModelForm[Stream]):
     class Meta:
         model = Stream
-        fields = ("title", "description", "keep_recordings", "next_broadcast_at")
+        fields = ("title", "description", "keep_recordings", "latency_mode", "next_broadcast_at")
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),
             "next_broadcast_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
