@@ -41,6 +41,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 title=form.cleaned_data["title"],
                 description=form.cleaned_data["description"],
                 keep_recordings=form.cleaned_data["keep_recordings"],
+                latency_mode=form.cleaned_data["latency_mode"],
             )
         except quotas.StreamLimitReachedError as exc:
             form.add_error(None, str(exc))
@@ -69,6 +70,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
             description=form.cleaned_data["description"],
             keep_recordings=form.cleaned_data["keep_recordings"],
             next_broadcast_at=form.cleaned_data.get("next_broadcast_at"),
+            latency_mode=form.cleaned_data["latency_mode"],
         )
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
