@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -124,6 +125,7 @@ def _player_config(stream: Stream, *, live: bool) -> dict[str, Any]:
         "streamId": stream.pk,
         "sessionId": session.pk if session else None,
         "statusUrl": reverse("streams:status", kwargs={"slug": stream.slug}),
+        "dvrWindow": settings.DVR_WINDOW_SECONDS,
     }
 
 
