@@ -36,7 +36,7 @@ def test_new_streams_are_low_latency_and_the_owner_switches_through_the_api(auth
 
 @pytest.mark.parametrize("value", ["ultra", "", None, 1, ["low"], "LOW"])
 def test_an_unknown_latency_mode_is_a_clear_400(auth_client, user, value):
-    stream, _ = make_stream(user)
+    stream, _ = make_stream(user, latency_mode="low")
     error = assert_error(
         auth_client.patch(f"/api/v1/streams/{stream.pk}/", {"latency_mode": value}, format="json"),
         400,
