@@ -652,6 +652,10 @@
       });
       this.video.addEventListener("timeupdate", () => this.updateLiveEdge());
       this.video.addEventListener("seeking", () => this.onSeeking());
+      // A viewer who pauses resumes where they paused (in the DVR window), not at the edge.
+      this.video.addEventListener("pause", () => {
+        if (this.config.mode === "live" && this.hls && !this.video.ended && this.config.dvrWindow > 0) this.setDvr(true);
+      });
       // Keyboard: "l" jumps to live; the video's native controls and the menu take focus normally.
       this.root.addEventListener("keydown", (event) => {
         if (event.key === "l" && event.target.tagName !== "SELECT") this.jumpToLive();
@@ -716,11 +720,11 @@
     }
 
     // A seek that lands behind the edge is the viewer's (hls.js and "Go live" seek towards the
-    // edge): DVR playback. hls.js would otherwise pull a viewer more than
+    // edge): DVR playback (only with a DVR window: without one the edge is all there is). hls.js would otherwise pull a viewer more than
     // liveMaxLatencyDurationCount segments behind back to the edge at its next playlist update.
     onSeeking() {
       if (this.config.mode !== "live" || !this.hls) return;
-      if (this.behindEdge()) this.setDvr(true);
+      if (this.config.dvrWindow > 0 && this.behindEdge()) this.setDvr(true);
       this.updateLiveEdge();
     }
 
