@@ -15,8 +15,8 @@ class SessionInline(admin.TabularInline[StreamSession, Stream]):
 
 @admin.register(Stream)
 class StreamAdmin(HistoryAdminMixin, admin.ModelAdmin[Stream]):
-    list_display = ("title", "owner", "status", "keep_recordings", "last_live_at", "created_at")
-    list_filter = ("status", "keep_recordings", "created_at", "last_live_at")
+    list_display = ("title", "owner", "status", "keep_recordings", "latency_mode", "last_live_at", "created_at")
+    list_filter = ("status", "keep_recordings", "latency_mode", "created_at", "last_live_at")
     search_fields = ("title", "slug", "description", "owner__username", "owner__email")
     readonly_fields = (
         "key_hint",

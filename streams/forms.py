@@ -1,20 +1,21 @@
 from datetime import datetime
+from typing import Any
 
 from django import forms
 from django.utils import timezone
 
-from streams.models import Stream
+from streams.models import LatencyMode, Stream
 
 
 class StreamForm(forms.ModelForm[Stream]):
     class Meta:
         model = Stream
-        fields = ("title", "description", "keep_recordings", "next_broadcast_at")
+        fields = ("title", "description", "keep_recordings", "latency_mode", "next_broadcast_at")
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),
             "next_broadcast_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         }
-        labels = {"next_broadcast_at": "Next broadcast (UTC)"}
+        labels = {"next_broadcast_at": "Next broadcast (UTC)", "latency_mode": "Latency"}
         help_texts = {"next_broadcast_at": "Shown on your offline watch page. Leave empty for none."}
 
     def clean_next_broadcast_at(self) -> datetime | None:
@@ -22,6 +23,15 @@ class StreamForm(forms.ModelForm[Stream]):
         if when is not None and when <= timezone.now() and when != self.instance.next_broadcast_at:
             raise forms.ValidationError("Announce a time in the future.")
         return when
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A form posted without it (an older page) keeps the stream's mode.
+        self.fields["latency_mode"].required = False
+
+    def clean_latency_mode(self) -> str:
+        mode: str = self.cleaned_data.get("latency_mode") or self.instance.latency_mode or LatencyMode.LOW
+        return mode
 
     def clean_title(self) -> str:
         title = self.cleaned_data["title"].strip()

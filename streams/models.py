@@ -18,6 +18,19 @@ class StreamStatus(models.TextChoices):
     LIVE = "live", "Live"
 
 
+class LatencyMode(models.TextChoices):
+    """How far behind the publisher viewers play: the chunk duration the segmenter cuts
+    (``LOW_LATENCY_CHUNK_SECONDS``, 1 s; ``CHUNK_SECONDS``, 2 s), so the segment duration."""
+
+    LOW = "low", "Low latency (1 s segments)"
+    NORMAL = "normal", "Normal (2 s segments)"
+
+
+def chunk_seconds(mode: str) -> float:
+    """The chunk duration of a latency mode (settings bound both to 0.5-6 s)."""
+    return settings.LOW_LATENCY_CHUNK_SECONDS if mode == LatencyMode.LOW else settings.CHUNK_SECONDS
+
+
 @pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent())
 class Stream(TimestampedModel):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="streams")
@@ -26,6 +39,13 @@ class Stream(TimestampedModel):
     slug = models.SlugField(max_length=80, unique=True)
     status = models.CharField(max_length=16, choices=StreamStatus.choices, default=StreamStatus.OFFLINE, db_index=True)
     keep_recordings = models.BooleanField(default=True, help_text="Keep each broadcast as a replay (VOD).")
+    latency_mode = models.CharField(
+        max_length=8,
+        choices=LatencyMode.choices,
+        default=LatencyMode.LOW,
+        help_text="Low: 1 s segments, lowest delay. Normal: 2 s segments, fewer requests, "
+        "more tolerant of slow connections. Applies from the next broadcast.",
+    )
     # SHA-256 of the secret key; the key itself is never stored.
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     key_hint = models.CharField(max_length=16, editable=False, help_text="First characters of the key.")

@@ -19,7 +19,7 @@ from django.utils.text import slugify
 
 from accounts.models import User
 from streams import keys, quotas
-from streams.models import SessionStatus, Stream, StreamSession
+from streams.models import LatencyMode, SessionStatus, Stream, StreamSession
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,14 @@ def _unique_slug(title: str) -> str:
     return slug
 
 
-def create_stream(owner: User, *, title: str, description: str = "", keep_recordings: bool = True) -> StreamWithKey:
+def create_stream(
+    owner: User,
+    *,
+    title: str,
+    description: str = "",
+    keep_recordings: bool = True,
+    latency_mode: str = LatencyMode.LOW,
+) -> StreamWithKey:
     """Create an offline stream with a new secret key. Retries on the rare slug race.
 
     Raises ``StreamLimitReachedError`` when the owner already has as many streams as their
@@ -65,6 +72,7 @@ def create_stream(owner: User, *, title: str, description: str = "", keep_record
                     title=title,
                     description=description,
                     keep_recordings=keep_recordings,
+                    latency_mode=latency_mode,
                     slug=_unique_slug(title),
                     key_hash=keys.hash_key(key),
                     key_hint=keys.key_hint(key),
@@ -105,13 +113,18 @@ def update_stream(
     description: str,
     keep_recordings: bool,
     next_broadcast_at: datetime | _Unset | None = UNSET,
+    latency_mode: str | None = None,
 ) -> Stream:
     """Edit the stream's details. ``next_broadcast_at`` is left as it is unless given (None
-    clears the announcement)."""
+    clears the announcement); so is ``latency_mode`` (it applies from the next publish: a
+    session in progress keeps the chunk duration its ingest started with)."""
     stream.title = title
     stream.description = description
     stream.keep_recordings = keep_recordings
     fields = ["title", "description", "keep_recordings", "updated_at"]
+    if latency_mode is not None:
+        stream.latency_mode = latency_mode
+        fields.append("latency_mode")
     if not isinstance(next_broadcast_at, _Unset):
         stream.next_broadcast_at = next_broadcast_at
         fields.append("next_broadcast_at")

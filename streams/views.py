@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -41,6 +42,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 title=form.cleaned_data["title"],
                 description=form.cleaned_data["description"],
                 keep_recordings=form.cleaned_data["keep_recordings"],
+                latency_mode=form.cleaned_data["latency_mode"],
             )
         except quotas.StreamLimitReachedError as exc:
             form.add_error(None, str(exc))
@@ -69,6 +71,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
             description=form.cleaned_data["description"],
             keep_recordings=form.cleaned_data["keep_recordings"],
             next_broadcast_at=form.cleaned_data.get("next_broadcast_at"),
+            latency_mode=form.cleaned_data["latency_mode"],
         )
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
@@ -122,6 +125,7 @@ def _player_config(stream: Stream, *, live: bool) -> dict[str, Any]:
         "streamId": stream.pk,
         "sessionId": session.pk if session else None,
         "statusUrl": reverse("streams:status", kwargs={"slug": stream.slug}),
+        "dvrWindow": settings.DVR_WINDOW_SECONDS,
     }
 
 

@@ -27,6 +27,9 @@ class UserFactory(DjangoModelFactory[User]):
 
 
 def make_stream(owner: User | None = None, **kwargs: object) -> tuple[Stream, str]:
-    """A stream through the real service (so the key is hashed as in production) and its key."""
+    """A stream through the real service (so the key is hashed as in production) and its key.
+    ``latency_mode`` defaults to normal (CHUNK_SECONDS), the chunk duration the pipeline tests
+    were written for; new streams in production default to low."""
+    kwargs.setdefault("latency_mode", "normal")
     created = services.create_stream(owner or UserFactory(), title=str(kwargs.pop("title", "Test stream")), **kwargs)  # type: ignore[arg-type]
     return created.stream, created.key

@@ -195,7 +195,8 @@ def _floor() -> int:
 
 def live_playlist(stream_id: int, session_id: int, rendition: str, kind: str) -> str | None:
     """A media playlist of a session being published, rendered from Redis for the origin view:
-    ``live`` (the sliding window: constant work) or ``index`` (DVR: the whole log so far). None
+    ``live`` (the sliding window of ``PLAYLIST_WINDOW`` segments: constant work) or ``index``
+    (the DVR window: the last ``DVR_WINDOW_SECONDS`` of the broadcast, ``dvr_window``). None
     when the session has no such live state (ended and purged: S3 has the playlists)."""
     if state.stream_of(session_id) != stream_id:
         return None
@@ -208,8 +209,35 @@ def live_playlist(stream_id: int, session_id: int, rendition: str, kind: str) ->
     target = max(_floor(), win.target)
     if kind == "live":
         return hls.render_window(win.entries, target=target, ended=win.final, rendition=rendition)
-    entries = state.published(session_id)
-    return hls.render_media(entries, 0, 0, target=target, kind="event", ended=win.final, rendition=rendition)
+    if settings.DVR_WINDOW_SECONDS <= 0:  # no bound: the whole log, an EVENT playlist (ADR 0029)
+        entries = state.published(session_id)
+        return hls.render_media(entries, 0, 0, target=target, kind="event", ended=win.final, rendition=rendition)
+    entries = dvr_window(state.published_tail(session_id, dvr_entries()), settings.DVR_WINDOW_SECONDS)
+    return hls.render_window(entries or win.entries, target=target, ended=win.final, rendition=rendition)
+
+
+def dvr_entries() -> int:
+    """How many log entries one DVR read takes: the window over the shortest chunk the
+    segmenter cuts (``DVR_MIN_SEGMENT_SECONDS``), plus the live window. Shorter segments (after a
+    reconnect) shorten the window a little rather than making the read unbounded."""
+    return math.ceil(settings.DVR_WINDOW_SECONDS / DVR_MIN_SEGMENT_SECONDS) + settings.PLAYLIST_WINDOW
+
+
+# The shortest chunk a latency mode cuts (streams.models.LatencyMode bounds it).
+DVR_MIN_SEGMENT_SECONDS = 0.5
+
+
+def dvr_window(tail: list[Entry], seconds: float) -> list[Entry]:
+    """The newest entries of ``tail`` whose durations add up to at most ``seconds`` (the newest
+    ``PLAYLIST_WINDOW`` always). A sliding window: its first entry's ``index`` and ``dseq`` are
+    the playlist's MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE (``hls.render_window``)."""
+    total, start = 0.0, len(tail)
+    while start > 0:
+        total += tail[start - 1].duration
+        if total > seconds and len(tail) - start >= settings.PLAYLIST_WINDOW:
+            break
+        start -= 1
+    return tail[start:]
 
 
 def summary(session_id: int) -> dict[str, Any]:

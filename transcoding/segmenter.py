@@ -235,9 +235,21 @@ class Segmenter(threading.Thread):
     """Feeds the recording of one publisher connection to the segmenter ffmpeg and its chunks
     to Redis (see the module docstring)."""
 
-    def __init__(self, *, session_id: int, stream_id: int, conn: int, name: str, resumed: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        session_id: int,
+        stream_id: int,
+        conn: int,
+        name: str,
+        chunk_seconds: float | None = None,
+        resumed: bool = False,
+    ) -> None:
         super().__init__(name=f"segmenter-{name}", daemon=True)
         self.session_id = session_id
+        # The chunk duration of the stream's latency mode (the ingest command's "chunk_s");
+        # CHUNK_SECONDS for commands queued before latency modes existed.
+        self.chunk_seconds = float(chunk_seconds) if chunk_seconds else settings.CHUNK_SECONDS
         self.stream_id = stream_id
         self.conn = conn
         self.input_name = name
@@ -384,7 +396,7 @@ class Segmenter(threading.Thread):
                 "source audio is %s: the segmenter encodes it to AAC once", self._feed.audio_codec, extra=self.ctx
             )
         args = ffmpeg.segmenter_args(
-            work, settings.CHUNK_SECONDS, audio_kbps=settings.SEGMENTER_AUDIO_KBPS if encode_audio else None
+            work, self.chunk_seconds, audio_kbps=settings.SEGMENTER_AUDIO_KBPS if encode_audio else None
         )
         logger.info("segmenter starting%s", " (resumed)" if resume else "", extra=self.ctx)
         # Parent-death signal: the ffmpeg ends with this thread, even when the supervisor is killed.
@@ -689,7 +701,7 @@ class Segmenter(threading.Thread):
     def _advise(self, interval_s: float) -> None:
         """Tell the streamer once when keyframes come further apart than segments should last."""
         self._advised = True
-        if interval_s <= max(settings.CHUNK_SECONDS, 2.0) + ADVICE_SLACK_S:
+        if interval_s <= max(self.chunk_seconds, 2.0) + ADVICE_SLACK_S:
             return
         false = (
             " Its other keyframes are not IDR frames (open GOP) and cannot start a segment: turn open GOP off."
@@ -699,7 +711,7 @@ class Segmenter(threading.Thread):
         self._tell_streamer(
             f"Your encoder sends a keyframe every {interval_s:.1f} s, so each segment lasts that long and "
             f"viewers are that much further behind. Set its keyframe interval to 1-2 s "
-            f"(OBS: Settings > Output > Keyframe Interval = {max(1, round(settings.CHUNK_SECONDS))}).{false}"
+            f"(OBS: Settings > Output > Keyframe Interval = {max(1, round(self.chunk_seconds))}).{false}"
         )
 
     # --- restarts ------------------------------------------------------------------------------

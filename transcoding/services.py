@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 
 from streams import keys, problems, sessions
-from streams.models import StreamSession
+from streams.models import StreamSession, chunk_seconds
 from transcoding import state
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,13 @@ def _accept_atomically(key: str, client_id: str) -> sessions.PublishGrant:
         grant = sessions.start_publish(key, ingest_dead=ingest_dead)
         session = grant.session
         name = internal_name(session.pk, grant.connection)
-        command = {"session": session.pk, "stream": session.stream_id, "conn": grant.connection, "name": name}
+        command = {
+            "session": session.pk,
+            "stream": session.stream_id,
+            "conn": grant.connection,
+            "name": name,
+            "chunk_s": chunk_seconds(session.stream.latency_mode),  # the stream's latency mode
+        }
         state.map_client(client_id, session.pk, grant.connection, keys.hash_key(key))
         state.start_epoch(session.pk)
         state.set_ingest(session.pk, grant.connection, "queued")

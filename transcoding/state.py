@@ -974,6 +974,13 @@ def published(session_id: int, start: int = 0) -> list[Entry]:
     return [Entry.from_json(raw) for raw in redis_client().lrange(key(session_id, "published"), start, -1)]
 
 
+def published_tail(session_id: int, count: int) -> list[Entry]:
+    """The last ``count`` entries of the published log (one bounded LRANGE: the DVR window)."""
+    if count <= 0:
+        return []
+    return [Entry.from_json(raw) for raw in redis_client().lrange(key(session_id, "published"), -count, -1)]
+
+
 def published_count(session_id: int) -> int:
     return int(redis_client().llen(key(session_id, "published")))
 

@@ -150,6 +150,7 @@ class Supervisor:
             stream_id=int(command["stream"]),  # type: ignore[call-overload]
             conn=int(command["conn"]),  # type: ignore[call-overload]
             name=str(command["name"]),
+            chunk_seconds=command.get("chunk_s"),  # type: ignore[arg-type]
             resumed=resumed,
         )
         ident = segmenter.session_id, segmenter.conn

@@ -292,8 +292,16 @@ EDGE_PORT = env.int("EDGE_PORT", default=8080)
 VAR_DIR = Path(env.str("LIVESTREAM_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Live pipeline ------------------------------------------------------------------------
-# Chunk (and so segment) duration in seconds: 2 by default, 1 for low latency.
+# Chunk (and so segment) duration in seconds of a stream in the "normal" latency mode.
 CHUNK_SECONDS = env.float("CHUNK_SECONDS", default=2.0)
+# Chunk duration of a stream in the "low" latency mode (the default for new streams).
+LOW_LATENCY_CHUNK_SECONDS = env.float("LOW_LATENCY_CHUNK_SECONDS", default=1.0)
+for _name in ("CHUNK_SECONDS", "LOW_LATENCY_CHUNK_SECONDS"):
+    if not 0.5 <= globals()[_name] <= 6.0:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]!r} must be between 0.5 and 6 seconds")
+# How far back a live viewer can seek (the DVR window of the live index.m3u8); 0 = the whole
+# broadcast so far (an EVENT playlist whose size grows with the broadcast).
+DVR_WINDOW_SECONDS = env.int("DVR_WINDOW_SECONDS", default=1800)
 # How long a dropped publisher may come back and continue the same session.
 RECONNECT_GRACE_SECONDS = env.int("RECONNECT_GRACE_SECONDS", default=30)
 # Segments kept in a live media playlist's sliding window.

@@ -1,7 +1,7 @@
 // The viewer's player: hls.js (or Safari's native HLS) on the watch, embed and replay pages.
 //
 // Reads its configuration from <script id="player-config" type="application/json">
-// (streams.views._player_config): {mode: "live"|"vod", src, live, streamId, statusUrl}.
+// (streams.views._player_config): {mode: "live"|"vod", src, live, streamId, statusUrl, dvrWindow}.
 //
 // Contract for other scripts (static/js/qoe.js and the browser tests rely on it):
 // - window.livePlayer is this page's player: .hls (the current hls.js instance, or null with
@@ -22,6 +22,11 @@
 //   every PROBE_FIRST_MS, backing off to PROBE_MAX_MS; with a socket only if no "stream.ready"
 //   came within SOCKET_SAFETY_MS; at most PROBE_LIMIT_MS in all. .startedBy says what started
 //   the current playback ("ready" | "probe" | "legacy" | "vod").
+// - DVR (docs/viewer.md, ADR 0029): with dvrWindow > 0 hls.js gets each rendition's DVR window
+//   (index.m3u8, the last dvrWindow seconds) while the loader holds on the short live.m3u8. A
+//   seek behind the edge is DVR playback (.dvr: hls.js no longer pulls the viewer to the edge);
+//   the badge (#live-badge, data-edge "true"|"false", class "behind") says whether the viewer is
+//   at the live edge, and "Go live" (#jump-live, .jumpToLive()) returns there.
 // - "?start=legacy" on the page's URL restores the old start for comparisons (the glass-to-glass
 //   bench's baseline): hls.js starts on "stream.live" and retries the master every 2 s on 404.
 (() => {
@@ -85,6 +90,15 @@
     return { lastMsn: sequence + count - 1, target, last, ended: text.includes("#EXT-X-ENDLIST") };
   }
 
+  // The DVR window of a live level playlist ("<rendition>/live.m3u8" -> "index.m3u8", ADR 0029),
+  // or null when the page has no DVR window.
+  function dvrUrl(url, config) {
+    if (config.mode !== "live" || !(config.dvrWindow > 0) || !url.pathname.endsWith("/live.m3u8")) return null;
+    const dvr = new URL(url.toString());
+    dvr.pathname = dvr.pathname.replace(/\/live\.m3u8$/, "/index.m3u8");
+    return dvr.toString();
+  }
+
   function announceBlockingReload(text) {
     if (!text.startsWith("#EXTM3U") || text.includes("#EXT-X-SERVER-CONTROL") || !text.includes("#EXTINF")) {
       return text;
@@ -140,6 +154,28 @@
         for (const name of ["_HLS_msn", "_HLS_part", "_HLS_skip"]) url.searchParams.delete(name);
         const plain = url.toString();
         const started = performance.now();
+        const dvr = player && context.type !== "manifest" ? dvrUrl(url, player.config) : null;
+        // The DVR window (index.m3u8) is what hls.js gets; the short live.m3u8 is what the loader
+        // polls while it holds (the two share their media sequence numbers).
+        const deliver = (response, stats, details) => {
+          if (this.finished) return;
+          this.finished = true;
+          callbacks.onSuccess({ ...response, data: announceBlockingReload(response.data) }, stats, context, details);
+        };
+        const deliverDvr = () => {
+          this.inner = new Base(this.config);
+          this.inner.load({ ...context, url: dvr }, loaderConfig, {
+            ...callbacks,
+            onSuccess: (response, stats, _ctx, details) => {
+              const text = typeof response.data === "string" ? response.data : "";
+              deliver({ ...response, data: text }, stats, details);
+            },
+          });
+        };
+        if (dvr && wanted === null) {
+          deliverDvr(); // the first load: nothing to hold for
+          return;
+        }
         const attempt = (first) => {
           if (!first) this.inner = new Base(this.config);
           // A fresh query string per poll keeps the browser's HTTP cache (max-age=1) out of the
@@ -166,8 +202,8 @@
                 this.timer = setTimeout(() => attempt(false), Math.max(POLL_MS, due - now));
                 return;
               }
-              this.finished = true;
-              callbacks.onSuccess({ ...response, data: announceBlockingReload(text) }, stats, context, details);
+              if (dvr) deliverDvr();
+              else deliver({ ...response, data: text }, stats, details);
             },
           });
         };
@@ -194,6 +230,8 @@
   // With blocking reloads the buffer refills as soon as a segment is listed, so the margin only
   // has to cover the pipeline's and the edge's jitter.
   const LIVE_SYNC_MARGIN_S = 0.8;
+  // While the viewer watches the DVR window on purpose: hls.js's "too far behind" limit.
+  const DVR_NO_CATCH_UP_S = 1e9;
   const VOD_CONFIG = { startPosition: 0, backBufferLength: 60, capLevelToPlayerSize: true };
   const RETRY_MS = 2000;
   // After "stream.offline", the card comes back at the latest this long after (normally the
@@ -242,6 +280,7 @@
       this.probes = 0; // master requests made by the probe (diagnosis, tests)
       this.readyAt = 0; // when "stream.ready" last arrived (performance.now())
       this.startedBy = "none";
+      this.dvr = false; // the viewer seeked back into the DVR window (hls.js lets them stay)
       this.warm = null; // an hls.js attached to the video, waiting for its source
       this.bindUi();
       this.bindSocket();
@@ -318,6 +357,7 @@
       this.hls = hls;
       this.tunedLatency = 0;
       this.snapped = false;
+      this.dvr = false;
       hls.loadSource(src);
       this.announceReady();
     }
@@ -611,6 +651,11 @@
         if (this.config.mode === "live") this.showOffline();
       });
       this.video.addEventListener("timeupdate", () => this.updateLiveEdge());
+      this.video.addEventListener("seeking", () => this.onSeeking());
+      // A viewer who pauses resumes where they paused (in the DVR window), not at the edge.
+      this.video.addEventListener("pause", () => {
+        if (this.config.mode === "live" && this.hls && !this.video.ended && this.config.dvrWindow > 0) this.setDvr(true);
+      });
       // Keyboard: "l" jumps to live; the video's native controls and the menu take focus normally.
       this.root.addEventListener("keydown", (event) => {
         if (event.key === "l" && event.target.tagName !== "SELECT") this.jumpToLive();
@@ -650,21 +695,55 @@
       return null;
     }
 
+    // "Go live" (and the "l" key): back to the live edge, and hls.js keeps the viewer there again.
     jumpToLive() {
       if (this.config.mode !== "live") return;
       const position = this.livePosition();
       if (position == null) return;
+      this.setDvr(false);
+      this.note(`go live ${this.video.currentTime.toFixed(2)} -> ${position.toFixed(2)}`);
       this.video.currentTime = position;
       this.video.play().catch(() => {});
+      this.updateLiveEdge();
+    }
+
+    // How far behind the live edge still counts as "at the edge": the target latency plus a
+    // segment's worth of jitter.
+    edgeSlack() {
+      const target = this.hls && this.hls.levels.length ? this.hls.targetLatency || 3 : 3;
+      return target + 3;
+    }
+
+    behindEdge() {
+      const position = this.livePosition();
+      return position != null && position - this.video.currentTime > this.edgeSlack();
+    }
+
+    // A seek that lands behind the edge is the viewer's (hls.js and "Go live" seek towards the
+    // edge): DVR playback (only with a DVR window: without one the edge is all there is). hls.js would otherwise pull a viewer more than
+    // liveMaxLatencyDurationCount segments behind back to the edge at its next playlist update.
+    onSeeking() {
+      if (this.config.mode !== "live" || !this.hls) return;
+      if (this.config.dvrWindow > 0 && this.behindEdge()) this.setDvr(true);
+      this.updateLiveEdge();
+    }
+
+    setDvr(on) {
+      if (Boolean(this.dvr) === on) return;
+      this.dvr = on;
+      this.note(on ? "dvr" : "dvr off");
+      if (this.hls) this.hls.config.liveMaxLatencyDuration = on ? DVR_NO_CATCH_UP_S : undefined;
     }
 
     updateLiveEdge() {
-      if (this.config.mode !== "live" || !this.jumpButton) return;
-      const position = this.livePosition();
-      const chunk = this.hls && this.hls.levels.length ? this.hls.targetLatency || 3 : 3;
-      const behind = position != null && position - this.video.currentTime > chunk + 3;
-      this.jumpButton.hidden = !behind;
-      if (this.badge && this.live) this.badge.classList.toggle("behind", behind);
+      if (this.config.mode !== "live") return;
+      const behind = this.behindEdge();
+      if (this.jumpButton) this.jumpButton.hidden = !behind;
+      if (this.badge && this.live) {
+        this.badge.classList.toggle("behind", behind);
+        this.badge.dataset.edge = String(!behind);
+        this.badge.title = behind ? "Behind the live edge: Go live to catch up" : "At the live edge";
+      }
     }
   }
 

@@ -31,6 +31,7 @@ class StreamSerializer(StrictModelSerializer[Stream]):
             "slug",
             "status",
             "keep_recordings",
+            "latency_mode",
             "owner",
             "rtmp_url",
             "playback_url",

@@ -24,7 +24,7 @@ from streams.api.serializers import (
     StreamSessionSerializer,
     StreamWithKeySerializer,
 )
-from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
+from streams.models import LatencyMode, SessionStatus, Stream, StreamSession, StreamStatus
 
 STREAM_PK = OpenApiParameter("stream_pk", int, OpenApiParameter.PATH, description="Id of the stream.")
 
@@ -104,6 +104,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
                 title=data.validated_data["title"],
                 description=data.validated_data.get("description", ""),
                 keep_recordings=data.validated_data.get("keep_recordings", True),
+                latency_mode=data.validated_data.get("latency_mode", LatencyMode.LOW),
             )
         except quotas.StreamLimitReachedError as exc:
             raise StreamLimitReached(str(exc)) from None
@@ -123,6 +124,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
             description=data.get("description", stream.description),
             keep_recordings=data.get("keep_recordings", stream.keep_recordings),
             next_broadcast_at=data.get("next_broadcast_at", services.UNSET),
+            latency_mode=data.get("latency_mode"),
         )
 
     def perform_destroy(self, instance: Stream) -> None:
