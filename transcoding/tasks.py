@@ -108,6 +108,14 @@ def _give_up(session_id: int, seq: int, reason: str) -> None:
         assembler.advance(layout)
 
 
+def _describe(exc: BaseException) -> str:
+    """An error as an operator reads it: the class, and the S3 error code and operation."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "?")
+        return f"{exc.__class__.__name__} {code} on {exc.operation_name}"
+    return exc.__class__.__name__
+
+
 def _is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, botocore.exceptions.ClientError):
         return exc.response.get("Error", {}).get("Code", "") in PERMANENT_S3
@@ -147,7 +155,7 @@ def transcode_chunk(  # noqa: PLR0917 - Celery task arguments are positional in 
         countdown = min(4.0, 0.5 * 2**self.request.retries)
         logger.warning(
             "chunk not published yet (%s): retrying in %.1f s",
-            exc.__class__.__name__,
+            _describe(exc),
             countdown,
             extra={"session": session_id, "seq": seq},
         )
