@@ -1208,6 +1208,13 @@ def set_ingest_node(session_id: int, conn: int, node: str) -> None:
     pipe.execute()
 
 
+def connection_node_alive(session_id: int, conn: int) -> bool:
+    """False when the ingest node of (session, connection) is known and its registration lapsed
+    (the node died with the segmenter); True otherwise."""
+    node = ingest_node(session_id, conn)
+    return node is None or node_is_alive(node)
+
+
 def ingest_node(session_id: int, conn: int) -> str | None:
     """The ingest node that receives connection ``conn`` of the session (None: not recorded)."""
     value = redis_client().hget(key(session_id, "nodes"), str(conn))

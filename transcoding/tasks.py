@@ -276,7 +276,10 @@ class ChunkFeed:
                 self.finished_at = time.monotonic()
                 return
             idle = time.monotonic() - idle_since
-            if idle > settings.CHUNK_SECONDS * 2 and state.ingest_status(self.session_id, meta.conn) != "running":
+            if idle > settings.CHUNK_SECONDS * 2 and (
+                state.ingest_status(self.session_id, meta.conn) != "running"
+                or not state.connection_node_alive(self.session_id, meta.conn)
+            ):  # its segmenter ended, or died with its ingest node
                 raise encoder.TranscodeError("the segmenter ended without finishing the chunk")
             if idle > settings.TRANSCODE_TIMEOUT_S:
                 raise encoder.TranscodeError("no chunk data from the ingest for too long")
