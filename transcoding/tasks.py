@@ -403,10 +403,15 @@ def reconcile_live_sessions() -> dict[str, int]:
         silent = services.ingest_silent_for(session)
         if silent > settings.INGEST_SILENCE_SECONDS:
             if sessions.disconnect(session.pk, session.connections) is not None:
+                node = state.ingest_node(session.pk, session.connections)
                 logger.warning(
                     "ingest silent for %.0f s: publisher considered gone",
                     silent,
-                    extra={"stream": session.stream_id, "session": session.pk},
+                    extra={
+                        "stream": session.stream_id,
+                        "session": session.pk,
+                        "ctx": {"node": node, "node_alive": node is not None and state.node_is_alive(node)},
+                    },
                 )
                 counts["ended"] += 1
                 finalize_session.apply_async((session.pk,), countdown=settings.RECONNECT_GRACE_SECONDS + 0.5)
