@@ -152,6 +152,8 @@ def rtmp_config(
     module: str = RTMP_MODULE,
     control_bind: str = "",
     control_port: int = 0,
+    node: str | None = None,
+    stat_bind: str = "127.0.0.1",
 ) -> str:
     """nginx-rtmp ingest (``deploy/nginx/rtmp.conf.template``): publish from anywhere (the key
     is checked by Django's on_publish), play only from localhost. Every accepted publish is
@@ -164,8 +166,13 @@ def rtmp_config(
     web processes on other hosts (a container network), answering only requests that carry the
     callback secret in ``X-Rtmp-Control-Secret`` (``transcoding/rtmp_control.py``); rendered
     from ``rtmp-control.conf.template`` into ``prefix/rtmp-control.conf`` (empty without it).
+    ``node``: the ingest node id the callbacks carry (default ``INGEST_NODE_ID``); ``stat_bind``:
+    the loopback address of the statistics and control page (one per node on a shared host).
     Returns the text of ``nginx.conf``; ``write_nginx_config`` writes it into ``prefix``."""
-    query = f"?secret={secret}" if secret else ""
+    node = node or settings.INGEST_NODE_ID
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", node):
+        raise ValueError(f"malformed ingest node id {node!r}")
+    query = f"?node={node}" + (f"&secret={secret}" if secret else "")
     record_dir = Path(record_dir or settings.RTMP_RECORD_DIR)
     record_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):  # nginx's workers run unprivileged when started as root
@@ -189,7 +196,7 @@ def rtmp_config(
             "RTMP_RECORD_DIR": record_dir,
             "RTMP_ON_PUBLISH": f"{callback_base}/internal/rtmp/on_publish{query}",
             "RTMP_ON_PUBLISH_DONE": f"{callback_base}/internal/rtmp/on_publish_done{query}",
-            "RTMP_STAT_PORT": stat_port,
+            "RTMP_STAT_LISTEN": f"{stat_bind}:{stat_port}",
         },
     )
 
@@ -257,6 +264,8 @@ def local_rtmp_config() -> Path:
         stat_port=settings.RTMP_STAT_PORT,
         control_bind=settings.RTMP_CONTROL_BIND,
         control_port=settings.RTMP_CONTROL_PORT,
+        node=settings.INGEST_NODE_ID,
+        stat_bind=settings.RTMP_STAT_BIND,
     )
     return write_nginx_config(prefix, text)
 

@@ -171,6 +171,8 @@ DROP_RETRY_WINDOW_S = 5.0
 class _Publisher:
     name: str  # nginx-rtmp's internal name of the publish
     accepted_at: datetime
+    session_id: int
+    connection: int
 
 
 def _live_publishers(stream_id: int) -> list[_Publisher]:
@@ -179,7 +181,7 @@ def _live_publishers(stream_id: int) -> list[_Publisher]:
 
     live = StreamSession.objects.filter(stream_id=stream_id, status=SessionStatus.LIVE)
     return [
-        _Publisher(internal_name(session_id, connection), updated_at)
+        _Publisher(internal_name(session_id, connection), updated_at, session_id, connection)
         for session_id, connection, updated_at in live.values_list("pk", "connections", "updated_at")
     ]
 
@@ -190,13 +192,14 @@ def _drop_publishers(stream_id: int, publishers: list[_Publisher], why: str) -> 
     from transcoding import rtmp_control
 
     for publisher in publishers:
-        dropped = rtmp_control.drop_publisher(publisher.name)
+        node = rtmp_control.node_of(publisher.session_id, publisher.connection)  # the node that holds it
+        dropped = rtmp_control.drop_publisher(publisher.name, node=node)
         young = (timezone.now() - publisher.accepted_at).total_seconds() < DROP_RETRY_WINDOW_S
         for delay in DROP_RETRY_DELAYS_S if young else ():
             if dropped:
                 break
             time.sleep(delay)
-            dropped = rtmp_control.drop_publisher(publisher.name)
+            dropped = rtmp_control.drop_publisher(publisher.name, node=node)
         logger.info(
             "live publisher %s (%s)",
             "disconnected" if dropped else "not found at the ingest",

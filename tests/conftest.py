@@ -26,8 +26,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
-    """Each test starts with empty live state and rate-limit counters (test Redis DB only)."""
-    redis_client().flushdb()
+    """Each test starts with empty live state and rate-limit counters (test Redis DB only).
+    This host's ingest node stays registered when a running supervisor (the session-wide
+    ``live_stack``) registered it: it renews that every second, and on_publish refuses a node
+    that is not registered."""
+    from django.conf import settings
+
+    from transcoding import state
+
+    r = redis_client()
+    node = settings.INGEST_NODE_ID
+    renewed = 0 < r.ttl(state.node_alive_key(node)) <= settings.INGEST_NODE_TTL_SECONDS
+    control_url = state.node_control_url(node) if renewed else None
+    r.flushdb()
+    if renewed:
+        state.register_node(node, control_url=control_url or "")
+
+
+@pytest.fixture
+def ingest_node(settings) -> str:
+    """This host's ingest node (``INGEST_NODE_ID``) registered for the test, as its supervisor
+    would (tests that call the RTMP callbacks without running one)."""
+    from transcoding import rtmp_control, state
+
+    state.register_node(settings.INGEST_NODE_ID, control_url=rtmp_control.local_control_url(), ttl_s=600)
+    return str(settings.INGEST_NODE_ID)
 
 
 @pytest.fixture

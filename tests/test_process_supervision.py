@@ -63,9 +63,12 @@ def test_compose_roles_restart_and_have_health_checks():
 def test_healthcheck_ingest_and_reconciler_read_their_heartbeats(settings):
     with pytest.raises(CommandError):
         call_command("healthcheck", "ingest")
-    import socket
+    from transcoding import state
 
-    redis_client().set(f"pipe:ingest:alive:{socket.gethostname()}", repr(time.time()))
+    state.register_node("some-other-node", control_url="http://127.0.0.1:1/control")
+    with pytest.raises(CommandError):  # another node's registration says nothing about this one
+        call_command("healthcheck", "ingest")
+    state.register_node(settings.INGEST_NODE_ID, control_url="http://127.0.0.1:1/control")
     call_command("healthcheck", "ingest")
     redis_client().set("pipe:reconcile:last", repr(time.time() - 3600))
     with pytest.raises(CommandError):

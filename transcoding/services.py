@@ -2,7 +2,8 @@
 
 Maps nginx-rtmp's callbacks onto ``streams.sessions`` and the Redis-driven ingest: an accepted
 publish is renamed to a non-secret internal name (``s<session>c<connection>``) that the
-ingest supervisor pulls; the plaintext key is never stored or logged.
+ingest supervisor of the node that received it pulls from that node's queue; the plaintext
+key is never stored or logged.
 """
 
 from __future__ import annotations
@@ -38,26 +39,47 @@ def ingest_silent_for(session: StreamSession) -> float:
 
 def ingest_dead(session: StreamSession) -> bool:
     """Nothing receives the session's publisher any more: its segmenter ended for good (nginx-rtmp
-    gone, on_publish_done lost) or its heartbeat is older than ``INGEST_TAKEOVER_SECONDS``."""
+    gone, on_publish_done lost), the ingest node that received it stopped renewing its
+    registration (``INGEST_NODE_TTL_SECONDS``: the node died), or its heartbeat is older than
+    ``INGEST_TAKEOVER_SECONDS``."""
     status = state.ingest_status(session.pk, session.connections) or ""
     if status.startswith("ended:"):
+        return True
+    node = state.ingest_node(session.pk, session.connections)
+    if node is not None and not state.node_is_alive(node):
         return True
     return ingest_silent_for(session) > settings.INGEST_TAKEOVER_SECONDS
 
 
-def accept_publish(*, key: str, client_id: str) -> str:
-    """Accept a publisher (``sessions.start_publish``; raises ``PublishRefused``) and queue its
-    segmenter. Returns the internal stream name nginx-rtmp renames the publish to.
+def valid_client_id(client_id: str) -> bool:
+    """nginx-rtmp's client ids are decimal counters."""
+    return client_id.isascii() and client_id.isdigit() and len(client_id) <= 20
 
-    The Redis steps (client map for on_publish_done, numbering generation, the ingest command on
-    ``state.INGEST_QUEUE``) run inside the database transaction: when Redis fails, the session is
-    rolled back (a RedisError reaches the caller) and the database never says live for a publish
-    nothing segments. Superseded sessions are finalised after commit.
+
+def accept_publish(*, key: str, client_id: str, node: str) -> str:
+    """Accept a publisher on ingest node ``node`` (``sessions.start_publish``; raises
+    ``PublishRefused``) and queue its segmenter on that node. Returns the internal stream name
+    nginx-rtmp renames the publish to.
+
+    Refused before anything is written when the node id is malformed or the node is not
+    registered (no supervisor runs there: nothing would segment the publish).
+
+    The Redis steps (client map for on_publish_done, numbering generation, the connection's
+    node, the ingest command on the node's queue) run inside the database transaction: when
+    Redis fails, the session is rolled back (a RedisError reaches the caller) and the database
+    never says live for a publish nothing segments. Superseded sessions are finalised after
+    commit.
     """
     if not key or len(key) > 200:
         raise sessions.PublishRefused("missing or malformed stream key")
+    if not state.valid_node(node):
+        raise sessions.PublishRefused("missing or malformed ingest node id")
+    if not valid_client_id(client_id):
+        raise sessions.PublishRefused("missing or malformed client id")
+    if not state.node_is_alive(node):
+        raise sessions.PublishRefused(f"ingest node {node} is not running")
     try:
-        grant = _accept_atomically(key, client_id)
+        grant = _accept_atomically(key, client_id, node)
     except sessions.PublishRefused as refusal:
         # Rolled back with the rest: told to the owner in a transaction of its own.
         if refusal.tell_owner and refusal.stream_id is not None:
@@ -74,7 +96,7 @@ def accept_publish(*, key: str, client_id: str) -> str:
     return internal_name(grant.session.pk, grant.connection)
 
 
-def _accept_atomically(key: str, client_id: str) -> sessions.PublishGrant:
+def _accept_atomically(key: str, client_id: str, node: str) -> sessions.PublishGrant:
     with transaction.atomic():
         grant = sessions.start_publish(key, ingest_dead=ingest_dead)
         session = grant.session
@@ -86,23 +108,26 @@ def _accept_atomically(key: str, client_id: str) -> sessions.PublishGrant:
             "name": name,
             "chunk_s": chunk_seconds(session.stream.latency_mode),  # the stream's latency mode
         }
-        state.map_client(client_id, session.pk, grant.connection, keys.hash_key(key))
+        state.map_client(node, client_id, session.pk, grant.connection, keys.hash_key(key))
         state.start_epoch(session.pk)
+        state.set_ingest_node(session.pk, grant.connection, node)
         state.set_ingest(session.pk, grant.connection, "queued")
-        state.queue_ingest(command)
+        state.queue_ingest(node, command)
     return grant
 
 
-def publish_done(*, key: str, client_id: str) -> int | None:
-    """The publisher of nginx client ``client_id`` left. Returns the session id it belonged to
-    (None if unknown). Schedules the grace-period check after commit."""
-    mapping = state.client(client_id)
+def publish_done(*, key: str, client_id: str, node: str) -> int | None:
+    """The publisher of nginx client ``client_id`` of ingest node ``node`` left. Returns the
+    session id it belonged to (None if unknown). Schedules the grace-period check after commit."""
+    if not state.valid_node(node) or not valid_client_id(client_id):
+        return None
+    mapping = state.client(node, client_id)
     if mapping is None:
         return None
     if not keys.matches(key, mapping["key_hash"]):
         logger.warning("publish_done for a client id with another key; ignored", extra={"ctx": {"client": client_id}})
         return None
-    state.forget_client(client_id)
+    state.forget_client(node, client_id)
     session = sessions.disconnect(mapping["session"], mapping["conn"])
     if session is None:
         return None

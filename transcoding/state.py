@@ -39,7 +39,8 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
                       whenever the session's state was found missing (Redis lost it), so
                       segment names of a new generation never collide with published ones
 - ``hb:<conn>``       epoch seconds of the last heartbeat of that connection's segmenter
-- ``clients``         set of the client mapping keys of the session (``pipe:client:<id>``)
+- ``clients``         set of the client-map keys of the session (``pipe:client:{<node>}:<id>``)
+- ``nodes``           hash conn -> id of the ingest node that accepted that connection
 - ``owner:<conn>``    the supervisor (``host:pid``) segmenting that connection (5 s TTL, refreshed)
 - ``started:<seq>:<part>`` / ``lease:<seq>:<part>`` / ``requeued:<seq>:<part>``: a transcode was
                       taken by a worker / its lease while it runs / it was queued again once
@@ -53,12 +54,22 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
 with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
 
-``pipe:ingest:hb`` (hash ``<session>:<conn>`` -> last heartbeat) lets the reconciler find
-every segmenter without scanning keys; ``pipe:ingest:queue`` carries accept_publish's commands
-to the supervisors; ``pipe:ingest:alive:<host>`` and ``pipe:reconcile:last`` feed the compose
-health checks. These global keys (no hash tag) are never in a transaction or script with a
-session's keys: a batch that writes both is a non-transactional pipeline
-(``pipeline(transaction=False)``), which redis-py's cluster client splits by slot.
+Ingest nodes (docs/pipeline.md "Ingest nodes"): every key of a node shares the hash tag
+``{<node>}``, so each operation stays within one node's keys (or one session's):
+
+- ``pipe:node:{<node>}:queue``   list: accept_publish's commands for that node's supervisor
+- ``pipe:node:{<node>}:hb``      hash ``<session>:<conn>`` -> last heartbeat of its segmenters
+- ``pipe:node:{<node>}:alive``   epoch s of the supervisor's last registration; expires after
+                                 ``INGEST_NODE_TTL_SECONDS``: a node without it is dead
+- ``pipe:node:{<node>}:control`` the URL of the node's nginx-rtmp ``/control`` (rtmp_control)
+- ``pipe:client:{<node>}:<id>``  nginx-rtmp client id -> (session, conn, key hash); client ids
+                                 repeat across nodes, so they are only unique with the node
+- ``pipe:nodes``                 sorted set node -> last registration (listing, no scan)
+
+``pipe:reconcile:last`` feeds the compose health check of beat. These keys (no session tag)
+are never in a transaction or script with a session's keys: a batch that writes both is a
+non-transactional pipeline (``pipeline(transaction=False)``), which redis-py's cluster client
+splits by slot.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,8 +92,12 @@ from livestream.redis import redis_client
 from transcoding.hls import Entry, Rates, rounded
 from transcoding.ladder import Rendition, SourceInfo, ladder_from_json, ladder_to_json
 
-INGEST_QUEUE = "pipe:ingest:queue"
-HEARTBEATS = "pipe:ingest:hb"
+NODES = "pipe:nodes"
+# An ingest node id: what Kubernetes allows in a pod name (a DNS label), and nothing that could
+# break out of a key or a hash tag.
+NODE_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# Commands a node did not take within this long are dropped with its queue (a dead node).
+INGEST_QUEUE_TTL_S = 60
 
 
 class StateLost(RuntimeError):  # noqa: N818 - a condition, like PublishRefused
@@ -1067,20 +1083,34 @@ def ingest_running(session_id: int) -> bool:
     return any(_text(v) == "running" for v in redis_client().hvals(key(session_id, "ingest")))
 
 
-def heartbeat(session_id: int, conn: int, *, now: float | None = None) -> None:
-    """The segmenter of (session, connection) is alive (the supervisor calls this every second)."""
+def heartbeat(session_id: int, conn: int, *, node: str | None = None, now: float | None = None) -> None:
+    """The segmenter of (session, connection) is alive (the supervisor of ``node`` calls this
+    every second): the session's ``hb:<conn>`` and the node's heartbeat hash. Two commands,
+    not one transaction: each touches one key family only."""
     stamp = repr(now if now is not None else time.time())
-    pipe = redis_client().pipeline(transaction=False)  # a session key and a global one
+    pipe = redis_client().pipeline(transaction=False)
     pipe.set(key(session_id, f"hb:{conn}"), stamp, ex=_ttl())
-    pipe.hset(HEARTBEATS, f"{session_id}:{conn}", stamp)
+    if node is not None:
+        pipe.hset(node_heartbeats_key(node), f"{session_id}:{conn}", stamp)
+        pipe.expire(node_heartbeats_key(node), _ttl())
     pipe.execute()
 
 
-def drop_heartbeat(session_id: int, conn: int) -> None:
-    pipe = redis_client().pipeline(transaction=False)  # a session key and a global one
+def drop_heartbeat(session_id: int, conn: int, *, node: str | None = None) -> None:
+    pipe = redis_client().pipeline(transaction=False)
     pipe.delete(key(session_id, f"hb:{conn}"))
-    pipe.hdel(HEARTBEATS, f"{session_id}:{conn}")
+    if node is not None:
+        pipe.hdel(node_heartbeats_key(node), f"{session_id}:{conn}")
     pipe.execute()
+
+
+def node_heartbeats(node: str) -> dict[tuple[int, int], float]:
+    """(session, conn) -> last heartbeat of every segmenter of ``node``."""
+    out: dict[tuple[int, int], float] = {}
+    for field_, value in redis_client().hgetall(node_heartbeats_key(node)).items():
+        session_id, _, conn = _text(field_).partition(":")
+        out[int(session_id), int(conn)] = float(value)
+    return out
 
 
 def last_heartbeat(session_id: int, conn: int) -> float | None:
@@ -1097,10 +1127,10 @@ def observed_since() -> float:
     return float(value) if value is not None else time.time()
 
 
-def remember_client(session_id: int, client_key: str) -> None:
-    """A ``pipe:client:<id>`` mapping that belongs to the session (deleted with it)."""
+def remember_client(session_id: int, mapping_key: str) -> None:
+    """A ``pipe:client:{<node>}:<id>`` mapping that belongs to the session (deleted with it)."""
     pipe = redis_client().pipeline()
-    pipe.sadd(key(session_id, "clients"), client_key)
+    pipe.sadd(key(session_id, "clients"), mapping_key)
     pipe.expire(key(session_id, "clients"), _ttl())
     pipe.execute()
 
@@ -1109,7 +1139,7 @@ def remember_client(session_id: int, client_key: str) -> None:
 _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
-    "fence", "ingest", "clients", "stream", "finalizing", "ckpt", "once:ready", "shed",
+    "fence", "ingest", "clients", "nodes", "stream", "finalizing", "ckpt", "once:ready", "shed",
 )  # fmt: skip
 
 
@@ -1123,10 +1153,10 @@ def purge(session_id: int) -> None:
     pipe.hkeys(key(session_id, "ingest"))
     pipe.get(key(session_id, "next"))
     pipe.get(key(session_id, "seq"))
-    pipe.hkeys(HEARTBEATS)
-    clients, conns, nxt, count, beats = pipe.execute()
-    mine = [f for f in (_text(f) for f in beats) if f.startswith(f"{session_id}:")]
-    conn_ids = {_text(c) for c in conns} | {f.split(":", 1)[1] for f in mine}
+    pipe.hgetall(key(session_id, "nodes"))
+    clients, conns, nxt, count, nodes = pipe.execute()
+    on_node = {_text(c): _text(n) for c, n in nodes.items()}
+    conn_ids = {_text(c) for c in conns} | set(on_node)
     keys = [key(session_id, n) for n in _SESSION_KEYS]
     for conn in conn_ids:
         keys += [key(session_id, f"{n}:{conn}") for n in ("source", "hb", "owner")]
@@ -1135,10 +1165,11 @@ def purge(session_id: int) -> None:
         keys += _chunk_keys(session_id, seq)
     for start in range(0, len(keys), 500):
         r.delete(*keys[start : start + 500])
-    if clients:  # global keys: a command of their own, never with the session's
-        r.delete(*(_text(c) for c in clients))
-    if mine:
-        r.hdel(HEARTBEATS, *mine)
+    # The node's keys, one key (family) per command.
+    for client_key in clients:
+        r.delete(_text(client_key))
+    for conn, node in on_node.items():
+        r.hdel(node_heartbeats_key(node), f"{session_id}:{conn}")
 
 
 def owner_key(session_id: int, conn: int) -> str:
@@ -1146,13 +1177,82 @@ def owner_key(session_id: int, conn: int) -> str:
     return key(session_id, f"owner:{conn}")
 
 
-def node_alive_key(host: str) -> str:
-    """Written by the ingest supervisor of ``host`` (compose health check)."""
-    return f"pipe:ingest:alive:{host}"
+def valid_node(node: object) -> bool:
+    """``node`` is a well-formed ingest node id (``NODE_ID``)."""
+    return isinstance(node, str) and NODE_ID.fullmatch(node) is not None
 
 
-def node_alive(host: str) -> None:
-    redis_client().set(node_alive_key(host), repr(time.time()), ex=60)
+def _node_key(node: str, name: str) -> str:
+    if not valid_node(node):
+        raise ValueError(f"malformed ingest node id {node!r}")
+    return f"pipe:node:{{{node}}}:{name}"
+
+
+def ingest_queue_key(node: str) -> str:
+    return _node_key(node, "queue")
+
+
+def node_heartbeats_key(node: str) -> str:
+    return _node_key(node, "hb")
+
+
+def node_alive_key(node: str) -> str:
+    """Renewed every second by the supervisor of ``node``; expires after
+    ``INGEST_NODE_TTL_SECONDS`` (liveness of the node, health check of the ingest role)."""
+    return _node_key(node, "alive")
+
+
+def register_node(node: str, *, control_url: str, ttl_s: float | None = None) -> None:
+    """The supervisor of ``node`` is alive and its nginx-rtmp answers ``/control`` at
+    ``control_url``. Every command touches one key."""
+    ttl = max(1, int(ttl_s if ttl_s is not None else settings.INGEST_NODE_TTL_SECONDS))
+    now = time.time()
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.set(node_alive_key(node), repr(now), ex=ttl)
+    pipe.set(_node_key(node, "control"), control_url, ex=max(ttl, 86400))
+    pipe.zadd(NODES, {node: now})
+    pipe.execute()
+
+
+def unregister_node(node: str) -> None:
+    """The supervisor of ``node`` stops: its sessions can be taken over at once."""
+    redis_client().delete(node_alive_key(node))
+
+
+def node_is_alive(node: str) -> bool:
+    return bool(redis_client().exists(node_alive_key(node)))
+
+
+def node_control_url(node: str) -> str | None:
+    value = redis_client().get(_node_key(node, "control"))
+    return _text(value) if value is not None else None
+
+
+def nodes(*, alive_only: bool = True) -> list[str]:
+    """Ingest nodes registered (by default: those alive now), in order of registration."""
+    names = [_text(n) for n in redis_client().zrange(NODES, 0, -1) if isinstance(n, bytes | str)]
+    return [n for n in names if valid_node(n) and (not alive_only or node_is_alive(n))]
+
+
+def set_ingest_node(session_id: int, conn: int, node: str) -> None:
+    """Connection ``conn`` of the session is received by ingest node ``node``."""
+    pipe = redis_client().pipeline()
+    pipe.hset(key(session_id, "nodes"), str(conn), node)
+    pipe.expire(key(session_id, "nodes"), _ttl())
+    pipe.execute()
+
+
+def connection_node_alive(session_id: int, conn: int) -> bool:
+    """False when the ingest node of (session, connection) is known and its registration lapsed
+    (the node died with the segmenter); True otherwise."""
+    node = ingest_node(session_id, conn)
+    return node is None or node_is_alive(node)
+
+
+def ingest_node(session_id: int, conn: int) -> str | None:
+    """The ingest node that receives connection ``conn`` of the session (None: not recorded)."""
+    value = redis_client().hget(key(session_id, "nodes"), str(conn))
+    return _text(value) if value is not None else None
 
 
 def set_owner(session_id: int, conn: int, node: str, *, ttl_s: int, only_if_free: bool = False) -> bool:
@@ -1172,40 +1272,47 @@ def drop_owners(idents: list[tuple[int, int]]) -> None:
         pipe.execute()
 
 
-def next_ingest_command(timeout_s: float) -> bytes | None:
-    """The next command of ``accept_publish`` for the supervisors (blocking pop)."""
-    item = redis_client().blpop([INGEST_QUEUE], timeout=timeout_s)
+def next_ingest_command(node: str, timeout_s: float) -> bytes | None:
+    """The next command of ``accept_publish`` for the supervisor of ``node`` (blocking pop)."""
+    item = redis_client().blpop([ingest_queue_key(node)], timeout=timeout_s)
     if item is None:
         return None
     value = item[1]
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def _client_key(client_id: str) -> str:
-    return f"pipe:client:{client_id}"
+def client_key(node: str, client_id: str) -> str:
+    """nginx-rtmp numbers its clients per process: the id is unique only with its node."""
+    if not valid_node(node):
+        raise ValueError(f"malformed ingest node id {node!r}")
+    return f"pipe:client:{{{node}}}:{client_id}"
 
 
-def map_client(client_id: str, session_id: int, conn: int, key_hash: str) -> None:
-    """nginx-rtmp's client id -> (session, connection, key hash), for on_publish_done (which
-    nginx sends with the original, secret name). No TTL: it lives as long as its session
-    (``purge`` deletes it)."""
+def map_client(node: str, client_id: str, session_id: int, conn: int, key_hash: str) -> None:
+    """nginx-rtmp client ``client_id`` of ``node`` -> (session, connection, key hash), for
+    on_publish_done (which nginx sends with the original, secret name). No TTL: it lives as
+    long as its session (``purge`` deletes it)."""
     mapping = {"session": session_id, "conn": conn, "key_hash": key_hash}
-    redis_client().set(_client_key(client_id), json.dumps(mapping))
-    remember_client(session_id, _client_key(client_id))
+    redis_client().set(client_key(node, client_id), json.dumps(mapping))
+    remember_client(session_id, client_key(node, client_id))
 
 
-def client(client_id: str) -> dict[str, Any] | None:
-    raw = redis_client().get(_client_key(client_id))
+def client(node: str, client_id: str) -> dict[str, Any] | None:
+    raw = redis_client().get(client_key(node, client_id))
     return json.loads(raw) if raw is not None else None
 
 
-def forget_client(client_id: str) -> None:
-    redis_client().delete(_client_key(client_id))
+def forget_client(node: str, client_id: str) -> None:
+    redis_client().delete(client_key(node, client_id))
 
 
-def queue_ingest(command: dict[str, Any]) -> None:
-    """A command for the ingest supervisors (``next_ingest_command``)."""
-    redis_client().rpush(INGEST_QUEUE, json.dumps(command))
+def queue_ingest(node: str, command: dict[str, Any]) -> None:
+    """A command for the supervisor of ``node`` (``next_ingest_command``); dropped with the
+    queue when the node takes nothing for ``INGEST_QUEUE_TTL_S``."""
+    pipe = redis_client().pipeline()  # one key: a transaction a cluster accepts
+    pipe.rpush(ingest_queue_key(node), json.dumps(command))
+    pipe.expire(ingest_queue_key(node), INGEST_QUEUE_TTL_S)
+    pipe.execute()
 
 
 def host_transcodes_key(host: str) -> str:

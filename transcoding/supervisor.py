@@ -1,8 +1,12 @@
 """The ingest supervisor (``manage.py run_ingest``): keeps one segmenter running for every
 publisher connected to this node's nginx-rtmp, through every fault it can outlive.
 
-- **Command intake**: ``accept_publish`` pushes a command on ``state.INGEST_QUEUE``; a BLPOP
-  here starts a ``Segmenter`` (``transcoding.ingest``) for it.
+- **Node**: it is the supervisor of ingest node ``INGEST_NODE_ID`` (the id this node's
+  nginx-rtmp puts in its callbacks); every second it renews the node's registration
+  (``state.register_node``: alive for ``INGEST_NODE_TTL_SECONDS``, and the node's control URL).
+- **Command intake**: ``accept_publish`` pushes a command on the queue of the node whose
+  nginx-rtmp received the publish; a BLPOP of this node's queue starts a ``Segmenter``
+  (``transcoding.ingest``) for it.
 - **Heartbeats**: every second, for each of its segmenters, ``state.heartbeat`` (the periodic
   reconciler, ``tasks.reconcile_live_sessions``, ends sessions whose heartbeat stops) and the
   ownership key ``pipe:<session>:owner:<conn>`` (so two supervisors never run the same one).
@@ -11,7 +15,7 @@ publisher connected to this node's nginx-rtmp, through every fault it can outliv
   at most ``SEGMENTER_MAX_RESTARTS`` times a minute; after that the publisher is dropped so it
   reconnects cleanly.
 - **Adoption**: every ``ADOPT_EVERY_S`` the supervisor lists the streams nginx-rtmp publishes
-  (its stat page on 127.0.0.1) and starts a segmenter for any internal name ``s<S>c<C>`` that
+  (its stat page on ``RTMP_STAT_BIND``) and starts a segmenter for any internal name ``s<S>c<C>`` that
   nobody owns, if the database still has session S live on connection C: a restarted supervisor
   (or one whose command Redis lost) picks up every publisher still connected. A publish the
   database no longer has as live is dropped, so the publisher comes back through on_publish.
@@ -63,10 +67,10 @@ owner_key = state.owner_key
 def published_streams(timeout_s: float = 1.0) -> set[str] | None:
     """Names of the streams nginx-rtmp on this node has a publisher for; None when its
     statistics page does not answer (nginx down)."""
-    url = f"http://127.0.0.1:{settings.RTMP_STAT_PORT}/stat"
+    url = f"http://{settings.RTMP_STAT_BIND}:{settings.RTMP_STAT_PORT}/stat"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            root = ElementTree.fromstring(response.read())  # noqa: S314 - our own nginx on 127.0.0.1
+            root = ElementTree.fromstring(response.read())  # noqa: S314 - our own nginx on loopback
     except (OSError, ElementTree.ParseError):
         return None
     names: set[str] = set()
@@ -93,7 +97,9 @@ class Slot:
 class Supervisor:
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        self.node = f"{socket.gethostname()}:{os.getpid()}"  # owner of its segmenters
+        self.node_id: str = settings.INGEST_NODE_ID  # the ingest node it supervises
+        self.control_url = rtmp_control.local_control_url()
         self.slots: dict[tuple[int, int], Slot] = {}
         self.unowned_since: dict[str, float] = {}
         self.next_adopt = 0.0
@@ -104,7 +110,12 @@ class Supervisor:
 
     # --- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
-        logger.info("ingest supervisor ready (recordings in %s, node %s)", settings.RTMP_RECORD_DIR, self.node)
+        logger.info(
+            "ingest supervisor of node %s ready (recordings in %s, %s)",
+            self.node_id, settings.RTMP_RECORD_DIR, self.node,
+        )  # fmt: skip
+        with contextlib.suppress(*OUTAGE):  # registered at once: on_publish refuses unknown nodes
+            state.register_node(self.node_id, control_url=self.control_url)
         while not self.stop.is_set():
             try:
                 self._intake()
@@ -129,7 +140,7 @@ class Supervisor:
         self.stop.wait(1)
 
     def _intake(self) -> None:
-        item = state.next_ingest_command(timeout_s=1)
+        item = state.next_ingest_command(self.node_id, timeout_s=1)
         if item is None:
             return
         try:
@@ -159,7 +170,7 @@ class Supervisor:
             slot = self.slots[ident] = Slot(command, segmenter)
         slot.segmenter = segmenter
         slot.starts = [t for t in slot.starts if t > time.monotonic() - 60] + [time.monotonic()]
-        state.heartbeat(*ident)
+        state.heartbeat(*ident, node=self.node_id)
         segmenter.start()
 
     def _supervise(self) -> None:
@@ -170,9 +181,9 @@ class Supervisor:
             self._after_end(slot, published)
         if now >= self.next_beat:
             self.next_beat = now + 1.0
-            state.node_alive(socket.gethostname())
+            state.register_node(self.node_id, control_url=self.control_url)
             for session_id, conn in self.slots:
-                state.heartbeat(session_id, conn)
+                state.heartbeat(session_id, conn, node=self.node_id)
                 state.set_owner(session_id, conn, self.node, ttl_s=OWNER_TTL_S)
         if now >= self.next_adopt:
             self.next_adopt = now + ADOPT_EVERY_S
@@ -288,6 +299,7 @@ class Supervisor:
             extra={"session": session_id, "stream": session.stream_id, "ctx": {"connection": conn}},
         )
         command: dict[str, object] = {"session": session_id, "stream": session.stream_id, "conn": conn, "name": name}
+        state.set_ingest_node(session_id, conn, self.node_id)  # it is on this node's nginx-rtmp
         self._start(command, resumed=True)
 
     def _shutdown(self) -> None:

@@ -284,7 +284,10 @@ class ChunkFeed:
                 self.finished_at = time.monotonic()
                 return
             idle = time.monotonic() - idle_since
-            if idle > settings.CHUNK_SECONDS * 2 and state.ingest_status(self.session_id, meta.conn) != "running":
+            if idle > settings.CHUNK_SECONDS * 2 and (
+                state.ingest_status(self.session_id, meta.conn) != "running"
+                or not state.connection_node_alive(self.session_id, meta.conn)
+            ):  # its segmenter ended, or died with its ingest node
                 raise encoder.TranscodeError("the segmenter ended without finishing the chunk")
             if idle > settings.TRANSCODE_TIMEOUT_S:
                 raise encoder.TranscodeError("no chunk data from the ingest for too long")
@@ -408,10 +411,15 @@ def reconcile_live_sessions() -> dict[str, int]:
         silent = services.ingest_silent_for(session)
         if silent > settings.INGEST_SILENCE_SECONDS:
             if sessions.disconnect(session.pk, session.connections) is not None:
+                node = state.ingest_node(session.pk, session.connections)
                 logger.warning(
                     "ingest silent for %.0f s: publisher considered gone",
                     silent,
-                    extra={"stream": session.stream_id, "session": session.pk},
+                    extra={
+                        "stream": session.stream_id,
+                        "session": session.pk,
+                        "ctx": {"node": node, "node_alive": node is not None and state.node_is_alive(node)},
+                    },
                 )
                 counts["ended"] += 1
                 finalize_session.apply_async((session.pk,), countdown=settings.RECONNECT_GRACE_SECONDS + 0.5)

@@ -6,6 +6,8 @@ PostgreSQL and Redis on 127.0.0.1. Production (``settings.production``) removes 
 of secrets.
 """
 
+import re
+import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -274,8 +276,24 @@ S3_BUCKET = env.str("S3_BUCKET", default="livestream")
 # --- RTMP ingest --------------------------------------------------------------------------
 RTMP_BIND = env.str("RTMP_BIND", default="127.0.0.1")
 RTMP_PORT = env.int("RTMP_PORT", default=1935)
-# nginx-rtmp's statistics on 127.0.0.1 (codecs of each live stream, read by the ingest).
+# nginx-rtmp's statistics and control page (the ingest supervisor of this node reads it):
+# RTMP_STAT_BIND:RTMP_STAT_PORT, a loopback address (one per node when several share a host).
 RTMP_STAT_PORT = env.int("RTMP_STAT_PORT", default=1936)
+RTMP_STAT_BIND = env.str("RTMP_STAT_BIND", default="127.0.0.1")
+# This ingest node's id (docs/pipeline.md "Ingest nodes"): its nginx-rtmp callbacks carry it,
+# its supervisor takes only its commands and registers it in Redis. Lowercase letters, digits
+# and "-" (a Kubernetes pod name fits); empty = this host's name, lowercased.
+INGEST_NODE_ID = env.str("INGEST_NODE_ID", default="")
+# The /control URL other roles (the web) use to reach this node's nginx-rtmp; the node's
+# supervisor registers it in Redis. Empty = RTMP_CONTROL_URL, else
+# http://RTMP_STAT_BIND:RTMP_STAT_PORT/control (roles on the same host).
+INGEST_NODE_CONTROL_URL = env.str("INGEST_NODE_CONTROL_URL", default="").rstrip("/")
+# A node whose supervisor has not renewed its registration for this long is dead: its
+# sessions can be taken over at once by a publish on another node.
+INGEST_NODE_TTL_SECONDS = env.int("INGEST_NODE_TTL_SECONDS", default=3)
+INGEST_NODE_ID = INGEST_NODE_ID or re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower())[:63].strip("-") or "node1"
+if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", INGEST_NODE_ID):
+    raise ImproperlyConfigured("INGEST_NODE_ID: lowercase letters, digits and '-', at most 63 characters")
 # Shared secret nginx-rtmp sends with its callbacks (query string); empty disables the check.
 RTMP_CALLBACK_SECRET = env.str("RTMP_CALLBACK_SECRET", default="")
 # nginx-rtmp's control interface (drop a publisher when its stream is deleted or re-keyed):

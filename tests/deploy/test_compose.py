@@ -262,3 +262,10 @@ def test_web_roles_reach_the_ingest_control_interface_only_on_the_compose_networ
     assert services["web"]["environment"]["RTMP_CONTROL_URL"] == "http://rtmp:1937/control"
     assert services["rtmp"]["environment"]["RTMP_CONTROL_BIND"] == "0.0.0.0"  # noqa: S104 - in the container
     assert services["rtmp"]["ports"] == ["1935:1935"]  # RTMP only; control and stat stay inside
+
+
+def test_the_ingest_pair_is_one_node():
+    """nginx-rtmp's callbacks and the supervisor's queue use the same node id."""
+    services = compose.config(COMPOSE, good_env())["services"]
+    assert services["rtmp"]["environment"]["INGEST_NODE_ID"] == services["ingest"]["environment"]["INGEST_NODE_ID"]
+    assert services["ingest"]["environment"]["INGEST_NODE_ID"] == "node1"

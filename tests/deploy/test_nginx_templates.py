@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from livestream import devstack
 from tests.deploy import compose
@@ -81,7 +82,7 @@ def test_the_control_listener_is_rendered_only_when_asked_for(tmp_path):
     text = devstack.rtmp_config(prefix, secret="", record_dir=tmp_path / "rec", **common)
     assert f"include {prefix}/rtmp-control.conf;" in text
     assert "listen" not in re.sub(r"#.*", "", (prefix / "rtmp-control.conf").read_text())
-    assert "on_publish http://127.0.0.1:8000/internal/rtmp/on_publish;" in text
+    assert f"on_publish http://127.0.0.1:8000/internal/rtmp/on_publish?node={settings.INGEST_NODE_ID};" in text
     devstack.rtmp_config(
         prefix, secret="s3cr3t", record_dir=tmp_path / "rec", control_bind="127.0.0.5", control_port=1937, **common
     )
@@ -90,6 +91,22 @@ def test_the_control_listener_is_rendered_only_when_asked_for(tmp_path):
     assert 'if ($http_x_rtmp_control_secret != "s3cr3t") { return 403; }' in control
     with pytest.raises(ValueError, match="RTMP_CALLBACK_SECRET"):
         devstack.rtmp_config(prefix, secret="", record_dir=tmp_path / "rec", control_bind="127.0.0.5", **common)
+
+
+def test_the_callbacks_carry_the_node_id_and_the_stat_page_its_loopback_address(tmp_path):
+    """Each ingest node's callbacks name it (Django routes its commands and client ids by it);
+    two nodes on one host keep their statistics pages apart by address."""
+    common = {"bind": "127.0.0.2", "port": 1935, "callback_base": "http://127.0.0.1:8000", "stat_port": 1936}
+    text = devstack.rtmp_config(
+        tmp_path / "a", secret="s3cr3t", record_dir=tmp_path / "rec", node="node-a", stat_bind="127.0.0.2", **common
+    )
+    assert "on_publish http://127.0.0.1:8000/internal/rtmp/on_publish?node=node-a&secret=s3cr3t;" in text
+    assert "on_publish_done http://127.0.0.1:8000/internal/rtmp/on_publish_done?node=node-a&secret=s3cr3t;" in text
+    assert "listen 127.0.0.2:1936;" in text
+    assert "listen 127.0.0.2:1935;" in text
+    for bad in ("Node-A", "a_b", "a&secret=x", "-a"):
+        with pytest.raises(ValueError, match="node id"):
+            devstack.rtmp_config(tmp_path / "b", secret="", record_dir=tmp_path / "rec", node=bad, **common)
 
 
 @needs_nginx

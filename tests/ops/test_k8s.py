@@ -94,9 +94,24 @@ def test_every_role_is_deployed_with_probes_requests_and_limits() -> None:
 
 def test_singletons_never_run_twice() -> None:
     deployments = _by_kind("Deployment")
-    for name in ("beat", "changes", "ingest"):
+    for name in ("beat", "changes"):
         assert deployments[name]["spec"]["replicas"] == 1, name
         assert deployments[name]["spec"]["strategy"] == {"type": "Recreate"}, name
+
+
+def test_each_ingest_pod_is_a_node_named_after_the_pod() -> None:
+    """Both containers of an ingest pod share one node id, the pod name (the callbacks of its
+    nginx-rtmp and its supervisor's queue must agree); the supervisor registers the pod's
+    control URL. Several replicas: routing is per node."""
+    ingest = _by_kind("Deployment")["ingest"]
+    assert ingest["spec"]["replicas"] >= 2
+    for container in _pod(ingest)["containers"]:
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env["INGEST_NODE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, container["name"]
+    supervisor = next(c for c in _pod(ingest)["containers"] if c["name"] == "supervisor")
+    env = {e["name"]: e for e in supervisor["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["INGEST_NODE_CONTROL_URL"]["value"] == "http://$(POD_IP):1937/control"
 
 
 def test_celery_workers_consume_their_queue_with_explicit_concurrency() -> None:

@@ -175,10 +175,13 @@ def test_passed_chunks_leave_no_keys_and_purge_needs_no_scan(session):
         assert not r.exists(*state._chunk_keys(SESSION, seq)), seq
     assert r.exists(state.key(SESSION, "data:4"))
     state.set_ingest(SESSION, 1, "running")
-    state.heartbeat(SESSION, 1)
+    state.set_ingest_node(SESSION, 1, "node-a")
+    state.heartbeat(SESSION, 1, node="node-a")
+    state.map_client("node-a", "3", SESSION, 1, "h")
     state.purge(SESSION)
     assert list(r.scan_iter(state.key(SESSION, "*"))) == []
-    assert not r.hexists(state.HEARTBEATS, f"{SESSION}:1")
+    assert not r.hexists(state.node_heartbeats_key("node-a"), f"{SESSION}:1")
+    assert not r.exists(state.client_key("node-a", "3"))
 
 
 def test_the_log_checkpoint_is_written_in_bounded_parts_and_recovers_the_log(session, monkeypatch):

@@ -19,27 +19,29 @@ from tests.pipeline.test_tasks import SESSION, STREAM, _add, chunks  # noqa: F40
 from transcoding import assembler, playlists, services, state, storage, tasks
 from transcoding.tasks import transcode_chunk
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("ingest_node")]
 
 
-def _accept(key: str, client: str = "7") -> tuple[str, StreamSession]:
-    name = services.accept_publish(key=key, client_id=client)
+def _accept(key: str, client: str = "7", node: str | None = None) -> tuple[str, StreamSession]:
+    from django.conf import settings
+
+    name = services.accept_publish(key=key, client_id=client, node=node or settings.INGEST_NODE_ID)
     session = StreamSession.objects.order_by("-pk").first()
     assert session is not None
     return name, session
 
 
-def test_accept_publish_queues_ingest_and_maps_the_client_for_the_session_lifetime(user):
+def test_accept_publish_queues_ingest_and_maps_the_client_for_the_session_lifetime(user, ingest_node):
     stream, key = make_stream(user)
     name, session = _accept(key)
     assert name == f"s{session.pk}c1"
     r = redis_client()
-    command = json.loads(r.lpop(state.INGEST_QUEUE))
+    command = json.loads(r.lpop(state.ingest_queue_key(ingest_node)))
     assert command == {"session": session.pk, "stream": stream.pk, "conn": 1, "name": name}
-    assert r.ttl("pipe:client:7") == -1  # no fixed TTL: lives as long as its session
+    assert r.ttl(state.client_key(ingest_node, "7")) == -1  # no fixed TTL: lives as long as its session
     assert state.epoch(session.pk) == 0
     state.purge(session.pk)
-    assert not r.exists("pipe:client:7")
+    assert not r.exists(state.client_key(ingest_node, "7"))
 
 
 def test_accept_publish_leaves_nothing_live_when_redis_fails(user, settings):
@@ -48,7 +50,7 @@ def test_accept_publish_leaves_nothing_live_when_redis_fails(user, settings):
     reset_redis_client()
     try:
         with pytest.raises(redis.exceptions.ConnectionError):
-            services.accept_publish(key=key, client_id="1")
+            services.accept_publish(key=key, client_id="1", node="node1")
     finally:
         reset_redis_client()
     assert Stream.objects.get(pk=stream.pk).status == "offline"
@@ -61,7 +63,7 @@ def test_a_live_session_is_taken_over_only_when_its_ingest_is_dead(user, setting
     _name, session = _accept(key)
     state.heartbeat(session.pk, 1)
     with pytest.raises(services.sessions.PublishRefused, match="already live"):
-        services.accept_publish(key=key, client_id="8")
+        _accept(key, client="8")
     # The segmenter ended (nginx-rtmp was killed; on_publish_done never came): taken over.
     state.set_ingest(session.pk, 1, "ended:4")
     name, again = _accept(key, client="9")

@@ -78,9 +78,10 @@ def test_every_key_of_a_publish_is_in_its_sessions_slot(cluster_live_state, live
     stream, key = make_stream(user, title="Slots", keep_recordings=False)
     media = source_file(SMALL)
     client_id = "7701"
+    node = str(settings.INGEST_NODE_ID)  # the live stack's supervisor runs this node
     _distinct_session_ids()
     with _recorder(cluster) as recorder:
-        name = services.accept_publish(key=key, client_id=client_id)
+        name = services.accept_publish(key=key, client_id=client_id, node=node)
         session = StreamSession.objects.get(stream=stream)
         # nginx-rtmp's recording of a publish that is already over (the file is not locked):
         # the segmenter ingests all of it at file speed, then ends.
@@ -94,7 +95,7 @@ def test_every_key_of_a_publish_is_in_its_sessions_slot(cluster_live_state, live
         assert last >= 1, last  # a 4 s recording: two 2 s chunks
         _wait(lambda: state.next_to_publish(session.pk) > last, 60, "every chunk published")
         assert state.gap_count(session.pk) == 0
-        assert services.publish_done(key=key, client_id=client_id) == session.pk
+        assert services.publish_done(key=key, client_id=client_id, node=node) == session.pk
         ended = live_stack.wait_session_ended(stream.pk, timeout=60)
         assert ended.status == SessionStatus.ENDED
         _wait(lambda: not cluster.keys(state.key(session.pk, "*")), 20, "the session's keys purged")
@@ -103,8 +104,8 @@ def test_every_key_of_a_publish_is_in_its_sessions_slot(cluster_live_state, live
     assert {"epoch", "seq", "data:0", "chunk:0", "out:0", "published", "win", "next", "ingest"} <= names, names
     assert any(n.startswith("hb:") for n in names), names
     # ...and the global keys, which name no session.
-    assert state.HEARTBEATS in recorder.keys
-    assert f"pipe:client:{client_id}" in recorder.keys
+    assert state.node_heartbeats_key(node) in recorder.keys
+    assert state.client_key(node, client_id) in recorder.keys
 
 
 def test_publish_transcode_replay_on_a_redis_cluster(cluster_live_state, live_stack, user, tmp_path: Path, settings):

@@ -167,6 +167,21 @@ def test_progressive_chunk_whose_segmenter_died_becomes_a_gap(chunks_480, settin
     assert state.is_gap(SESSION, seq)
 
 
+def test_progressive_chunk_of_a_dead_ingest_node_becomes_a_gap(chunks_480, settings):
+    """The node died with its segmenter (still "running" in Redis): once the node's
+    registration lapsed the chunk is given up, not waited for until the live deadline."""
+    settings.CHUNK_SECONDS = 0.2
+    assert transcode_chunk(SESSION, _add(chunks_480[0])) == "done"
+    seq = state.reserve_chunk(SESSION, conn=1, disc=False)
+    state.append_chunk_data(SESSION, seq, chunks_480[1][0][:20_000])
+    state.set_ingest(SESSION, 1, "running")
+    state.set_ingest_node(SESSION, 1, "node-gone")  # never registered: dead
+    started = time.monotonic()
+    assert transcode_chunk(SESSION, seq) == "gap"
+    assert time.monotonic() - started < settings.LIVE_DEADLINE_SECONDS
+    assert state.is_gap(SESSION, seq)
+
+
 def test_deadlines_run_from_when_the_ingest_finished_the_chunk(settings):
     """A chunk lasts a keyframe interval (OBS's default: 8.3 s): its deadline counts from its end
     at the ingest, not from when its progressive task was queued at its start."""

@@ -147,20 +147,22 @@ def test_clock_strip_carries_the_wall_clock_of_each_frame_through_h264(tmp_path)
 # --- callback views ---------------------------------------------------------------------------
 @pytest.mark.django_db
 @override_settings(RTMP_CALLBACK_SECRET="s3cret")
-def test_callbacks_need_the_secret_and_are_csrf_exempt(user, django_capture_on_commit_callbacks):
+def test_callbacks_need_the_secret_and_are_csrf_exempt(user, django_capture_on_commit_callbacks, ingest_node):
     _stream, key = make_stream(user)
     client = Client(enforce_csrf_checks=True)
     form = {"call": "publish", "name": key, "addr": "10.0.0.1", "clientid": "7"}
-    assert client.post("/internal/rtmp/on_publish", form).status_code == 403
-    assert client.post("/internal/rtmp/on_publish?secret=wrong", form).status_code == 403
+    assert client.post(f"/internal/rtmp/on_publish?node={ingest_node}", form).status_code == 403
+    assert client.post(f"/internal/rtmp/on_publish?node={ingest_node}&secret=wrong", form).status_code == 403
     assert not StreamSession.objects.exists()
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/internal/rtmp/on_publish?secret=s3cret", form)
+        response = client.post(f"/internal/rtmp/on_publish?node={ingest_node}&secret=s3cret", form)
     assert response.status_code == 302
     session = StreamSession.objects.get()
     assert response["Location"] == f"s{session.pk}c1"
-    assert client.get("/internal/rtmp/on_publish?secret=s3cret").status_code == 405
-    done = client.post("/internal/rtmp/on_publish_done?secret=s3cret", {**form, "call": "publish_done"})
+    assert client.get(f"/internal/rtmp/on_publish?node={ingest_node}&secret=s3cret").status_code == 405
+    done = client.post(
+        f"/internal/rtmp/on_publish_done?node={ingest_node}&secret=s3cret", {**form, "call": "publish_done"}
+    )
     assert done.status_code == 200
     session.refresh_from_db()
     assert session.status == SessionStatus.RECONNECTING
@@ -169,16 +171,16 @@ def test_callbacks_need_the_secret_and_are_csrf_exempt(user, django_capture_on_c
 
 @pytest.mark.django_db
 @override_settings(RTMP_CALLBACK_SECRET="s3cret")
-def test_malformed_callbacks_get_clear_errors(user):
+def test_malformed_callbacks_get_clear_errors(user, ingest_node):
     client = Client()
-    assert client.post("/internal/rtmp/on_publish?secret=s3cret", {"call": "play", "name": "x"}).status_code == 400
-    response = client.post("/internal/rtmp/on_publish?secret=s3cret", {"call": "publish", "name": "x" * 500})
+    on_publish = f"/internal/rtmp/on_publish?node={ingest_node}&secret=s3cret"
+    assert client.post(on_publish, {"call": "play", "name": "x"}).status_code == 400
+    response = client.post(on_publish, {"call": "publish", "name": "x" * 500, "clientid": "1"})
     assert response.status_code == 403
     assert b"malformed" in response.content
     # An unknown client id on publish_done changes nothing.
-    assert (
-        client.post("/internal/rtmp/on_publish_done?secret=s3cret", {"name": "k", "clientid": "99"}).status_code == 200
-    )
+    done = f"/internal/rtmp/on_publish_done?node={ingest_node}&secret=s3cret"
+    assert client.post(done, {"name": "k", "clientid": "99"}).status_code == 200
 
 
 # --- session state machine -----------------------------------------------------------------------

@@ -198,8 +198,9 @@ def test_a_web_role_on_another_host_drops_the_publisher_through_the_control_list
             assert requests.get(drop, headers={"X-Rtmp-Control-Secret": "wrong"}, timeout=5).status_code == 403
             assert requests.get(f"{control}/stat", timeout=5).status_code == 404  # /control only
 
-            settings.RTMP_CONTROL_URL = f"{control}/control"
             settings.RTMP_STAT_PORT = devstack.free_port()  # nothing there: only the control URL works
+            # What the node's supervisor registers: its control URL, reached by the web role.
+            state.register_node(settings.INGEST_NODE_ID, control_url=f"{control}/control", ttl_s=600)
             stream, key = make_stream(user, title="Remote control", keep_recordings=False)
             publisher = subprocess.Popen(
                 publish_args(PublishOptions(url=f"rtmp://127.0.0.1:{rtmp_port}/live/{key}", duration_s=60)),

@@ -20,7 +20,7 @@ def drops(monkeypatch):
     calls: list[str] = []
     answers: list[bool] = []
 
-    def drop(name: str) -> bool:
+    def drop(name: str, *, node: str | None = None) -> bool:
         calls.append(name)
         return answers.pop(0) if answers else True
 

@@ -4,6 +4,7 @@
 import threading
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -12,7 +13,7 @@ from streams import quotas, services, sessions
 from streams.models import QuotaOverride, SessionStatus, Stream, StreamSession
 from tests.factories import DEFAULT_PASSWORD, UserFactory, make_stream
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("ingest_node")]
 
 SECRET = "quota-callback-secret"
 
@@ -25,7 +26,7 @@ def _logged_in(user) -> Client:
 
 def _on_publish(key: str, clientid: str = "1"):
     form = {"call": "publish", "name": key, "addr": "203.0.113.9", "clientid": clientid}
-    return Client().post(f"/internal/rtmp/on_publish?secret={SECRET}", form)
+    return Client().post(f"/internal/rtmp/on_publish?node={settings.INGEST_NODE_ID}&secret={SECRET}", form)
 
 
 # --- streams per user ---------------------------------------------------------------------
@@ -147,7 +148,8 @@ def test_publish_over_the_live_limit_is_refused_with_the_reason_everywhere(
     # Once the first broadcast is over, the second goes live and the problem is cleared.
     done = {"call": "publish_done", "name": first_key, "addr": "203.0.113.9", "clientid": "1"}
     with django_capture_on_commit_callbacks(execute=False):
-        assert Client().post(f"/internal/rtmp/on_publish_done?secret={SECRET}", done).status_code == 200
+        callback = f"/internal/rtmp/on_publish_done?node={settings.INGEST_NODE_ID}&secret={SECRET}"
+        assert Client().post(callback, done).status_code == 200
     assert _on_publish(second_key, "3").status_code == 302
     second.refresh_from_db()
     assert second.publish_problem == ""

@@ -3,8 +3,9 @@
 - ``web``: ``/healthz`` answers 200 on 127.0.0.1:8000;
 - ``worker``: a Celery worker of this host answers a ping (broker reachable, pool alive);
 - ``reconciler``: the pipeline reconciler ran within 3 periods (beat and a default worker up);
-- ``ingest``: the ingest supervisor's loop ran within 15 s (it survives Redis outages; this
-  fails while Redis is away, so compose only restarts it when it is really stuck);
+- ``ingest``: the supervisor of this node (``INGEST_NODE_ID``) renewed its registration
+  within ``INGEST_NODE_TTL_SECONDS`` (it survives Redis outages; this fails while Redis is
+  away, so compose only restarts it when it is really stuck);
 - ``rtmp``: nginx-rtmp's statistics page answers; ``edge``: the edge's ``/healthz`` answers;
 - ``changes``: Redis answers (the follower reconnects to MongoDB by itself).
 """
@@ -54,9 +55,11 @@ class Command(BaseCommand):
         elif role == "reconciler":
             _fresh("pipe:reconcile:last", 3 * settings.RECONCILE_INTERVAL_SECONDS + 10)
         elif role == "ingest":
-            _fresh(f"pipe:ingest:alive:{socket.gethostname()}", 15)
+            from transcoding import state
+
+            _fresh(state.node_alive_key(settings.INGEST_NODE_ID), 15)
         elif role == "rtmp":
-            _http_ok(f"http://127.0.0.1:{settings.RTMP_STAT_PORT}/stat")
+            _http_ok(f"http://{settings.RTMP_STAT_BIND}:{settings.RTMP_STAT_PORT}/stat")
         elif role == "edge":
             _http_ok(f"http://127.0.0.1:{settings.EDGE_PORT}/healthz")
         else:
