@@ -55,7 +55,13 @@ def test_a_publish_is_queued_on_the_node_that_received_it(user, two_nodes):
     assert state.next_ingest_command(B, timeout_s=0.1) is None  # node B never sees it
     raw = state.next_ingest_command(A, timeout_s=0.1)
     assert raw is not None
-    assert json.loads(raw) == {"session": session.pk, "stream": stream.pk, "conn": 1, "name": response["Location"]}
+    assert json.loads(raw) == {
+        "session": session.pk,
+        "stream": stream.pk,
+        "conn": 1,
+        "name": response["Location"],
+        "chunk_s": 2.0,  # the stream's latency mode (make_stream: normal)
+    }
     assert state.ingest_node(session.pk, 1) == A
 
 
