@@ -37,7 +37,7 @@ def test_accept_publish_queues_ingest_and_maps_the_client_for_the_session_lifeti
     assert name == f"s{session.pk}c1"
     r = redis_client()
     command = json.loads(r.lpop(state.ingest_queue_key(ingest_node)))
-    assert command == {"session": session.pk, "stream": stream.pk, "conn": 1, "name": name}
+    assert command == {"session": session.pk, "stream": stream.pk, "conn": 1, "name": name, "chunk_s": 2.0}
     assert r.ttl(state.client_key(ingest_node, "7")) == -1  # no fixed TTL: lives as long as its session
     assert state.epoch(session.pk) == 0
     state.purge(session.pk)

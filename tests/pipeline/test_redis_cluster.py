@@ -32,7 +32,7 @@ from tests.factories import make_stream
 from tests.fixtures.redis_cluster import KeyspaceRecorder, RedisClusterNodes
 from tests.pipeline.media import Source, source_file
 from tests.pipeline.test_live_e2e import publish_transcode_replay
-from transcoding import recording, services, state
+from transcoding import recording, rtmp_control, services, state
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -79,6 +79,8 @@ def test_every_key_of_a_publish_is_in_its_sessions_slot(cluster_live_state, live
     media = source_file(SMALL)
     client_id = "7701"
     node = str(settings.INGEST_NODE_ID)  # the live stack's supervisor runs this node
+    # ...and registers it every second, in the live Redis it started with: here, for the cluster.
+    state.register_node(node, control_url=rtmp_control.local_control_url(), ttl_s=600)
     _distinct_session_ids()
     with _recorder(cluster) as recorder:
         name = services.accept_publish(key=key, client_id=client_id, node=node)

@@ -85,15 +85,15 @@ def test_modes_map_to_chunk_durations(settings):
 
 
 @pytest.mark.parametrize(("mode", "seconds"), [("low", 1.0), ("normal", 2.0)])
-def test_the_ingest_command_carries_the_chunk_duration(user, settings, mode, seconds):
+def test_the_ingest_command_carries_the_chunk_duration(user, settings, ingest_node, mode, seconds):
     settings.CHUNK_SECONDS = 2.0
     settings.LOW_LATENCY_CHUNK_SECONDS = 1.0
     stream, key = make_stream(user)
     Stream.objects.filter(pk=stream.pk).update(latency_mode=mode)
-    while state.next_ingest_command(timeout_s=0.01) is not None:  # an empty queue
+    while state.next_ingest_command(ingest_node, timeout_s=0.01) is not None:  # an empty queue
         pass
-    services.accept_publish(key=key, client_id="77")
-    raw = state.next_ingest_command(timeout_s=1)
+    services.accept_publish(key=key, client_id="77", node=ingest_node)
+    raw = state.next_ingest_command(ingest_node, timeout_s=1)
     assert raw is not None
     command = json.loads(raw)
     assert command["stream"] == stream.pk
