@@ -141,7 +141,16 @@ def test_minio_publishes_no_port_and_no_console():
     assert "ports" not in minio
     assert "console" not in " ".join(minio.get("command", []))
     assert minio["environment"]["MINIO_BROWSER"] == "off"
-    for internal in ("postgres", "redis", "redis-broker", "redis-channels", "mongo", "storage-init", "migrate"):
+    for internal in (
+        "postgres",
+        "redis",
+        "redis-broker",
+        "redis-channels",
+        "redis-cache",
+        "mongo",
+        "storage-init",
+        "migrate",
+    ):
         assert "ports" not in services[internal], internal
 
 
@@ -200,7 +209,9 @@ def _redis_option(command: list[str], name: str) -> str:
 def test_broker_channels_and_live_data_have_their_own_redis_with_fitting_policies():
     env = good_env()
     services = compose.config(COMPOSE, env)["services"]
-    live, broker, channels = (services[name]["command"] for name in ("redis", "redis-broker", "redis-channels"))
+    live, broker, channels, cache = (
+        services[name]["command"] for name in ("redis", "redis-broker", "redis-channels", "redis-cache")
+    )
     # The broker never drops a queued task and keeps its queues across a restart.
     assert _redis_option(broker, "--maxmemory-policy") == "noeviction"
     assert _redis_option(broker, "--appendonly") == "yes"
@@ -210,7 +221,10 @@ def test_broker_channels_and_live_data_have_their_own_redis_with_fitting_policie
     # The channel layer is memory only and bounded.
     assert _redis_option(channels, "--appendonly") == "no"
     assert _redis_option(channels, "--maxmemory")
-    for command in (live, broker, channels):
+    # The cache is memory only and may lose any key, least recently used first.
+    assert _redis_option(cache, "--appendonly") == "no"
+    assert _redis_option(cache, "--maxmemory-policy") == "allkeys-lru"
+    for command in (live, broker, channels, cache):
         assert _redis_option(command, "--maxmemory")
         assert _redis_option(command, "--requirepass") == env["REDIS_PASSWORD"]
     for role in APP_ROLES:
@@ -221,13 +235,13 @@ def test_broker_channels_and_live_data_have_their_own_redis_with_fitting_policie
         }
         assert hosts == {
             "REDIS_URL": "redis",
-            "CACHE_REDIS_URL": "redis",
+            "CACHE_REDIS_URL": "redis-cache",
             "CELERY_BROKER_URL": "redis-broker",
             "CHANNEL_REDIS_URL": "redis-channels",
         }
         depends = services[role].get("depends_on", {})
         if "redis" in depends:
-            assert {"redis-broker", "redis-channels"} <= set(depends), role
+            assert {"redis-broker", "redis-channels", "redis-cache"} <= set(depends), role
 
 
 def test_storage_init_job_runs_before_the_app_and_the_edge():
