@@ -25,9 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from streams.models import SessionStatus, Stream, StreamSession
+from streams.models import SessionStatus, StreamSession
 from tests.factories import make_stream
-from tests.fixtures.stack import ObjectWatch, ProcessStack, cmdline, playlist_count
+from tests.fixtures.stack import (
+    ObjectWatch,
+    ProcessStack,
+    cmdline,
+    latest_session,
+    playlist_count,
+    stream_status,
+    wait_for,
+)
 from tests.pipeline.media import decode_errors, packets, segment_uris
 from transcoding import state
 
@@ -35,25 +43,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 RESUME_BOUND_S = 20.0  # the live playlist lists new segments again within this after a fault
 OFFLINE_BOUND_S = 15.0  # a publisher gone without on_publish_done: offline within this
-
-
-def _wait(predicate, timeout: float, what: str, step: float = 0.25) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
-def _status(stream_id: int) -> str:
-    return Stream.objects.get(pk=stream_id).status
-
-
-def _latest(stream_id: int) -> StreamSession:
-    session = StreamSession.objects.filter(stream_id=stream_id).order_by("-started_at", "-pk").first()
-    assert session is not None
-    return session
 
 
 def _live_url(stack: ProcessStack, stream_id: int) -> str:
@@ -73,14 +62,14 @@ def _live_url(stack: ProcessStack, stream_id: int) -> str:
         found[:] = [f"{stack.edge_url}/live/{stream_id}/{u}" for u in uris if "/source/" in u] or uris
         return True
 
-    _wait(ready, 40, "the live master playlist")
+    wait_for(ready, 40, "the live master playlist")
     return found[0]
 
 
 def _advances(url: str, by: int, timeout: float) -> float:
     """Seconds until the live playlist lists ``by`` more segments than now."""
     start = playlist_count(url)
-    return _wait(lambda: playlist_count(url) >= max(start, 0) + by, timeout, f"{by} new segments at {url}")
+    return wait_for(lambda: playlist_count(url) >= max(start, 0) + by, timeout, f"{by} new segments at {url}")
 
 
 def _source_segments_decode(stack: ProcessStack, session: StreamSession, tmp: Path) -> int:
@@ -121,10 +110,10 @@ def _ends_and_publishes_again(stack: ProcessStack, stream_id: int, key: str, pub
     """The broadcast's publisher ends by itself (never dropped: exit code 0); the stream goes
     offline, its session ends, and the same key is accepted again within 10 s."""
     assert publisher.wait(timeout=90) == 0, "the publisher was dropped"
-    _wait(lambda: _status(stream_id) == "offline", OFFLINE_BOUND_S, "stream offline")
-    _wait(lambda: _latest(stream_id).status == SessionStatus.ENDED, 60, "session ended")
+    wait_for(lambda: stream_status(stream_id) == "offline", OFFLINE_BOUND_S, "stream offline")
+    wait_for(lambda: latest_session(stream_id).status == SessionStatus.ENDED, 60, "session ended")
     again = stack.publish_accepted(key, within_s=10, duration_s=3)
-    _wait(lambda: _status(stream_id) == "live", 10, "live again")
+    wait_for(lambda: stream_status(stream_id) == "live", 10, "live again")
     again.wait(timeout=30)
 
 
@@ -136,8 +125,8 @@ def test_redis_restart_during_a_broadcast(process_stack: ProcessStack, user, tmp
     stack = process_stack
     stream, key = make_stream(user)
     publisher = stack.publish(key, duration_s=26)
-    _wait(lambda: _status(stream.pk) == "live", 20, "live")
-    session = _latest(stream.pk)
+    wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
+    session = latest_session(stream.pk)
     url = _live_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
@@ -159,8 +148,8 @@ def test_ingest_supervisor_killed(process_stack: ProcessStack, user, tmp_path):
     stack = process_stack
     stream, key = make_stream(user)
     publisher = stack.publish(key, duration_s=30)
-    _wait(lambda: _status(stream.pk) == "live", 20, "live")
-    session = _latest(stream.pk)
+    wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
+    session = latest_session(stream.pk)
     url = _live_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
@@ -168,7 +157,7 @@ def test_ingest_supervisor_killed(process_stack: ProcessStack, user, tmp_path):
         assert segmenters
         stack.kill("ingest")
         # Parent-death signal: the segmenter's ffmpeg ends with its supervisor.
-        _wait(lambda: not any(Path(f"/proc/{pid}").exists() for pid in segmenters), 5, "segmenter ffmpeg gone")
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in segmenters), 5, "segmenter ffmpeg gone")
         stack.start("ingest")  # what make run's respawn / compose's restart policy do
         resumed = _advances(url, 2, RESUME_BOUND_S)
         assert publisher.poll() in (None, 0), "the publisher was never dropped"
@@ -183,8 +172,8 @@ def test_segmenter_ffmpeg_killed_while_the_publisher_stays(process_stack: Proces
     stack = process_stack
     stream, key = make_stream(user)
     publisher = stack.publish(key, duration_s=26)
-    _wait(lambda: _status(stream.pk) == "live", 20, "live")
-    session = _latest(stream.pk)
+    wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
+    session = latest_session(stream.pk)
     url = _live_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
@@ -193,7 +182,7 @@ def test_segmenter_ffmpeg_killed_while_the_publisher_stays(process_stack: Proces
         os.kill(segmenters[0], signal.SIGKILL)
         resumed = _advances(url, 2, RESUME_BOUND_S)
         assert publisher.poll() in (None, 0), "the publisher was never dropped"
-        assert _status(stream.pk) == "live" or publisher.poll() == 0
+        assert stream_status(stream.pk) == "live" or publisher.poll() == 0
         _ends_and_publishes_again(stack, stream.pk, key, publisher)
     assert watch.overwritten == [], watch.overwritten
     assert resumed < RESUME_BOUND_S
@@ -205,25 +194,27 @@ def test_nginx_rtmp_killed(process_stack: ProcessStack, user, tmp_path):
     stack = process_stack
     stream, key = make_stream(user)
     publisher = stack.publish(key, duration_s=60)
-    _wait(lambda: _status(stream.pk) == "live", 20, "live")
-    session = _latest(stream.pk)
+    wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
+    session = latest_session(stream.pk)
     url = _live_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         stack.kill_nginx_rtmp()  # -9: no on_publish_done ever comes
         publisher.wait(timeout=20)
-        offline = _wait(lambda: _status(stream.pk) == "offline", OFFLINE_BOUND_S, "offline without on_publish_done")
+        offline = wait_for(
+            lambda: stream_status(stream.pk) == "offline", OFFLINE_BOUND_S, "offline without on_publish_done"
+        )
         stack.start("rtmp")
         time.sleep(0.5)
         again = stack.publish_accepted(key, within_s=10, duration_s=5)
-        _wait(lambda: _status(stream.pk) == "live", 10, "live again")
+        wait_for(lambda: stream_status(stream.pk) == "live", 10, "live again")
         again.wait(timeout=40)
-        _wait(lambda: _status(stream.pk) == "offline", OFFLINE_BOUND_S, "offline")
-        _wait(lambda: _latest(stream.pk).status == SessionStatus.ENDED, 60, "session ended")
+        wait_for(lambda: stream_status(stream.pk) == "offline", OFFLINE_BOUND_S, "offline")
+        wait_for(lambda: latest_session(stream.pk).status == SessionStatus.ENDED, 60, "session ended")
     assert offline < OFFLINE_BOUND_S
     assert watch.overwritten == [], watch.overwritten
     for done in StreamSession.objects.filter(stream=stream):
-        _wait(lambda done=done: StreamSession.objects.get(pk=done.pk).status == SessionStatus.ENDED, 60, "ended")
+        wait_for(lambda done=done: StreamSession.objects.get(pk=done.pk).status == SessionStatus.ENDED, 60, "ended")
     _source_segments_decode(stack, StreamSession.objects.get(pk=session.pk), tmp_path / "first")
     _no_dead_roles(stack)
 
@@ -232,8 +223,8 @@ def test_worker_killed_mid_transcode(process_stack: ProcessStack, user, tmp_path
     stack = process_stack
     stream, key = make_stream(user)
     publisher = stack.publish(key, duration_s=30)
-    _wait(lambda: _status(stream.pk) == "live", 20, "live")
-    session = _latest(stream.pk)
+    wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
+    session = latest_session(stream.pk)
     url = _live_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
@@ -262,8 +253,8 @@ def test_s3_outage_costs_no_segment(process_stack: ProcessStack, user, tmp_path)
     stack = process_stack
     stream, key = make_stream(user)
     publisher = stack.publish(key, duration_s=30)
-    _wait(lambda: _status(stream.pk) == "live", 20, "live")
-    session = _latest(stream.pk)
+    wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
+    session = latest_session(stream.pk)
     url = _live_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:

@@ -21,7 +21,7 @@ import requests
 from streams import services as stream_services
 from streams.models import SessionStatus, Stream, StreamSession
 from tests.factories import make_stream
-from tests.fixtures.stack import MultiNodeStack, playlist_count
+from tests.fixtures.stack import MultiNodeStack, latest_session, playlist_count, stream_status, wait_for
 from tests.pipeline.media import Source, decode_segment, parse_master, publish_file, segment_uris, source_file
 from transcoding import state
 
@@ -30,25 +30,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 # Small and cheap to transcode (two streams on two cores), long enough for the whole test.
 SOURCE = Source("multi-node-360p", 640, 360, 30, 800, seconds=100)
 TAKEOVER_BOUND_S = 10.0  # A's key is accepted on node B within this after node A is killed
-
-
-def _wait(predicate, timeout: float, what: str, step: float = 0.25) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
-def _status(stream_id: int) -> str:
-    return Stream.objects.get(pk=stream_id).status
-
-
-def _session(stream_id: int) -> StreamSession:
-    session = StreamSession.objects.filter(stream_id=stream_id).order_by("-started_at", "-pk").first()
-    assert session is not None
-    return session
 
 
 def _media_url(stack: MultiNodeStack, stream_id: int) -> str:
@@ -68,13 +49,13 @@ def _media_url(stack: MultiNodeStack, stream_id: int) -> str:
         found[:] = [f"{stack.edge_url}/live/{stream_id}/{v.uri}" for v in variants if "/source/" in v.uri]
         return bool(found)
 
-    _wait(ready, 60, f"the master playlist of stream {stream_id} at the edge")
+    wait_for(ready, 60, f"the master playlist of stream {stream_id} at the edge")
     return found[0]
 
 
 def _advances(url: str, by: int, timeout: float) -> float:
     start = max(playlist_count(url), 0)
-    return _wait(lambda: playlist_count(url) >= start + by, timeout, f"{by} new segments at {url}")
+    return wait_for(lambda: playlist_count(url) >= start + by, timeout, f"{by} new segments at {url}")
 
 
 def _last_segment_frames(url: str, tmp: Path) -> list[int]:
@@ -126,12 +107,12 @@ def test_two_ingest_nodes_and_losing_one(multi_node_stack: MultiNodeStack, user,
     try:
         publishers.append(pub_a := publish_file(f"{node_a.rtmp_url}/{key_a}", media))
         publishers.append(pub_b := publish_file(f"{node_b.rtmp_url}/{key_b}", media))
-        _wait(lambda: _status(stream_a.pk) == "live" and _status(stream_b.pk) == "live", 20, "both live")
-        session_a, session_b = _session(stream_a.pk), _session(stream_b.pk)
+        wait_for(lambda: stream_status(stream_a.pk) == "live" and stream_status(stream_b.pk) == "live", 20, "both live")
+        session_a, session_b = latest_session(stream_a.pk), latest_session(stream_b.pk)
         # Each publish is received, queued and segmented on its own node.
         assert state.ingest_node(session_a.pk, 1) == "node-a"
         assert state.ingest_node(session_b.pk, 1) == "node-b"
-        _wait(
+        wait_for(
             lambda: (
                 set(state.node_heartbeats("node-a")) == {(session_a.pk, 1)}
                 and set(state.node_heartbeats("node-b")) == {(session_b.pk, 1)}
@@ -150,36 +131,36 @@ def test_two_ingest_nodes_and_losing_one(multi_node_stack: MultiNodeStack, user,
         # Node A is lost: its nginx-rtmp and its supervisor, SIGKILLed by PID.
         killed_at = time.monotonic()
         pids = stack.kill_node("node-a")
-        _wait(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 5, "node A's processes gone")
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 5, "node A's processes gone")
         assert pub_a.wait(timeout=20) != 0  # its publisher lost the connection
         count_b = playlist_count(url_b)
 
         # Node A's registration lapses within INGEST_NODE_TTL_SECONDS; its session waits for
         # a reconnect (not ended), stream B is untouched.
-        _wait(lambda: not state.node_is_alive("node-a"), 6, "node A's registration lapsed")
+        wait_for(lambda: not state.node_is_alive("node-a"), 6, "node A's registration lapsed")
         assert state.nodes() == ["node-b"]
         assert StreamSession.objects.get(pk=session_a.pk).status in (SessionStatus.LIVE, SessionStatus.RECONNECTING)
-        assert _status(stream_b.pk) == "live"
+        assert stream_status(stream_b.pk) == "live"
 
         # A's key publishes on node B at once: the same session resumes on a new connection there.
         remaining = TAKEOVER_BOUND_S - (time.monotonic() - killed_at)
         again = _publish_until_taken_over(f"{node_b.rtmp_url}/{key_a}", media, session_a.pk, remaining)
         publishers.append(again)
         taken_over_s = time.monotonic() - killed_at
-        assert _status(stream_a.pk) == "live"
+        assert stream_status(stream_a.pk) == "live"
         resumed = StreamSession.objects.get(pk=session_a.pk)
         assert (resumed.status, resumed.connections) == (SessionStatus.LIVE, 2)
         assert state.ingest_node(session_a.pk, 2) == "node-b"
-        _wait(lambda: (session_a.pk, 2) in state.node_heartbeats("node-b"), 10, "node B segmenting stream A")
+        wait_for(lambda: (session_a.pk, 2) in state.node_heartbeats("node-b"), 10, "node B segmenting stream A")
 
         # Stream B kept advancing through the loss of node A; stream A advances again from node B.
-        _wait(lambda: playlist_count(url_b) >= count_b + 3, 30, "stream B advancing after the kill")
+        wait_for(lambda: playlist_count(url_b) >= count_b + 3, 30, "stream B advancing after the kill")
         after_kill_b = _last_segment_frames(url_b, tmp_path / "b-after")
         assert after_kill_b[0] > before_kill_b[-1]  # later frames of the same, uninterrupted publish
         assert StreamSession.objects.get(pk=session_b.pk).connections == 1
         _advances(url_a, 2, 60)
         _last_segment_frames(url_a, tmp_path / "a-after")
-        assert _status(stream_b.pk) == "live"
+        assert stream_status(stream_b.pk) == "live"
 
         # Re-keying stream B drops its publisher through node B's registered control URL; A's
         # publisher on the same node stays.
