@@ -49,9 +49,11 @@ def plan(session_id: int, ladder: list[Rendition], *, waited_s: float, observe: 
 
 
 def transcoded(session_id: int, ladder: list[Rendition], *, elapsed_s: float, duration_s: float) -> None:
-    """A chunk took ``elapsed_s`` to transcode after its last byte: slower than the chunk lasts
-    (a source heavier than the workers can encode in real time) sheds one more rung."""
-    if settings.OVERLOAD_SHEDDING and duration_s > 0 and elapsed_s > duration_s:
+    """A chunk took ``elapsed_s`` to transcode after its last byte. More than the chunk lasts plus
+    ``OVERLOAD_LATE_SECONDS`` (a source heavier than the workers can encode in real time) sheds
+    one more rung; a short chunk (the last of a publish) counts as a full one."""
+    lasts = max(duration_s, float(settings.CHUNK_SECONDS) / 2)
+    if settings.OVERLOAD_SHEDDING and elapsed_s > lasts + settings.OVERLOAD_LATE_SECONDS:
         _apply(
             session_id,
             ladder,

@@ -212,7 +212,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
     transcoded = time.monotonic()
     # Progressive: what counts is the time after the chunk's last byte arrived.
     elapsed_ms = int((transcoded - (feed.finished_at or started)) * 1000)
-    if part == 0:
+    if part == 0 and meta.seq > 0 and not meta.disc:  # a connection's first chunk starts cold (probe)
         lasts = meta.duration or meta.expect or float(settings.CHUNK_SECONDS)
         shedding.transcoded(session_id, ladder, elapsed_s=elapsed_ms / 1000, duration_s=lasts)
     metrics.observe_transcode(elapsed_ms / 1000, outputs)

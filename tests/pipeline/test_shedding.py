@@ -76,8 +76,9 @@ def test_late_chunks_shed_one_rung_each_and_calm_ones_restore_them(session):
     assert shedding.status(SESSION) is None
     assert redis_client().hget(metrics.SHED_KEY, str(SESSION)) is None
     # A transcode slower than the chunk lasts sheds too (a heavy source), and does not count as calm.
-    shedding.transcoded(SESSION, LADDER, elapsed_s=2.5, duration_s=2.0)
-    shedding.transcoded(SESSION, LADDER, elapsed_s=1.0, duration_s=2.0)
+    shedding.transcoded(SESSION, LADDER, elapsed_s=4.5, duration_s=2.0)
+    shedding.transcoded(SESSION, LADDER, elapsed_s=3.5, duration_s=2.0)  # within the late margin
+    shedding.transcoded(SESSION, LADDER, elapsed_s=0.9, duration_s=0.1)  # the last, short chunk
     assert shedding.plan(SESSION, LADDER, waited_s=0.0, observe=False) == {"720p"}
 
 
