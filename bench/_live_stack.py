@@ -59,7 +59,8 @@ class LiveStack:
         from streams import services
 
         user, _ = User.objects.get_or_create(username=owner, defaults={"email": f"{owner}@example.com"})
-        created = services.create_stream(user, title=title, keep_recordings=False)
+        # "normal" latency mode: the chunk is CHUNK_SECONDS (set_chunk), not the low mode's 1 s.
+        created = services.create_stream(user, title=title, keep_recordings=False, latency_mode="normal")
         return created.stream.pk, f"{self.rtmp_url}/{created.key}"
 
     def watch_url(self, stream_id: int) -> str:

@@ -286,7 +286,8 @@ def _latency(
 
     settings.CHUNK_SECONDS = chunk_s
     user, _ = User.objects.get_or_create(username="bench-pipeline", defaults={"email": "bench@example.com"})
-    created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False)
+    # "normal" latency mode: the chunk is CHUNK_SECONDS (chunk_s), not the low mode's 1 s.
+    created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False, latency_mode="normal")
     stream = created.stream
     opts = PublishOptions(
         url=f"{rtmp_url}/{created.key}", duration_s=seconds, gop_s=min(1.0, chunk_s), clock_boxes=True
