@@ -59,8 +59,10 @@ class LiveStack:
         from streams import services
 
         user, _ = User.objects.get_or_create(username=owner, defaults={"email": f"{owner}@example.com"})
-        # "normal" latency mode: the chunk is CHUNK_SECONDS (set_chunk), not the low mode's 1 s.
-        created = services.create_stream(user, title=title, keep_recordings=False, latency_mode="normal")
+        # The chunk is the stream's latency mode's, computed by the web process: 1 s chunks are
+        # the low mode (LOW_LATENCY_CHUNK_SECONDS), others the normal mode (CHUNK_SECONDS).
+        mode = "low" if settings.CHUNK_SECONDS <= settings.LOW_LATENCY_CHUNK_SECONDS else "normal"
+        created = services.create_stream(user, title=title, keep_recordings=False, latency_mode=mode)
         return created.stream.pk, f"{self.rtmp_url}/{created.key}"
 
     def watch_url(self, stream_id: int) -> str:

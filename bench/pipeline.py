@@ -286,8 +286,9 @@ def _latency(
 
     settings.CHUNK_SECONDS = chunk_s
     user, _ = User.objects.get_or_create(username="bench-pipeline", defaults={"email": "bench@example.com"})
-    # "normal" latency mode: the chunk is CHUNK_SECONDS (chunk_s), not the low mode's 1 s.
-    created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False, latency_mode="normal")
+    # The chunk is the stream's latency mode's (low: LOW_LATENCY_CHUNK_SECONDS, else CHUNK_SECONDS).
+    mode = "low" if chunk_s <= settings.LOW_LATENCY_CHUNK_SECONDS else "normal"
+    created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False, latency_mode=mode)
     stream = created.stream
     opts = PublishOptions(
         url=f"{rtmp_url}/{created.key}", duration_s=seconds, gop_s=min(1.0, chunk_s), clock_boxes=True
