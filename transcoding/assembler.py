@@ -74,6 +74,8 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
                     "assembler lease lapsed: another assembler took over", extra={"session": layout.session_id}
                 )
                 return lost.published
+            if step.committed:
+                state.announce_commit(layout.session_id)  # held LL requests look again
             if not step.holding:
                 return step.published
 
@@ -104,10 +106,14 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
                 sizes={name: len(data) for name, data in chunk.outputs.items()},
                 epoch=step.epoch,
                 dseq=last.after() if last else 0,
+                inits=dict(chunk.inits),
             )
             after: dict[str, dict[str, int]] = {}
             for name, data in chunk.outputs.items():
-                fixed, end = mpegts.continue_counters(data, {int(p): cc for p, cc in counters.get(name, {}).items()})
+                if chunk.inits:  # CMAF (low latency): tfdt carries the timeline, no counters
+                    fixed, end = data, {}
+                else:
+                    fixed, end = mpegts.continue_counters(data, {int(p): cc for p, cc in counters.get(name, {}).items()})
                 after[name] = {str(pid): cc for pid, cc in end.items()}
                 if fixed:  # a rung shed under overload has no segment (EXT-X-GAP)
                     segments.append((f"{name}/{entry.name}", fixed))
@@ -191,6 +197,9 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
 
 def _floor() -> int:
     return math.ceil(settings.CHUNK_SECONDS)
+
+
+floor_target = _floor  # the origin's LL playlists use the same EXT-X-TARGETDURATION floor
 
 
 def live_playlist(stream_id: int, session_id: int, rendition: str, kind: str) -> str | None:

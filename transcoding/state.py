@@ -1451,9 +1451,10 @@ class LiveEdge:
     parts: dict[tuple[int, str], Partials]
 
 
-def live_edge(session_id: int, seqs: list[int], renditions: list[str], *, dvr: int = 0) -> LiveEdge:
-    """The window (or the last ``dvr`` entries of the log), the next chunk to publish, and the
-    parts of ``seqs`` (plus the next chunk's) in each rendition, read in one pipeline."""
+def live_edge(session_id: int, renditions: list[str], *, dvr: int = 0, recent: int = 6) -> LiveEdge:
+    """What an LL playlist renders from, in two pipelined reads: the live window (or the last
+    ``dvr`` entries of the log), the next chunk to publish; then the parts of the window's last
+    ``recent`` chunks and of the next chunk, in every rendition."""
     pipe = redis_client().pipeline(transaction=False)
     if dvr:
         pipe.lrange(key(session_id, "published"), -dvr, -1)
@@ -1462,12 +1463,17 @@ def live_edge(session_id: int, seqs: list[int], renditions: list[str], *, dvr: i
     pipe.get(key(session_id, "target"))
     pipe.exists(key(session_id, "final"))
     pipe.get(key(session_id, "next"))
+    raw, target_, final, nxt = pipe.execute()
+    entries = [Entry.from_json(e) for e in raw]
+    next_seq = int(nxt or 0)
+    seqs = [e.seq for e in entries[-recent:]] + [next_seq]
     wanted = [(s, r) for s in seqs for r in renditions]
+    pipe = redis_client().pipeline(transaction=False)
     for s, r in wanted:
         pipe.lrange(key(session_id, f"pm:{s}:{r}"), 0, -1)
-    raw, target_, final, nxt, *lists = pipe.execute()
-    win = Window([Entry.from_json(e) for e in raw], int(target_ or 0), bool(final))
-    return LiveEdge(win, int(nxt or 0), {w: _partials(r) for w, r in zip(wanted, lists, strict=True)})
+    lists = pipe.execute()
+    win = Window(entries, int(target_ or 0), bool(final))
+    return LiveEdge(win, next_seq, {w: _partials(r) for w, r in zip(wanted, lists, strict=True)})
 
 
 def partials(session_id: int, seq: int, rendition: str) -> Partials:
