@@ -113,7 +113,9 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
                 if chunk.inits:  # CMAF (low latency): tfdt carries the timeline, no counters
                     fixed, end = data, {}
                 else:
-                    fixed, end = mpegts.continue_counters(data, {int(p): cc for p, cc in counters.get(name, {}).items()})
+                    fixed, end = mpegts.continue_counters(
+                        data, {int(p): cc for p, cc in counters.get(name, {}).items()}
+                    )
                 after[name] = {str(pid): cc for pid, cc in end.items()}
                 if fixed:  # a rung shed under overload has no segment (EXT-X-GAP)
                     segments.append((f"{name}/{entry.name}", fixed))

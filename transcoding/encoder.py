@@ -196,7 +196,9 @@ def transcode(
     parameters the outputs get (without it, what the chunk's short probe found). Raises
     ``TranscodeError`` for input or encoder failures; exceptions of ``source`` propagate."""
     try:
-        return _transcode(source, renditions, threads=threads, make=_output_factory(fps, threads=threads, gop_s=gop_s, media=media))
+        return _transcode(
+            source, renditions, threads=threads, make=_output_factory(fps, threads=threads, gop_s=gop_s, media=media)
+        )
     except av.error.FFmpegError as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
 

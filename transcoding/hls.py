@@ -36,13 +36,21 @@ class Entry:
     # Discontinuity tags of the entries before this one (EXT-X-DISCONTINUITY-SEQUENCE of a
     # window that starts here, RFC 8216 4.3.3.3), so a window renders without the whole log.
     dseq: int = 0
-    # fMP4 segments: URI of the Media Initialization Section (EXT-X-MAP, RFC 8216bis 3.1.2,
-    # relative to the media playlist); "" for MPEG-TS.
-    init: str = ""
+    # fMP4 segments: rendition -> URI of its Media Initialization Section (EXT-X-MAP, RFC
+    # 8216bis 3.1.2, relative to that rendition's media playlist); empty for MPEG-TS.
+    inits: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return segment_name(self.seq, self.epoch, "m4s" if self.init else "ts")
+        return segment_name(self.seq, self.epoch, "m4s" if self.inits else "ts")
+
+    def init(self, rendition: str | None) -> str:
+        """The EXT-X-MAP URI of this segment in ``rendition`` ("" for TS)."""
+        if not self.inits:
+            return ""
+        if rendition is None:
+            return next(iter(self.inits.values()))
+        return self.inits.get(rendition, "")
 
     @property
     def tagged(self) -> bool:
@@ -64,15 +72,15 @@ class Entry:
             "e": self.epoch,
             "ds": self.dseq,
         }
-        if self.init:  # TS entries stay byte for byte what they were
-            d["m"] = self.init
+        if self.inits:  # TS entries stay byte for byte what they were
+            d["m"] = self.inits
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Entry:
         d = json.loads(raw)
         return cls(
-            d["i"], d["seq"], d["dur"], d["wall"], d["disc"], d["r"], d.get("e", 0), d.get("ds", 0), d.get("m", "")
+            d["i"], d["seq"], d["dur"], d["wall"], d["disc"], d["r"], d.get("e", 0), d.get("ds", 0), d.get("m") or {}
         )
 
 
@@ -97,7 +105,7 @@ def with_dseq(entries: list[Entry]) -> list[Entry]:
     out: list[Entry] = []
     for i, e in enumerate(entries):
         dseq = out[-1].after() if out else 0
-        out.append(Entry(i, e.seq, e.duration, e.wall, e.disc, e.sizes, e.epoch, dseq, e.init))
+        out.append(Entry(i, e.seq, e.duration, e.wall, e.disc, e.sizes, e.epoch, dseq, e.inits))
     return out
 
 
@@ -117,7 +125,8 @@ def parse_media(text: str, renditions: list[str]) -> list[Entry]:
         elif (match := NAME_RE.match(line.strip())) is not None:
             epoch, seq = int(match[1] or 0), int(match[2])
             sizes = dict.fromkeys(renditions, 0)
-            entries.append(Entry(len(entries), seq, duration, wall, disc, sizes, epoch, init=init))
+            inits = dict.fromkeys(renditions, init) if init else {}
+            entries.append(Entry(len(entries), seq, duration, wall, disc, sizes, epoch, inits=inits))
             disc = False
     return with_dseq(entries)
 
@@ -165,8 +174,8 @@ def render_media(
     lines = _header(shown, media_sequence, discontinuities_before, target=target, kind=kind, ended=ended)
     in_effect = ""
     for entry in shown:
-        lines += _segment_head(entry.init, entry.wall, in_effect, tagged=entry.tagged)
-        in_effect = entry.init
+        lines += _segment_head(entry.init(rendition), entry.wall, in_effect, tagged=entry.tagged)
+        in_effect = entry.init(rendition)
         lines += _segment_tail(entry, rendition)
     if ended:
         lines.append("#EXT-X-ENDLIST")
@@ -202,7 +211,7 @@ def version(shown: list[Entry]) -> int:
     Section 8: 3 for floating-point EXTINF durations, 6 for EXT-X-MAP in a playlist that is not
     I-frames only. The low-latency tags (EXT-X-PART-INF, -SERVER-CONTROL, -PART, -PRELOAD-HINT,
     -RENDITION-REPORT) require no version; EXT-X-SKIP (9), which we do not write, would."""
-    return 6 if any(e.init for e in shown) else 3
+    return 6 if any(e.inits for e in shown) else 3
 
 
 def _segment_head(init: str, wall: float | None, in_effect: str, *, tagged: bool) -> list[str]:
@@ -302,14 +311,15 @@ def render_low_latency(
         f"#EXT-X-PART-INF:PART-TARGET={_ceil_ms(ll.part_target):.3f}",
     ]
     pending = [] if ended else ll.pending
-    pending_init = (ll.pending_init or (window[-1].init if window else "")) if pending else ""
-    version_of = [*window, Entry(0, 0, 0.0, 0.0, disc=False, init=pending_init)]
+    pending_init = (ll.pending_init or (window[-1].init(rendition) if window else "")) if pending else ""
+    pending_inits = {rendition or "": pending_init} if pending_init else {}
+    version_of = [*window, Entry(0, 0, 0.0, 0.0, disc=False, inits=pending_inits)]
     lines = _header(version_of, media_sequence, dseq, target=target, kind="live", ended=ended, ll=tuple(control))
     listed = listed_parts(window, ll, target=target, ended=ended)
     in_effect = ""
     for entry in window:
-        lines += _segment_head(entry.init, entry.wall, in_effect, tagged=entry.tagged)
-        in_effect = entry.init
+        lines += _segment_head(entry.init(rendition), entry.wall, in_effect, tagged=entry.tagged)
+        in_effect = entry.init(rendition)
         gap = _gap(entry, rendition)
         lines += [_part_line(p, gap=gap) for p in listed.get(entry.index, [])]
         lines += _segment_tail(entry, rendition)

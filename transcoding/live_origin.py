@@ -48,12 +48,6 @@ PART_CACHE = storage.SEGMENT_CACHE
 RECHECK_S = 1.0
 
 
-def part_name(seq: int, epoch: int, index: int) -> str:
-    """``seg_000012.p3.m4s``: part 3 of the segment ``seg_000012.m4s``."""
-    stem = hls.segment_name(seq, epoch).rsplit(".", 1)[0]
-    return f"{stem}.p{index}.m4s"
-
-
 @dataclass(frozen=True)
 class Rendered:
     text: str
@@ -83,9 +77,10 @@ def render(stream_id: int, session_id: int, rendition: str, kind: str) -> Render
         return None
     target = max(assembler.floor_target(), live.window.target)
     epoch = entries[-1].epoch
-    ll = _low_latency(entries, live, rendition, names, part_target, target, epoch)
-    text = hls.render_low_latency(entries, ll, target=target, ended=live.window.final, rendition=rendition)
-    return Rendered(text, hls.edge_of(entries, ll), target, live.window.final)
+    ll = _low_latency(entries, live, rendition, names, part_target, epoch)
+    ended = live.window.final
+    text = hls.render_low_latency(entries, ll, target=target, ended=ended, rendition=rendition)
+    return Rendered(text, hls.edge_of(entries, ll, ended=ended), target, ended)
 
 
 # Segments (counted from the newest) whose parts a playlist may list: parts older than three
@@ -99,7 +94,6 @@ def _low_latency(  # noqa: PLR0913 - one playlist's inputs
     rendition: str,
     names: list[str],
     part_target: float,
-    target: int,
     epoch: int,
 ) -> hls.LowLatency:
     """The parts part of an LL playlist: recent segments' parts, the next chunk's parts so far,
@@ -109,17 +103,10 @@ def _low_latency(  # noqa: PLR0913 - one playlist's inputs
         got = live.parts.get((seq, name))
         if got is None:
             return []
-        return [hls.Part(part_name(seq, epoch, i), p.duration, p.independent) for i, p in enumerate(got.parts)]
+        return [hls.Part(hls.part_name(seq, epoch, i), p.duration, p.independent) for i, p in enumerate(got.parts)]
 
-    listed: dict[int, list[hls.Part]] = {}
-    total = 0.0
-    for entry in reversed(entries):
-        total += entry.duration
-        if total > 3 * target:
-            break
-        parts = parts_of(entry.seq, rendition)
-        if parts:
-            listed[entry.index] = parts
+    # The recent segments' parts (hls.listed_parts keeps those within three target durations).
+    listed = {e.index: parts for e in entries[-_RECENT:] if (parts := parts_of(e.seq, rendition))}
     nxt = live.next_seq
     pending = parts_of(nxt, rendition)
     ended = live.window.final
@@ -127,9 +114,9 @@ def _low_latency(  # noqa: PLR0913 - one playlist's inputs
     if ended:
         hint = None
     elif current is not None and current.ended:
-        hint = part_name(nxt + 1, epoch, 0)
+        hint = hls.part_name(nxt + 1, epoch, 0)
     else:
-        hint = part_name(nxt, epoch, len(pending))
+        hint = hls.part_name(nxt, epoch, len(pending))
     last = entries[-1].index
     reports = []
     for other in names:
@@ -142,7 +129,18 @@ def _low_latency(  # noqa: PLR0913 - one playlist's inputs
             previous = live.parts.get((entries[-1].seq, other))
             count = len(previous.parts) if previous is not None else 0
             reports.append(hls.RenditionReport(f"../{other}/live.m3u8", last, count - 1))
-    return hls.LowLatency(part_target, listed, pending, hint, reports)
+    meta = live.next_meta
+    first = current.parts[0] if current is not None and current.parts else None
+    return hls.LowLatency(
+        part_target,
+        listed,
+        pending,
+        hint,
+        reports,
+        pending_wall=meta.wall if meta is not None else None,
+        pending_disc=bool(meta is not None and meta.disc) or live.pending_disc,
+        pending_init=first.init if first is not None else "",
+    )
 
 
 # --- Held requests ---------------------------------------------------------------------------
@@ -266,14 +264,6 @@ async def _hold(session_id: int, ready: object, deadline: float) -> object:
 # --- Views -------------------------------------------------------------------------------------
 
 
-def _int_arg(request: HttpRequest, name: str) -> int | None | str:
-    """The query argument as a non-negative int, None when absent, "bad" when malformed."""
-    value = request.GET.get(name)
-    if value is None:
-        return None
-    return int(value) if value.isdigit() and len(value) <= 12 else "bad"
-
-
 def _text_response(text: str, status: int, cache: str) -> HttpResponse:
     response = HttpResponse(text, status=status, content_type="text/plain")
     response["Cache-Control"] = cache
@@ -287,10 +277,11 @@ async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendit
         return _text_response("method not allowed\n", 405, "no-store")
     if kind not in {"live", "index"}:
         return _text_response("not found\n", 404, storage.PLAYLIST_CACHE)
-    msn, part = _int_arg(request, "_HLS_msn"), _int_arg(request, "_HLS_part")
+    try:
+        msn, part = hls.directive(request.GET.get("_HLS_msn")), hls.directive(request.GET.get("_HLS_part"))
+    except ValueError:
+        return _text_response("_HLS_msn and _HLS_part must be decimal integers (RFC 8216bis 4.2)\n", 400, "no-store")
     skip = request.GET.get("_HLS_skip")
-    if msn == "bad" or part == "bad":
-        return _text_response("_HLS_msn and _HLS_part must be non-negative integers\n", 400, "no-store")
 
     def current() -> Rendered | None:
         try:
@@ -303,7 +294,6 @@ async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendit
         return _text_response("not live\n", 404, storage.PLAYLIST_CACHE)
     if rendered.edge is None or (msn is None and part is None):
         return _playlist_response(rendered, blocking=False)
-    assert not isinstance(msn, str) and not isinstance(part, str)
     error = hls.blocking_error(rendered.edge, msn, part, skip)
     if error is not None:
         return _text_response(error + "\n", 400, "no-store")

@@ -1396,14 +1396,24 @@ return n + 1
 
 
 def add_partial(  # noqa: PLR0913 - one part's fields
-    session_id: int, seq: int, rendition: str, index: int, data: bytes, duration: float, independent: bool
+    session_id: int,
+    seq: int,
+    rendition: str,
+    index: int,
+    data: bytes,
+    duration: float,
+    independent: bool,
+    *,
+    init: str = "",
 ) -> None:
     """Append partial segment ``index`` of chunk ``seq`` in ``rendition`` and wake its waiters
-    (one script: the part, its metadata and the event are one step). Idempotent: a transcode
+    (one script: the part, its metadata and the event are one step); ``init``: the name of the
+    init section the part needs (kept with part 0: the playlist's EXT-X-MAP of the segment in
+    progress). Idempotent: a transcode
     taken over from a lost worker finds the parts that worker already listed and keeps them."""
     ttl = int(settings.LL_PART_TTL_SECONDS)
     keys = (key(session_id, f"pm:{seq}:{rendition}"), key(session_id, f"pd:{seq}:{rendition}"))
-    meta = f"{duration:.3f}|{1 if independent else 0}"
+    meta = f"{duration:.3f}|{1 if independent else 0}|{init}"
     event = f"{seq} {rendition} {index}"
     _eval(_ADD_PART, 3, *keys, events_channel(session_id), meta, data, ttl, event, "0", index)
 
@@ -1419,6 +1429,7 @@ def end_partials(session_id: int, seq: int, rendition: str) -> None:
 class PartMeta:
     duration: float
     independent: bool
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -1436,8 +1447,8 @@ def _partials(raw: list[Any]) -> Partials:
         if text == "end":
             ended = True
             break
-        duration, independent = text.split("|")
-        parts.append(PartMeta(float(duration), independent == "1"))
+        duration, independent, init = [*text.split("|", 2), ""][:3]
+        parts.append(PartMeta(float(duration), independent == "1", init))
     return Partials(parts, ended)
 
 
@@ -1449,6 +1460,8 @@ class LiveEdge:
     window: Window
     next_seq: int
     parts: dict[tuple[int, str], Partials]
+    next_meta: ChunkMeta | None  # the chunk in progress (its wall clock, discontinuity)
+    pending_disc: bool = False  # the next entry follows a gap
 
 
 def live_edge(session_id: int, renditions: list[str], *, dvr: int = 0, recent: int = 6) -> LiveEdge:
@@ -1463,7 +1476,8 @@ def live_edge(session_id: int, renditions: list[str], *, dvr: int = 0, recent: i
     pipe.get(key(session_id, "target"))
     pipe.exists(key(session_id, "final"))
     pipe.get(key(session_id, "next"))
-    raw, target_, final, nxt = pipe.execute()
+    pipe.get(key(session_id, "pending_disc"))
+    raw, target_, final, nxt, pending_disc = pipe.execute()
     entries = [Entry.from_json(e) for e in raw]
     next_seq = int(nxt or 0)
     seqs = [e.seq for e in entries[-recent:]] + [next_seq]
@@ -1471,9 +1485,11 @@ def live_edge(session_id: int, renditions: list[str], *, dvr: int = 0, recent: i
     pipe = redis_client().pipeline(transaction=False)
     for s, r in wanted:
         pipe.lrange(key(session_id, f"pm:{s}:{r}"), 0, -1)
-    lists = pipe.execute()
+    pipe.hgetall(key(session_id, f"chunk:{next_seq}"))
+    *lists, meta = pipe.execute()
     win = Window(entries, int(target_ or 0), bool(final))
-    return LiveEdge(win, next_seq, {w: _partials(r) for w, r in zip(wanted, lists, strict=True)})
+    parts = {w: _partials(r) for w, r in zip(wanted, lists, strict=True)}
+    return LiveEdge(win, next_seq, parts, _meta(next_seq, meta), _text(pending_disc or b"") == "1")
 
 
 def partials(session_id: int, seq: int, rendition: str) -> Partials:

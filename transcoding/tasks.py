@@ -266,7 +266,14 @@ class _PartSink:
             self.inits[part.rendition] = name
             self.codecs[part.rendition] = fmp4.init_codecs(part.init)
         state.add_partial(
-            session_id, self.seq, part.rendition, part.index, part.data, part.duration, part.independent
+            session_id,
+            self.seq,
+            part.rendition,
+            part.index,
+            part.data,
+            part.duration,
+            part.independent,
+            init=self.inits[part.rendition],
         )
 
     def end(self, renditions: list[str]) -> None:
