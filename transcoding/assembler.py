@@ -110,8 +110,9 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
             )
             after: dict[str, dict[str, int]] = {}
             for name, data in chunk.outputs.items():
+                end: dict[int, int] = {}
                 if chunk.inits:  # CMAF (low latency): tfdt carries the timeline, no counters
-                    fixed, end = data, {}
+                    fixed = data
                 else:
                     fixed, end = mpegts.continue_counters(
                         data, {int(p): cc for p, cc in counters.get(name, {}).items()}

@@ -23,8 +23,8 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any, cast
 
@@ -264,6 +264,7 @@ class PartOut:
     duration: float  # seconds of video
     independent: bool
     init: bytes  # the rendition's init section (the same object for every part of a connection)
+    codec: str  # RFC 6381 video codecs string of the rendition ("avc1.64001f")
 
 
 PartSink = Callable[[PartOut], None]
@@ -298,6 +299,7 @@ class _CmafOutput:
         sink: PartSink,
     ) -> None:
         self.rendition = rendition
+        self.source = source
         self.sink = sink
         self.part_ticks = int(part_s * 90000)
         self.codec: Any = None
@@ -322,6 +324,7 @@ class _CmafOutput:
         self.audio_config: fmp4.AudioConfig | None = None
         self.init = b""
         self.audio: list[tuple[bytes, int]] = []  # ADTS packets not yet in a part (pts 90 kHz)
+        self.audio_next: int | None = None  # where the last audio packet ends (90 kHz)
         self.part_start: int | None = None  # dts of the current part's first frame
         self.spacing = 3000  # the largest frame spacing seen (90 kHz), 30 fps until measured
         self.last_dts: int | None = None
@@ -329,19 +332,28 @@ class _CmafOutput:
 
     # Input ----------------------------------------------------------------------------------
     def audio_packet(self, data: bytes, pts: int) -> None:
-        if self.audio_config is None:
-            frames = fmp4.adts_frames(data)
-            if frames:
-                self.audio_config = frames[0][1]
+        frames = fmp4.adts_frames(data)
+        if frames and self.audio_config is None:
+            self.audio_config = frames[0][1]
+        rate = frames[0][1].sample_rate if frames else (self.audio_rate or 48000)
+        self.audio_next = pts + round(len(frames) * 1024 * 90000 / rate)
         self.audio.append((data, pts))
 
     def copy_audio(self, packet: Any) -> None:
-        self.audio_packet(bytes(packet), int(packet.pts))
+        # A PES holding several AAC frames comes out of the demuxer as packets of which only the
+        # first has a time: the others follow the previous one's end.
+        pts = int(packet.pts) if packet.pts is not None else self.audio_next
+        if pts is not None:
+            self.audio_packet(bytes(packet), pts)
 
     def copy_video(self, packet: Any) -> None:
-        self.video_packet(bytes(packet), int(packet.pts), int(packet.dts), bool(packet.is_keyframe))
+        pts = packet.pts if packet.pts is not None else packet.dts
+        dts = packet.dts if packet.dts is not None else pts
+        if pts is None:
+            return
+        self.video_packet(bytes(packet), int(pts), int(dts), key=bool(packet.is_keyframe))
 
-    def video_packet(self, data: bytes, pts: int, dts: int, key: bool) -> None:
+    def video_packet(self, data: bytes, pts: int, dts: int, *, key: bool) -> None:
         if self.video_config is None:
             if not key:
                 return  # nothing decodes before the chunk's IDR
@@ -370,7 +382,7 @@ class _CmafOutput:
             )
             frame.pts, frame.time_base = pts, time_base
         for packet in self.codec.encode(frame):
-            self.video_packet(bytes(packet), int(packet.pts), int(packet.dts), bool(packet.is_keyframe))
+            self.video_packet(bytes(packet), int(packet.pts), int(packet.dts), key=bool(packet.is_keyframe))
 
     # Output ---------------------------------------------------------------------------------
     def _cut(self, boundary: int | None) -> None:
@@ -378,6 +390,9 @@ class _CmafOutput:
         if self.part_start is None:
             return
         if not self.init:
+            if self.has_audio and self.audio_config is None and self.source is not None:
+                # No audio packet before the first cut: the connection's probed parameters.
+                self.audio_config = fmp4.aac_lc_config(self.source.audio_sample_rate, self.source.audio_channels)
             self.init = fmp4.init_segment(self.video_config, self.audio_config if self.has_audio else None)
         keep: list[tuple[bytes, int]] = []
         for data, pts in self.audio:
@@ -396,15 +411,14 @@ class _CmafOutput:
                 duration=round((end - self.part_start) / 90000, 3),
                 independent=not self.parts,
                 init=self.init,
+                codec=fmp4.codec_string(self.video_config) if self.video_config else "",
             )
         )
         self.parts.append(data)
         self.part_start = None
 
     def close(self) -> bytes:
-        """Flush the encoder and the last part; the whole segment (its parts, in order)."""
-        if self.codec is not None:
-            self.encode(None)
+        """Write the last part (the encoder was flushed); the whole segment (its parts, in order)."""
         self._cut(None)
         return b"".join(self.parts)
 

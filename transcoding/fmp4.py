@@ -35,6 +35,7 @@ What is written (the references are the clauses checked):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import struct
 from dataclasses import dataclass
@@ -523,3 +524,18 @@ class Fragmenter:
         defaults = struct.pack(">II", AAC_FRAME_SAMPLES, SYNC_SAMPLE)
         flags = TFHD_DEFAULT_DURATION | TFHD_DEFAULT_FLAGS
         return _traf(AUDIO_TRACK, flags, defaults, self._audio_start, trun)
+
+
+def init_name(init: bytes) -> str:
+    """An init section's object name, from its content: ``init_<sha256 prefix>.mp4``. A name
+    is written once and never with other bytes (a new codec configuration is a new name)."""
+    return f"init_{hashlib.sha256(init).hexdigest()[:16]}.mp4"
+
+
+def aac_lc_config(sample_rate: int, channels: int) -> AudioConfig | None:
+    """The AAC-LC configuration of a probed source (when no packet was seen yet), None for a
+    rate or channel count an AudioSpecificConfig cannot index."""
+    if sample_rate not in ADTS_SAMPLE_RATES or not 1 <= channels <= 7:
+        return None
+    asc = _audio_specific_config(2, ADTS_SAMPLE_RATES.index(sample_rate), channels)
+    return AudioConfig(sample_rate=sample_rate, channels=channels, asc=asc)

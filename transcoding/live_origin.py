@@ -25,6 +25,7 @@ Sessions in the normal latency mode (MPEG-TS) keep the plain live playlists of `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -62,7 +63,7 @@ def render(stream_id: int, session_id: int, rendition: str, kind: str) -> Render
     part_target = state.low_latency(session_id)
     if part_target is None:
         text = assembler.live_playlist(stream_id, session_id, rendition, kind)
-        return Rendered(text, None, 0, False) if text is not None else None
+        return Rendered(text, None, target=0, ended=False) if text is not None else None
     if state.stream_of(session_id) != stream_id:
         return None
     names = [r.name for r in state.ladder(session_id) or []]
@@ -77,7 +78,7 @@ def render(stream_id: int, session_id: int, rendition: str, kind: str) -> Render
         return None
     target = max(assembler.floor_target(), live.window.target)
     epoch = entries[-1].epoch
-    ll = _low_latency(entries, live, rendition, names, part_target, epoch)
+    ll = _low_latency(entries, live, rendition=rendition, names=names, part_target=part_target, epoch=epoch)
     ended = live.window.final
     text = hls.render_low_latency(entries, ll, target=target, ended=ended, rendition=rendition)
     return Rendered(text, hls.edge_of(entries, ll, ended=ended), target, ended)
@@ -88,9 +89,10 @@ def render(stream_id: int, session_id: int, rendition: str, kind: str) -> Render
 _RECENT = 6
 
 
-def _low_latency(  # noqa: PLR0913 - one playlist's inputs
+def _low_latency(
     entries: list[Entry],
     live: state.LiveEdge,
+    *,
     rendition: str,
     names: list[str],
     part_target: float,
@@ -198,10 +200,8 @@ class _Wakeups:
         del self.waiters[channel]
         if self.waiters:
             if self.pubsub is not None:
-                try:
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
                     await self.pubsub.unsubscribe(channel)
-                except (redis.exceptions.RedisError, OSError):
-                    pass
             return
         await self.close()  # nobody waits: the connection goes (a sync server's loop ends with the request)
 
@@ -210,16 +210,12 @@ class _Wakeups:
         self.reader = self.pubsub = self.client = None
         if reader is not None and not reader.done():
             reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going away
-                pass
         for closing in (pubsub, client):
             if closing is not None:
-                try:
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
                     await closing.aclose()
-                except (redis.exceptions.RedisError, OSError):
-                    pass
 
 
 _wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = weakref.WeakKeyDictionary()
@@ -243,20 +239,16 @@ async def _hold(session_id: int, ready: object, deadline: float) -> object:
     channel = state.events_channel(session_id)
     event = hub.register(channel)
     try:
-        try:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
             await hub.subscribe(channel)
-        except (redis.exceptions.RedisError, OSError):
-            pass  # no wake-ups: the re-check still answers
         while True:
             event.clear()
             result = await check()
             remaining = deadline - time.monotonic()
             if result or remaining <= 0:
                 return result
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, RECHECK_S))
-            except TimeoutError:
-                pass
     finally:
         await hub.unregister(channel, event)
 
@@ -273,19 +265,14 @@ def _text_response(text: str, status: int, cache: str) -> HttpResponse:
 async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendition: str, kind: str) -> HttpResponse:
     """A live media playlist; with ``_HLS_msn``/``_HLS_part`` (RFC 8216bis 6.2.5.2) held until
     it contains that segment or part."""
-    if request.method not in {"GET", "HEAD"}:
-        return _text_response("method not allowed\n", 405, "no-store")
-    if kind not in {"live", "index"}:
-        return _text_response("not found\n", 404, storage.PLAYLIST_CACHE)
     try:
         msn, part = hls.directive(request.GET.get("_HLS_msn")), hls.directive(request.GET.get("_HLS_part"))
     except ValueError:
         return _text_response("_HLS_msn and _HLS_part must be decimal integers (RFC 8216bis 4.2)\n", 400, "no-store")
-    skip = request.GET.get("_HLS_skip")
 
     def current() -> Rendered | None:
         try:
-            return render(stream_id, session_id, rendition, kind)
+            return render(stream_id, session_id, rendition, kind) if kind in {"live", "index"} else None
         except redis.exceptions.RedisError:
             return None
 
@@ -294,24 +281,25 @@ async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendit
         return _text_response("not live\n", 404, storage.PLAYLIST_CACHE)
     if rendered.edge is None or (msn is None and part is None):
         return _playlist_response(rendered, blocking=False)
-    error = hls.blocking_error(rendered.edge, msn, part, skip)
-    if error is not None:
-        return _text_response(error + "\n", 400, "no-store")
-    assert msn is not None
+    error = hls.blocking_error(rendered.edge, msn, part, request.GET.get("_HLS_skip"))
+    if error is not None or msn is None:
+        return _text_response(f"{error}\n", 400, "no-store")
+    wanted = msn
 
-    def satisfied() -> Rendered | None:
+    def answers(now: Rendered | None) -> bool:
+        return now is None or now.edge is None or hls.blocking_satisfied(now.edge, wanted, part)
+
+    def decided() -> tuple[Rendered | None] | None:
         now = current()
-        if now is None or now.edge is None:
-            return now
-        return now if now.ended or hls.blocking_satisfied(now.edge, msn, part) else None
+        return (now,) if answers(now) else None
 
-    if not (rendered.ended or hls.blocking_satisfied(rendered.edge, msn, part)):
+    if not answers(rendered):
         deadline = time.monotonic() + min(settings.LL_HOLD_SECONDS, 3 * rendered.target)
-        held = await _hold(session_id, satisfied, deadline)
-        if not isinstance(held, Rendered):
+        held = await _hold(session_id, decided, deadline)
+        if not isinstance(held, tuple) or held[0] is None:
             # Not there within three target durations: the stream stalled (RFC 8216bis 6.2.5.2).
             return _text_response("the requested segment or part is not available yet\n", 503, "no-store")
-        rendered = held
+        rendered = held[0]
     return _playlist_response(rendered, blocking=True)
 
 
@@ -330,13 +318,11 @@ async def part(request: HttpRequest, stream_id: int, session_id: int, rendition:
     """A partial segment from Redis; the next part of the chunk being transcoded (what a
     preload hint names) is held until it exists."""
     match = PART_RE.match(f"{name}.m4s")
-    if request.method not in {"GET", "HEAD"}:
-        return _text_response("method not allowed\n", 405, "no-store")
     if match is None:
         return _text_response("not found\n", 404, "no-store")
     epoch, seq, index = int(match[1] or 0), int(match[2]), int(match[3])
 
-    def lookup() -> bytes | None | bool:
+    def lookup() -> bytes | bool | None:
         """The part's bytes; False when it will never exist (the chunk ended before it, another
         session or generation); None while it may still come."""
         try:

@@ -1395,15 +1395,15 @@ return n + 1
 """
 
 
-def add_partial(  # noqa: PLR0913 - one part's fields
+def add_partial(
     session_id: int,
     seq: int,
     rendition: str,
+    *,
     index: int,
     data: bytes,
     duration: float,
     independent: bool,
-    *,
     init: str = "",
 ) -> None:
     """Append partial segment ``index`` of chunk ``seq`` in ``rendition`` and wake its waiters
@@ -1499,7 +1499,9 @@ def partials(session_id: int, seq: int, rendition: str) -> Partials:
 def partial_data(session_id: int, seq: int, rendition: str, index: int) -> bytes | None:
     """The bytes of one partial segment, None while it does not exist (or expired)."""
     value = redis_client().lindex(key(session_id, f"pd:{seq}:{rendition}"), index)
-    return bytes(value) if value is not None else None
+    if value is None:
+        return None
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def init_written(session_id: int, name: str) -> bool:

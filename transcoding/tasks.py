@@ -194,24 +194,9 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         shed = shedding.plan(session_id, ladder, waited_s=time.time() - meta.queued, observe=part == 0)
         encode = [r for r in renditions if r.name not in shed]
         reader = io.BytesIO(data) if data is not None else encoder.FeedReader(iter(feed))
-        outputs: dict[str, bytes] = {}
-        part_target = state.low_latency(session_id)
-        sink = _PartSink(layout, seq) if part_target else None
-        if encode:
-            with cores.core_share() as threads:
-                if sink is not None and part_target:
-                    outputs = encoder.transcode_cmaf(
-                        reader,
-                        encode,
-                        source.fps or 30,
-                        threads=threads,
-                        part_s=part_target,
-                        sink=sink,
-                        media=source,
-                    )
-                    sink.end([r.name for r in encode])
-                else:
-                    outputs = encoder.transcode(reader, encode, source.fps or 30, threads=threads, media=source)
+        outputs, sink, threads = _encode(reader, encode, source, layout, seq)
+        if sink is not None:
+            sink.end([r.name for r in renditions])  # shed rungs have no parts either
         outputs.update({r.name: b"" for r in renditions if r.name in shed})
     except (encoder.TranscodeError, ffmpeg.FFmpegError, ValueError) as exc:
         logger.error("transcode failed: %s", exc, extra={**ctx, "ctx": {"threads": threads}})
@@ -221,10 +206,8 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         lease.release()
     if epoch is not None and state.epoch(session_id) != epoch:
         return "stale"
-    if sink is not None:
-        codecs = sink.codecs
-    else:
-        codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
+    ts_codecs = {name: c for name, out in outputs.items() if sink is None and (c := mpegts.avc_codec_string(out))}
+    codecs = sink.codecs if sink is not None else ts_codecs
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
     # Progressive: what counts is the time after the chunk's last byte arrived.
@@ -246,6 +229,30 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
     return "done"
 
 
+def _encode(
+    reader: io.RawIOBase | io.BytesIO,
+    renditions: list[Rendition],
+    source: SourceInfo,
+    layout: assembler.Layout,
+    seq: int,
+) -> tuple[dict[str, bytes], _PartSink | None, int]:
+    """The chunk's segments in ``renditions`` (none: nothing to encode, every rung is shed):
+    MPEG-TS, or CMAF cut into partial segments for a low-latency session (ADR 0031). Returns
+    the segments, the part sink of a low-latency session, and the encoder threads used."""
+    part_target = state.low_latency(layout.session_id)
+    sink = _PartSink(layout, seq) if part_target else None
+    if not renditions:
+        return {}, sink, 0
+    fps = source.fps or 30
+    with cores.core_share() as threads:
+        if sink is None or not part_target:
+            return encoder.transcode(reader, renditions, fps, threads=threads, media=source), None, threads
+        outputs = encoder.transcode_cmaf(
+            reader, renditions, fps, threads=threads, part_s=part_target, sink=sink, media=source
+        )
+        return outputs, sink, threads
+
+
 class _PartSink:
     """Where a low-latency transcode's partial segments go as they are cut (ADR 0031): each
     rendition's init section to S3 once (named by its content: never rewritten with other
@@ -264,15 +271,15 @@ class _PartSink:
                 storage.put_segment(f"{self.layout.session_prefix}/{part.rendition}/{name}", part.init)
                 state.mark_init_written(session_id, f"{part.rendition}/{name}")
             self.inits[part.rendition] = name
-            self.codecs[part.rendition] = fmp4.init_codecs(part.init)
+            self.codecs[part.rendition] = part.codec
         state.add_partial(
             session_id,
             self.seq,
             part.rendition,
-            part.index,
-            part.data,
-            part.duration,
-            part.independent,
+            index=part.index,
+            data=part.data,
+            duration=part.duration,
+            independent=part.independent,
             init=self.inits[part.rendition],
         )
 
