@@ -19,9 +19,9 @@ What is written (the references are the clauses checked):
   1/90000 with an ``avc1`` entry (parameter sets out of band in ``avcC``, ISO/IEC 14496-15
   5.3.3; so samples never carry them); audio is track 2 in 1/sample-rate with ``mp4a`` + ``esds``
   (ISO/IEC 14496-14; the AudioSpecificConfig of ISO/IEC 14496-3 1.6.2.1). No creation times,
-  no encoder name. ``cmfc`` is claimed only for a single-track init: a CMAF track holds one
-  media stream (ISO/IEC 23000-19 7.3), while the muxed audio+video fragments HLS accepts are not
-  CMAF tracks.
+  no encoder name. The CMAF brand ``cmfc`` is not claimed: a CMAF track holds one media stream
+  (ISO/IEC 23000-19 7.3) while these fragments mux audio and video (which HLS accepts), and a
+  video CMAF header wants boxes not written here (``colr``, ``pasp``); players do not need it.
 - fragments (``Fragmenter.flush``): ``moof`` (``mfhd`` + a ``traf`` per track, video first) +
   one ``mdat``. Each ``traf``: ``tfhd`` with default-base-is-moof, ``tfdt`` version 1 (64-bit
   absolute decode time of the fragment's first sample: the video dts, the audio pts converted
@@ -236,11 +236,8 @@ def _full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return _box(kind, struct.pack(">I", (version << 24) | flags), *payload)
 
 
-def _ftyp(video: VideoConfig | None, audio: AudioConfig | None) -> bytes:
-    brands = [b"iso6", b"mp41"]
-    if (video is None) != (audio is None):
-        brands.append(b"cmfc")
-    return _box(b"ftyp", b"iso6", struct.pack(">I", 0), *brands)
+def _ftyp() -> bytes:
+    return _box(b"ftyp", b"iso6", struct.pack(">I", 0), b"iso6", b"mp41")
 
 
 def _mvhd(next_track: int) -> bytes:
@@ -365,7 +362,7 @@ def init_segment(video: VideoConfig | None, audio: AudioConfig | None) -> bytes:
         traks.append(_audio_trak(audio))
         trexs.append(_trex(AUDIO_TRACK))
     moov = _box(b"moov", _mvhd(AUDIO_TRACK + 1), *traks, _box(b"mvex", *trexs))
-    return _ftyp(video, audio) + moov
+    return _ftyp() + moov
 
 
 # --- fragments --------------------------------------------------------------------------------
@@ -458,7 +455,8 @@ class Fragmenter:
         """One fragment (moof + mdat) with everything pending; None if nothing is pending.
 
         The last video sample lasts until ``next_video_dts`` when given, else as long as the
-        sample before it. AAC frames always last 1024 samples, so ``next_audio_pts`` changes
+        sample before it (in this fragment or the previous one; 3000 for a Fragmenter's first
+        fragment of one sample). AAC frames always last 1024 samples, so ``next_audio_pts`` changes
         nothing (accepted for symmetry; the next fragment's tfdt re-anchors audio)."""
         del next_audio_pts
         if not self._video and not self._audio:

@@ -42,7 +42,7 @@ class Packet:
     key: bool
 
 
-def _source(case: Case) -> bytes:
+def source(case: Case) -> bytes:
     """3 s of testsrc 320x240@30 (x264 High, a keyframe every 15 frames) + a sine in AAC, as
     MPEG-TS in memory (timestamps start at 1.4 s: the muxer's delay, like a live chunk's)."""
     return subprocess.run(
@@ -54,17 +54,26 @@ def _source(case: Case) -> bytes:
     ).stdout  # fmt: skip
 
 
+def demux(ts: bytes) -> list[Packet]:
+    packets = []
+    with av.open(io.BytesIO(ts), mode="r") as container:
+        assert {s.time_base for s in container.streams} == {Fraction(1, 90000)}
+        for p in container.demux():
+            if p.size:
+                assert p.pts is not None
+                assert p.dts is not None
+                packets.append(Packet(p.stream.type, bytes(p), p.pts, p.dts, p.is_keyframe))
+    return packets
+
+
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
 def media(request: pytest.FixtureRequest) -> tuple[Case, bytes, list[Packet]]:
     case: Case = request.param
-    ts = _source(case)
-    with av.open(io.BytesIO(ts)) as container:
-        assert {s.time_base for s in container.streams} == {Fraction(1, 90000)}
-        packets = [Packet(p.stream.type, bytes(p), p.pts, p.dts, p.is_keyframe) for p in container.demux() if p.size]
-    return case, ts, packets
+    ts = source(case)
+    return case, ts, demux(ts)
 
 
-def _configs(packets: list[Packet]) -> tuple[fmp4.VideoConfig, fmp4.AudioConfig]:
+def configs(packets: list[Packet]) -> tuple[fmp4.VideoConfig, fmp4.AudioConfig]:
     first_key = next(p for p in packets if p.kind == "video" and p.key)
     video = fmp4.video_config(first_key.data, WIDTH, HEIGHT)
     assert video is not None
@@ -72,7 +81,7 @@ def _configs(packets: list[Packet]) -> tuple[fmp4.VideoConfig, fmp4.AudioConfig]
     return video, audio
 
 
-def _fragments(packets: list[Packet], rate: int, *, sequence_start: int, audio_group: int = 1) -> list[bytes]:
+def fragment_all(packets: list[Packet], rate: int, *, sequence_start: int, audio_group: int = 1) -> list[bytes]:
     """Feed packets in demux order as the encoder would, cutting a fragment before every
     EVERY-th video frame (the next frame's dts ends the fragment's last one); the last flush
     knows no next frame. ``audio_group`` ADTS frames go in together (one PES of several)."""
@@ -127,10 +136,12 @@ def _packets(probe: dict, kind: str) -> list[dict]:
 def _decoded(path: Path) -> dict[str, list[tuple[int, bool]]]:
     """kind -> [(pts in the stream's time base, key frame)] of every decoded frame (PyAV)."""
     result: dict[str, list[tuple[int, bool]]] = {"video": [], "audio": []}
-    with av.open(str(path)) as container:
+    with av.open(str(path), mode="r") as container:
         for frame in container.decode(*container.streams.video, *container.streams.audio):
-            kind = "video" if isinstance(frame, av.VideoFrame) else "audio"
-            result[kind].append((frame.pts, kind == "video" and frame.key_frame))
+            assert isinstance(frame, av.VideoFrame | av.AudioFrame)
+            assert frame.pts is not None
+            key = isinstance(frame, av.VideoFrame) and frame.key_frame
+            result["video" if isinstance(frame, av.VideoFrame) else "audio"].append((frame.pts, key))
     return result
 
 
@@ -145,21 +156,38 @@ def _boxes(data: bytes, offset: int = 0, end: int | None = None) -> list[tuple[b
     return out
 
 
-def _fragment_times(fragment: bytes) -> tuple[int, dict[int, int]]:
-    """(mfhd sequence number, {track_ID: tfdt}) of one moof + mdat, checking tfdt version 1."""
+@dataclass(frozen=True)
+class Traf:
+    tfdt: int
+    sync: list[bool]  # per sample, from the trun's sample flags (else the tfhd default)
+
+
+def _fragment(fragment: bytes) -> tuple[int, dict[int, Traf]]:
+    """(mfhd sequence number, {track_ID: Traf}) of one moof + mdat; checks tfdt version 1."""
     (kind, moof), (mdat_kind, _) = _boxes(fragment)
     assert (kind, mdat_kind) == (b"moof", b"mdat")
     children = _boxes(moof)
     assert children[0][0] == b"mfhd"
     sequence = struct.unpack_from(">I", children[0][1], 4)[0]
-    times = {}
+    trafs = {}
     for kind, traf in children[1:]:
         assert kind == b"traf"
         boxes = dict(_boxes(traf))
-        track = struct.unpack_from(">I", boxes[b"tfhd"], 4)[0]
+        tfhd_flags, track = struct.unpack_from(">II", boxes[b"tfhd"])
+        default_flags = struct.unpack_from(">I", boxes[b"tfhd"], len(boxes[b"tfhd"]) - 4)[0]
         assert boxes[b"tfdt"][0] == 1  # version 1: 64-bit
-        times[track] = struct.unpack_from(">Q", boxes[b"tfdt"], 4)[0]
-    return sequence, times
+        flags, count = struct.unpack_from(">II", boxes[b"trun"])
+        fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit]
+        offset = 8 + 4 * bool(flags & 0x1) + 4 * bool(flags & 0x4)
+        if flags & 0x400:
+            entries = [struct.unpack_from(">I", boxes[b"trun"], offset + 4 * (i * len(fields) + fields.index(0x400)))[0]
+                       for i in range(count)]  # fmt: skip
+        else:
+            assert tfhd_flags & 0x20  # default-sample-flags-present
+            entries = [default_flags] * count
+        sync = [not sample & 0x10000 for sample in entries]  # sample_is_non_sync_sample
+        trafs[track] = Traf(struct.unpack_from(">Q", boxes[b"tfdt"], 4)[0], sync)
+    return sequence, trafs
 
 
 def _check_against_input(path: Path, ts_path: Path, case: Case, *, audio_joins: int = 0) -> None:
@@ -202,11 +230,11 @@ def _check_against_input(path: Path, ts_path: Path, case: Case, *, audio_joins: 
 
 def test_fragments_carry_every_frame(media, tmp_path):
     case, ts, packets = media
-    video, audio = _configs(packets)
-    fragments = _fragments(packets, case.rate, sequence_start=7, audio_group=case.audio_group)
-    assert len(fragments) == 9  # 90 frames, 10 a fragment
+    video, audio = configs(packets)
+    parts = fragment_all(packets, case.rate, sequence_start=7, audio_group=case.audio_group)
+    assert len(parts) == 9  # 90 frames, 10 a fragment
     path, ts_path = tmp_path / "out.mp4", tmp_path / "in.ts"
-    path.write_bytes(fmp4.init_segment(video, audio) + b"".join(fragments))
+    path.write_bytes(fmp4.init_segment(video, audio) + b"".join(parts))
     ts_path.write_bytes(ts)
 
     _check_against_input(path, ts_path, case)
@@ -217,11 +245,15 @@ def test_fragments_carry_every_frame(media, tmp_path):
 
     first_video = next(p for p in packets if p.kind == "video")
     first_audio = next(p for p in packets if p.kind == "audio")
-    sequence, times = _fragment_times(fragments[0])
-    assert sequence == 7
-    assert times == {1: first_video.dts, 2: round(first_audio.pts * case.rate / 90000)}
+    read = [_fragment(f) for f in parts]
+    assert [sequence for sequence, _ in read] == list(range(7, 7 + len(parts)))
+    first = read[0][1]
+    assert (first[1].tfdt, first[2].tfdt) == (first_video.dts, round(first_audio.pts * case.rate / 90000))
     assert first_video.dts > 90000  # absolute (the source's 1.4 s start), not restarted at 0
-    assert [_fragment_times(f)[0] for f in fragments] == list(range(7, 7 + len(fragments)))
+    # Sync samples where the input had keyframes (ffmpeg re-derives key flags from the H.264
+    # headers, so the sample flags are read here); every audio sample is sync.
+    assert [sync for _, trafs in read for sync in trafs[1].sync] == [p.key for p in packets if p.kind == "video"]
+    assert all(sync for _, trafs in read for sync in trafs[2].sync)
 
 
 def test_two_workers_halves_join_continuously(media, tmp_path):
@@ -231,26 +263,26 @@ def test_two_workers_halves_join_continuously(media, tmp_path):
     case, ts, packets = media
     cut = next(i for i, p in enumerate(packets) if p.kind == "video" and p.key and p.dts >= packets[0].dts + 135000)
     first, second = packets[:cut], packets[cut:]
-    init_a = fmp4.init_segment(*_configs(first))
-    init_b = fmp4.init_segment(*_configs(second))
+    init_a = fmp4.init_segment(*configs(first))
+    init_b = fmp4.init_segment(*configs(second))
     assert init_a == init_b  # each worker derives the same init from its own chunk
 
-    a = _fragments(first, case.rate, sequence_start=1, audio_group=case.audio_group)
-    b = _fragments(second, case.rate, sequence_start=100, audio_group=case.audio_group)
+    a = fragment_all(first, case.rate, sequence_start=1, audio_group=case.audio_group)
+    b = fragment_all(second, case.rate, sequence_start=100, audio_group=case.audio_group)
     path, ts_path = tmp_path / "joined.mp4", tmp_path / "in.ts"
     path.write_bytes(init_a + b"".join(a + b))
     ts_path.write_bytes(ts)
     _check_against_input(path, ts_path, case, audio_joins=1)
 
-    sequence, times = _fragment_times(b[0])
+    sequence, trafs = _fragment(b[0])
     first_audio = next(p for p in second if p.kind == "audio")
     assert sequence == 100
-    assert times == {1: second[0].dts, 2: round(first_audio.pts * case.rate / 90000)}
+    assert (trafs[1].tfdt, trafs[2].tfdt) == (second[0].dts, round(first_audio.pts * case.rate / 90000))
 
 
 def test_init_bytes_depend_only_on_the_config(media):
     _, _, packets = media
-    video, audio = _configs(packets)
+    video, audio = configs(packets)
     init = fmp4.init_segment(video, audio)
     same = fmp4.init_segment(
         fmp4.VideoConfig(video.width, video.height, bytes(video.sps), bytes(video.pps)),
@@ -262,15 +294,13 @@ def test_init_bytes_depend_only_on_the_config(media):
         assert text not in init  # no encoder or muxer string
     (ftyp, brands), (moov, _) = _boxes(init)
     assert (ftyp, moov, brands[:4]) == (b"ftyp", b"moov", b"iso6")
-    assert b"cmfc" not in brands  # two tracks: not a CMAF track
-    assert b"cmfc" in _boxes(fmp4.init_segment(video, None))[0][1]
 
 
 @pytest.mark.parametrize("kind", ["video", "audio"])
 def test_single_track(media, tmp_path, kind):
     """A video-only or audio-only rendition: its init has one track and its fragments one traf."""
     case, _, packets = media
-    video, audio = _configs(packets)
+    video, audio = configs(packets)
     fragmenter = fmp4.Fragmenter(
         has_video=kind == "video", has_audio=kind == "audio", audio_rate=case.rate, sequence_start=1
     )
@@ -296,6 +326,10 @@ def test_single_track(media, tmp_path, kind):
     assert not decoded["audio" if kind == "video" else "video"]
     if kind == "video":
         assert sorted(pts for pts, _ in decoded["video"]) == sorted(p.pts for p in want)
+    else:  # a fragment per AAC frame: each continues the one before, despite the 90 kHz pts
+        starts = [pts for pts, _ in decoded["audio"]]
+        assert {b - a for a, b in itertools.pairwise(starts)} == {1024}
+        assert abs(starts[0] - want[0].pts * case.rate / 90000) <= 0.5
     other = next(p for p in packets if p.kind != kind)
     add_other = (
         fragmenter.add_audio if kind == "video" else lambda data, pts: fragmenter.add_video(data, pts, pts, True)
