@@ -171,7 +171,7 @@ def render_media(
     load it and take that segment from another rung."""
     shown = entries[window_start:]
     media_sequence = shown[0].index if shown else len(entries)
-    lines = _header(shown, media_sequence, discontinuities_before, target=target, kind=kind, ended=ended)
+    lines = _header(version(shown), media_sequence, discontinuities_before, target=target, kind=kind, ended=ended)
     in_effect = ""
     for entry in shown:
         lines += _segment_head(entry.init(rendition), entry.wall, in_effect, tagged=entry.tagged)
@@ -189,11 +189,11 @@ def render_window(window: list[Entry], *, target: int, ended: bool, rendition: s
 
 
 def _header(
-    shown: list[Entry], media_sequence: int, dseq: int, *, target: int, kind: str, ended: bool, ll: tuple[str, ...] = ()
+    number: int, media_sequence: int, dseq: int, *, target: int, kind: str, ended: bool, ll: tuple[str, ...] = ()
 ) -> list[str]:
     lines = [
         "#EXTM3U",
-        f"#EXT-X-VERSION:{version(shown)}",
+        f"#EXT-X-VERSION:{number}",
         f"#EXT-X-TARGETDURATION:{target}",
         *ll,
         f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}",
@@ -312,9 +312,8 @@ def render_low_latency(
     ]
     pending = [] if ended else ll.pending
     pending_init = (ll.pending_init or (window[-1].init(rendition) if window else "")) if pending else ""
-    pending_inits = {rendition or "": pending_init} if pending_init else {}
-    version_of = [*window, Entry(0, 0, 0.0, 0.0, disc=False, inits=pending_inits)]
-    lines = _header(version_of, media_sequence, dseq, target=target, kind="live", ended=ended, ll=tuple(control))
+    number = max(version(window), 6 if pending_init else 3)
+    lines = _header(number, media_sequence, dseq, target=target, kind="live", ended=ended, ll=tuple(control))
     listed = listed_parts(window, ll, target=target, ended=ended)
     in_effect = ""
     for entry in window:
