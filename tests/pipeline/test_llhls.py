@@ -122,21 +122,21 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
         with joined.open("wb") as out:
             out.write(init.content)
             for index, uri in enumerate(uris):
-                segment = requests.get(f"{base}/{rendition}/{uri}", timeout=10)
-                assert segment.status_code == 200, uri
+                fetched = requests.get(f"{base}/{rendition}/{uri}", timeout=10)
+                assert fetched.status_code == 200, uri
                 alone = tmp_path / f"{rendition}-{uri}.mp4"
-                alone.write_bytes(init.content + segment.content)
+                alone.write_bytes(init.content + fetched.content)
                 decoded = decode_segment(alone, SOURCE)
                 assert decoded.first_is_key, (rendition, uri)
                 numbers += decoded.numbers
-                out.write(segment.content)
+                out.write(fetched.content)
                 msn = int(text.split("#EXT-X-MEDIA-SEQUENCE:")[1].split()[0]) + index
                 part_uris = parts_seen.get((rendition, msn))
                 if part_uris:  # what live viewers got in parts is this segment, byte for byte
                     got = b"".join(
                         requests.get(f"{live.rsplit('/', 2)[0]}/{rendition}/{p}", timeout=5).content for p in part_uris
                     )
-                    assert got == segment.content, (rendition, uri)
+                    assert got == fetched.content, (rendition, uri)
         assert numbers == list(range(SOURCE.frames)), (rendition, len(numbers), numbers[:3], numbers[-3:])
         assert decode_errors(joined) == "", rendition
     assert any(parts_seen), "no complete segment was seen with its parts"

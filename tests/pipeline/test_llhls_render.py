@@ -80,7 +80,15 @@ class Stream:
     def _entry(self, i: int) -> hls.Entry:
         sizes = {r: 0 if (r, i) in self.shed else 180_000 for r in RENDITIONS}
         duration = round(sum(self.parts), 3)
-        return hls.Entry(i, 10 + i, duration, self.start(i), i in self.disc_at, sizes, inits=dict.fromkeys(sizes, self.init(i)) if self.init(i) else {})
+        return hls.Entry(
+            i,
+            10 + i,
+            duration,
+            self.start(i),
+            i in self.disc_at,
+            sizes,
+            inits=dict.fromkeys(sizes, self.init(i)) if self.init(i) else {},
+        )
 
     def _parts(self, rendition: str, i: int, count: int) -> list[hls.Part]:
         gap = (rendition, i) in self.shed
@@ -211,7 +219,12 @@ def test_an_ended_low_latency_playlist_has_no_hint_and_no_parts_after_its_last_s
 
 
 def _entries(init=""):
-    return hls.with_dseq([hls.Entry(0, 10 + i, 2.0, T0 + 2 * i, i == 3, {"source": 9}, inits={"source": init} if init else {}) for i in range(6)])
+    return hls.with_dseq(
+        [
+            hls.Entry(0, 10 + i, 2.0, T0 + 2 * i, i == 3, {"source": 9}, inits={"source": init} if init else {})
+            for i in range(6)
+        ]
+    )
 
 
 def test_ts_log_entries_serialize_as_before_and_old_entries_load():
