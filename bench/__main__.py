@@ -17,7 +17,10 @@ def main() -> int:
     parser.add_argument("only", nargs="*", help=f"benchmarks to run (default all): {', '.join(MODULES)}")
     parser.add_argument("--quick", action="store_true", help="shorter runs, for smoke-testing the benchmarks")
     args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livestream.settings.bench")
+    # Always the bench settings (own bucket, own Redis DBs), whatever the shell exported: the
+    # benchmarks start worker processes with them, and a test-settings parent (scripts/slot.sh
+    # exports DJANGO_SETTINGS_MODULE) read another bucket than its workers wrote (0 segments).
+    os.environ["DJANGO_SETTINGS_MODULE"] = os.environ.get("BENCH_SETTINGS_MODULE", "livestream.settings.bench")
     django.setup()
     failed = 0
     for name in args.only or MODULES:

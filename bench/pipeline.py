@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from transcoding.ladder import Rendition
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = f"{int(time.time())}"
 LADDER = ["480p:480:1400:128", "360p:360:800:96"]
 
 
@@ -285,7 +286,9 @@ def _latency(
     from transcoding.golive import BITS, PublishOptions, publish_args, read_clock
 
     settings.CHUNK_SECONDS = chunk_s
-    user, _ = User.objects.get_or_create(username="bench-pipeline", defaults={"email": "bench@example.com"})
+    # A user per run: the bench database is kept between runs and a user may own 10 streams.
+    owner = f"bench-pipeline-{RUN_ID}"
+    user, _ = User.objects.get_or_create(username=owner, defaults={"email": f"{owner}@example.com"})
     # Standard HLS (MPEG-TS segments) in the normal mode, whose chunk is CHUNK_SECONDS (set above;
     # the low mode is LL-HLS, measured part by part by the glass-to-glass bench).
     created = services.create_stream(user, title=f"bench {chunk_s:g}s", keep_recordings=False, latency_mode="normal")
