@@ -101,7 +101,7 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
                 index=(last.index + 1) if last else step.published,
                 seq=meta.seq,
                 duration=round(meta.duration, 3),
-                wall=meta.wall,
+                wall=_wall(chunk, meta, last, disc=meta.disc or pending_disc),
                 disc=meta.disc or pending_disc,
                 sizes={name: len(data) for name, data in chunk.outputs.items()},
                 epoch=step.epoch,
@@ -196,6 +196,15 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
     if step.announce:
         readiness.announce(layout, names)
     return staged
+
+
+def _wall(chunk: state.Pending, meta: state.ChunkMeta, last: Entry | None, *, disc: bool) -> float:
+    """The segment's EXT-X-PROGRAM-DATE-TIME. A low-latency segment that continues the previous
+    one starts where it ended: its parts were listed under that date before it was complete (the
+    live origin), and a listed date never changes (RFC 8216bis 6.2.1)."""
+    if chunk.inits and last is not None and last.inits and not disc:
+        return round(last.wall + last.duration, 3)
+    return meta.wall
 
 
 def _floor() -> int:

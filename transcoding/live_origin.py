@@ -111,6 +111,13 @@ def _low_latency(
     listed = {e.index: parts for e in entries[-_RECENT:] if (parts := parts_of(e.seq, rendition))}
     nxt = live.next_seq
     pending = parts_of(nxt, rendition)
+    meta, last = live.next_meta, entries[-1]
+    disc = bool(meta is not None and meta.disc) or live.pending_disc
+    # The segment in progress is dated before its first part (it continues the last one; after a
+    # discontinuity its own date is known once the chunk is complete: its parts wait till then).
+    wall = (meta.wall or None if meta is not None else None) if disc else round(last.wall + last.duration, 3)
+    if wall is None:
+        pending = []
     ended = live.window.final
     current = live.parts.get((nxt, rendition))
     if ended:
@@ -119,19 +126,17 @@ def _low_latency(
         hint = hls.part_name(nxt + 1, epoch, 0)
     else:
         hint = hls.part_name(nxt, epoch, len(pending))
-    last = entries[-1].index
     reports = []
     for other in names:
         if other == rendition:
             continue
         theirs = live.parts.get((nxt, other))
         if theirs is not None and theirs.parts:
-            reports.append(hls.RenditionReport(f"../{other}/live.m3u8", last + 1, len(theirs.parts) - 1))
+            reports.append(hls.RenditionReport(f"../{other}/live.m3u8", last.index + 1, len(theirs.parts) - 1))
         else:
             previous = live.parts.get((entries[-1].seq, other))
             count = len(previous.parts) if previous is not None else 0
-            reports.append(hls.RenditionReport(f"../{other}/live.m3u8", last, count - 1))
-    meta = live.next_meta
+            reports.append(hls.RenditionReport(f"../{other}/live.m3u8", last.index, count - 1))
     first = current.parts[0] if current is not None and current.parts else None
     return hls.LowLatency(
         part_target,
@@ -139,8 +144,8 @@ def _low_latency(
         pending,
         hint,
         reports,
-        pending_wall=meta.wall if meta is not None else None,
-        pending_disc=bool(meta is not None and meta.disc) or live.pending_disc,
+        pending_wall=wall,
+        pending_disc=disc,
         pending_init=first.init if first is not None else "",
     )
 
@@ -163,8 +168,6 @@ class _Wakeups:
             # A plain connection even with REDIS_CLUSTER: PUBLISH reaches every node of a cluster.
             self.client = aioredis.Redis.from_url(settings.REDIS_URL)
             self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.get_running_loop().create_task(self._read())
         return self.pubsub
 
     async def _read(self) -> None:
@@ -189,6 +192,8 @@ class _Wakeups:
     async def subscribe(self, channel: str) -> None:
         pubsub = await self._ensure()
         await pubsub.subscribe(channel)
+        if self.reader is None or self.reader.done():  # reads once something is subscribed
+            self.reader = asyncio.get_running_loop().create_task(self._read())
 
     async def unregister(self, channel: str, event: asyncio.Event) -> None:
         waiting = self.waiters.get(channel)
