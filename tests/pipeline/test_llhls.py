@@ -25,7 +25,7 @@ from tests.pipeline.media import Source, decode_errors, decode_segment, parse_ma
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
 SOURCE = Source("ll-720p30-gop2", seconds=12.0)  # 720p30, a keyframe every 2 s, AAC
-VIEWERS = 20
+VIEWERS = 50
 
 
 def _contains(pl: llhls.MediaPlaylist, msn: int, part: int) -> bool:
