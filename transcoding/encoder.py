@@ -369,6 +369,10 @@ class _CmafOutput:
             self.part_start = dts
         self.fragmenter.add_video(data, pts, dts, key)
         self.last_dts = dts
+        # Full: one more frame would not fit. Cut now rather than when the next frame arrives
+        # (a frame sooner at the edge); the part ends where the next frame is expected.
+        if dts + 2 * self.spacing - self.part_start > self.part_ticks:
+            self._cut(dts + self.spacing)
 
     def encode(self, frame: av.VideoFrame | None) -> None:
         if frame is not None:
@@ -390,9 +394,14 @@ class _CmafOutput:
         if self.part_start is None:
             return
         if not self.init:
-            if self.has_audio and self.audio_config is None and self.source is not None:
-                # No audio packet before the first cut: the connection's probed parameters.
-                self.audio_config = fmp4.aac_lc_config(self.source.audio_sample_rate, self.source.audio_channels)
+            probed = self.source
+            if self.has_audio and probed is not None and probed.audio_profile.upper() == "LC":
+                # The connection's probed parameters, not the chunk's first ADTS header: the same
+                # init section for every chunk of the connection, whether or not an audio packet
+                # came before its first cut.
+                self.audio_config = (
+                    fmp4.aac_lc_config(probed.audio_sample_rate, probed.audio_channels) or self.audio_config
+                )
             self.init = fmp4.init_segment(self.video_config, self.audio_config if self.has_audio else None)
         keep: list[tuple[bytes, int]] = []
         for data, pts in self.audio:

@@ -321,7 +321,7 @@ for _name in ("CHUNK_SECONDS", "LOW_LATENCY_CHUNK_SECONDS"):
 # segments of at most LL_PART_SECONDS (PART-TARGET; 0.2-1.0 s); players stay PART-HOLD-BACK
 # (3 x PART-TARGET) behind the newest part. Parts are kept in Redis LL_PART_TTL_SECONDS (the
 # origin serves them from there; S3 keeps the full segments).
-LL_PART_SECONDS = env.float("LL_PART_SECONDS", default=0.334)
+LL_PART_SECONDS = env.float("LL_PART_SECONDS", default=0.25)
 if not 0.2 <= LL_PART_SECONDS <= 1.0:
     raise ImproperlyConfigured(f"LL_PART_SECONDS={LL_PART_SECONDS!r} must be between 0.2 and 1 second")
 LL_PART_TTL_SECONDS = env.int("LL_PART_TTL_SECONDS", default=30)
