@@ -9,6 +9,7 @@ publisher sent, and the parts served while live are the segments' bytes."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,7 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
     blocking: dict[str, float] = {}
     collapsed: list[str] = []
     refused: list[int] = []
+    plain = ""
     while publisher.poll() is None:
         now: dict[str, llhls.MediaPlaylist] = {}
         texts: dict[str, str] = {}
@@ -74,7 +76,11 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
                     got = [requests.get(f"{base_url}/{p.uri}", timeout=5) for p in segment.parts]
                     assert all(g.status_code == 200 for g in got), [g.status_code for g in got]
                     parts_seen[(rendition, segment.msn)] = b"".join(g.content for g in got)
-        problems += llhls.reports_consistent({f"{r}/live.m3u8": now[r] for r in urls})
+        # Fetched one after the other through the edge (plain requests: 100 ms slots), and at a
+        # segment boundary the parts the next chunk already has appear at once (when the
+        # assembler commits the segment): a report may be a few parts from what the other
+        # playlist shows a moment later.
+        problems += llhls.reports_consistent({f"{r}/live.m3u8": now[r] for r in urls}, slack=4)
         previous = now
         rounds += 1
         source = now["source"]
@@ -84,6 +90,7 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
         mid = source.in_progress is not None and 1 <= len(source.in_progress.parts) <= 3
         if rounds >= 5 and not refused:
             refused = _bad_directives(urls["source"], source)
+            plain = _plain_hls_client(live_stack.edge_url, stream.pk)
         if rounds >= 8 and mid and not blocking:
             blocking = _blocking_request(urls["source"], source)
         elif rounds >= 12 and mid and not collapsed:
@@ -102,6 +109,8 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
 
     # Bad directives are refused (RFC 8216bis 6.2.5.2) rather than held or answered.
     assert refused == [400, 400, 400], refused
+    # A client without LL support (ffmpeg's HLS reader) played the same master: full segments.
+    assert plain.startswith("ok"), plain
     session = live_stack.wait_session_ended(stream.pk, timeout=120)
     assert session.is_replay
 
@@ -141,6 +150,19 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
         assert numbers == list(range(SOURCE.frames)), (rendition, len(numbers), numbers[:3], numbers[-3:])
         assert decode_errors(joined) == "", rendition
     assert compared >= 4, (compared, sorted(parts_seen))
+
+
+def _plain_hls_client(edge: str, stream_id: int) -> str:
+    """ffmpeg reads 3 s of the stream's master as a player without LL support would."""
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", f"{edge}/live/{stream_id}/master.m3u8", "-t", "3", "-map", "0:v:0",
+         "-f", "framemd5", "-"],
+        capture_output=True, timeout=60, check=False, text=True,
+    )  # fmt: skip
+    frames = [line for line in done.stdout.splitlines() if line and not line.startswith("#")]
+    if done.returncode != 0 or len(frames) < 60:
+        return f"rc {done.returncode}, {len(frames)} frames: {done.stderr[-500:]}"
+    return f"ok, {len(frames)} frames"
 
 
 def _bad_directives(url: str, pl: llhls.MediaPlaylist) -> list[int]:
