@@ -38,6 +38,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from livestream import metrics
 from transcoding import assembler, hls, state, storage
 from transcoding.hls import Entry
 
@@ -236,13 +237,16 @@ def _hub() -> _Wakeups:
     return hub
 
 
-async def _hold(session_id: int, ready: object, deadline: float) -> object:
+async def _hold(session_id: int, ready: object, deadline: float, *, kind: str) -> object:
     """Call ``ready()`` (sync, in a thread) until it returns something true or ``deadline``;
-    between calls wait for the session's next event (or ``RECHECK_S``). Returns the last result."""
+    between calls wait for the session's next event (or ``RECHECK_S``). Returns the last result.
+    ``kind`` (``playlist`` | ``part``) labels the metrics (held now, hold time per outcome)."""
     check = sync_to_async(ready, thread_sensitive=False)  # type: ignore[call-overload]
     hub = _hub()
     channel = state.events_channel(session_id)
     event = hub.register(channel)
+    started, result = time.monotonic(), None
+    metrics.ll_hold_started(kind)
     try:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
             await hub.subscribe(channel)
@@ -255,6 +259,7 @@ async def _hold(session_id: int, ready: object, deadline: float) -> object:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, RECHECK_S))
     finally:
+        metrics.ll_hold_ended(kind, "ok" if result else "timeout", time.monotonic() - started)
         await hub.unregister(channel, event)
 
 
@@ -300,7 +305,7 @@ async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendit
 
     if not answers(rendered):
         deadline = time.monotonic() + min(settings.LL_HOLD_SECONDS, 3 * rendered.target)
-        held = await _hold(session_id, decided, deadline)
+        held = await _hold(session_id, decided, deadline, kind="playlist")
         if not isinstance(held, tuple) or held[0] is None:
             # Not there within three target durations: the stream stalled (RFC 8216bis 6.2.5.2).
             return _text_response("the requested segment or part is not available yet\n", 503, "no-store")
@@ -347,9 +352,10 @@ async def part(request: HttpRequest, stream_id: int, session_id: int, rendition:
         found = lookup()
         return None if found is None else (found,)
 
-    deadline = time.monotonic() + settings.LL_HOLD_SECONDS
-    outcome = await _hold(session_id, decided, deadline)
-    found = outcome[0] if isinstance(outcome, tuple) else None
+    found = await sync_to_async(lookup, thread_sensitive=False)()
+    if found is None:  # the next part (a preload hint): held until it exists
+        outcome = await _hold(session_id, decided, time.monotonic() + settings.LL_HOLD_SECONDS, kind="part")
+        found = outcome[0] if isinstance(outcome, tuple) else None
     if not isinstance(found, bytes):
         return _text_response("no such part\n", 404, "no-store")
     response = HttpResponse(found, content_type=storage.CMAF_SEGMENT_TYPE)
