@@ -74,8 +74,6 @@ def advance(layout: Layout, *, final: bool = False, force: bool = False) -> int:
                     "assembler lease lapsed: another assembler took over", extra={"session": layout.session_id}
                 )
                 return lost.published
-            if step.committed:
-                state.announce_commit(layout.session_id)  # held LL requests look again
             if not step.holding:
                 return step.published
 

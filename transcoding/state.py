@@ -56,7 +56,8 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
 - ``pd:<seq>:<rendition>`` list: the partial segments' bytes (moof + mdat), same order
 - ``inits``           set of the init sections already written to S3 (``<rendition>/init_<hash>.mp4``)
 - ``ll:ev`` (pub/sub channel, not a key) "<seq> <rendition> <index>" for every part and
-                      "commit" for every assembler commit: what the origin's held requests wait on
+                      "commit" for every assembler step that commits (published by the step's
+                      script): what the origin's held requests wait on
 
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
 with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
@@ -680,6 +681,7 @@ local head = {
   final = redis.call('EXISTS', k('final')) == 1,
 }
 local ckpt = tonumber(redis.call('GET', k('ckpt')) or '0')
+if committed > 0 then redis.call('PUBLISH', k('ll:ev'), 'commit') end  -- the live origin's held requests
 if committed > 0 then
   local part = tonumber(ARGV[11])
   head.log_from = math.floor(math.min(ckpt, first_index) / part) * part
@@ -1513,8 +1515,3 @@ def mark_init_written(session_id: int, name: str) -> None:
     pipe.sadd(key(session_id, "inits"), name)
     pipe.expire(key(session_id, "inits"), _ttl())
     pipe.execute()
-
-
-def announce_commit(session_id: int) -> None:
-    """The assembler committed: held playlist requests look again."""
-    redis_client().publish(events_channel(session_id), "commit")
