@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 SECONDS = 30
-PART_S = 0.334
 
 
 def _chunks(work: Path, seconds: int) -> list[bytes]:
@@ -53,7 +54,7 @@ def _run(chunks: list[bytes], *, low_delay: bool) -> tuple[float, dict[str, int]
     for chunk in chunks:
         if low_delay:
             out = encoder.transcode_cmaf(
-                io.BytesIO(chunk), _ladder(), 30.0, threads=1, part_s=PART_S, sink=lambda _: None
+                io.BytesIO(chunk), _ladder(), 30.0, threads=1, part_s=settings.LL_PART_SECONDS, sink=lambda _: None
             )
         else:
             out = encoder.transcode(io.BytesIO(chunk), _ladder(), 30.0, threads=1)
@@ -108,7 +109,7 @@ def run(args: Any) -> list[str]:
         )
     lines.append(
         f"x264 encoder delay: {held} frames before the first packet ({held / 30:.2f} s at 30 fps) with the preset; "
-        f"{held_low} with low delay (a part of {PART_S} s = {round(PART_S * 30)} frames)"
+        f"{held_low} with low delay (a part of {settings.LL_PART_SECONDS} s = {round(settings.LL_PART_SECONDS * 30)} frames)"
     )
     return lines
 
