@@ -94,6 +94,7 @@ def run(args: Any) -> list[str]:
         standard, standard_sizes = _run(chunks, low_delay=False)
         low, low_sizes = _run(chunks, low_delay=True)
     held = _delay(encoder.x264_options(rung, 30.0))
+    part_s = settings.LL_PART_SECONDS
     held_low = _delay(encoder.low_delay_options(rung, 30.0))
     lines = [
         f"x264 standard (TS, preset lookahead + B-frames): {seconds / standard:.2f}x real time "
@@ -109,7 +110,7 @@ def run(args: Any) -> list[str]:
         )
     lines.append(
         f"x264 encoder delay: {held} frames before the first packet ({held / 30:.2f} s at 30 fps) with the preset; "
-        f"{held_low} with low delay (a part of {settings.LL_PART_SECONDS} s = {round(settings.LL_PART_SECONDS * 30)} frames)"
+        f"{held_low} with low delay (a part of {part_s} s = {round(part_s * 30)} frames)"
     )
     return lines
 
