@@ -22,6 +22,7 @@ from streams.playback import replay_url
 from tests.factories import make_stream
 from tests.fixtures import llhls
 from tests.pipeline.media import Source, decode_errors, decode_segment, parse_master, publish_file, source_file
+from transcoding import thumbnails
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -59,7 +60,7 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
     blocking: dict[str, float] = {}
     collapsed: list[str] = []
     refused: list[int] = []
-    plain = ""
+    plain = thumbnail = ""
     while publisher.poll() is None:
         now: dict[str, llhls.MediaPlaylist] = {}
         texts: dict[str, str] = {}
@@ -91,6 +92,9 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
         if rounds >= 5 and not refused:
             refused = _bad_directives(urls["source"], source)
             plain = _plain_hls_client(live_stack.edge_url, stream.pk)
+            # The directory thumbnail decodes a CMAF segment (after its init section).
+            session_id = int(urls["source"].rsplit("/", 3)[-3])
+            thumbnail = thumbnails.make_thumbnail(session_id)
         if rounds >= 8 and mid and not blocking:
             blocking = _blocking_request(urls["source"], source)
         elif rounds >= 12 and mid and not collapsed:
@@ -111,6 +115,9 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
     assert refused == [400, 400, 400], refused
     # A client without LL support (ffmpeg's HLS reader) played the same master: full segments.
     assert plain.startswith("ok"), plain
+    assert thumbnail == "updated", thumbnail
+    image = requests.get(thumbnails.thumbnail_url(stream.pk), timeout=5)
+    assert image.content[:2] == b"\xff\xd8"
     session = live_stack.wait_session_ended(stream.pk, timeout=120)
     assert session.is_replay
 
