@@ -7,7 +7,7 @@ before) and CMAF/fMP4 (``seg_000012.m4s`` after an ``EXT-X-MAP`` init section). 
 stream's live edge also lists partial segments (``seg_000012.p3.m4s``), a preload hint and
 rendition reports (``render_low_latency``), and answers ``_HLS_skip`` with a Playlist Delta
 Update (the same playlist with its older segments replaced by ``EXT-X-SKIP``: a 30-minute DVR
-window reloaded for every part is ~65 kB, its delta a few hundred bytes); the origin holds
+window of 2 s segments reloaded for every part is ~73 kB, its delta ~2 kB); the origin holds
 blocking reloads with the pure rules at the end of this module (``edge_of``,
 ``blocking_satisfied``, ``blocking_error``, ``skip_directive``).
 Every rule cites its section of draft-pantos-hls-rfc8216bis-22 (May 2026).
