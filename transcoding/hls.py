@@ -5,8 +5,11 @@ decides what is published; this module only says how it is written down.
 Two segment formats: MPEG-TS (``seg_000012.ts``, the normal latency mode, written exactly as
 before) and CMAF/fMP4 (``seg_000012.m4s`` after an ``EXT-X-MAP`` init section). A low-latency
 stream's live edge also lists partial segments (``seg_000012.p3.m4s``), a preload hint and
-rendition reports (``render_low_latency``); the origin holds blocking reloads with the pure
-rules at the end of this module (``edge_of``, ``blocking_satisfied``, ``blocking_error``).
+rendition reports (``render_low_latency``), and answers ``_HLS_skip`` with a Playlist Delta
+Update (the same playlist with its older segments replaced by ``EXT-X-SKIP``: a 30-minute DVR
+window of 2 s segments reloaded for every part is ~73 kB, its delta ~2 kB); the origin holds
+blocking reloads with the pure rules at the end of this module (``edge_of``,
+``blocking_satisfied``, ``blocking_error``, ``skip_directive``).
 Every rule cites its section of draft-pantos-hls-rfc8216bis-22 (May 2026).
 """
 
@@ -17,6 +20,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from transcoding.ladder import Rendition, SourceInfo
 from transcoding.mpegts import aac_codec_string
@@ -210,7 +214,8 @@ def version(shown: list[Entry]) -> int:
     """EXT-X-VERSION: the least the playlist needs (RFC 8216bis 6.2.1: SHOULD NOT be greater).
     Section 8: 3 for floating-point EXTINF durations, 6 for EXT-X-MAP in a playlist that is not
     I-frames only. The low-latency tags (EXT-X-PART-INF, -SERVER-CONTROL, -PART, -PRELOAD-HINT,
-    -RENDITION-REPORT) require no version; EXT-X-SKIP (9), which we do not write, would."""
+    -RENDITION-REPORT) require no version; a Playlist Delta Update's EXT-X-SKIP requires 9
+    (``DELTA_VERSION``)."""
     return 6 if any(e.inits for e in shown) else 3
 
 
@@ -297,26 +302,51 @@ def _ceil_ms(seconds: float) -> float:
 
 
 def render_low_latency(
-    window: list[Entry], ll: LowLatency, *, target: int, ended: bool, rendition: str | None = None
+    window: list[Entry],
+    ll: LowLatency,
+    *,
+    target: int,
+    ended: bool,
+    rendition: str | None = None,
+    skip: Skip | None = None,
 ) -> str:
     """The live window of a low-latency rendition: what ``render_window`` writes plus
-    EXT-X-SERVER-CONTROL (blocking reload; PART-HOLD-BACK), EXT-X-PART-INF, the parts of the
-    last segments (``listed_parts``) before each segment's EXTINF, the parts of the segment in
-    progress after the last one, the preload hint of the next part and a report per other
-    rendition. An ended playlist lists complete segments only, and no hint (4.4.5.3)."""
+    EXT-X-SERVER-CONTROL (blocking reload; PART-HOLD-BACK; CAN-SKIP-UNTIL, ``skip_boundary``),
+    EXT-X-PART-INF, the parts of the last segments (``listed_parts``) before each segment's
+    EXTINF, the parts of the segment in progress after the last one, the preload hint of the
+    next part and a report per other rendition. An ended playlist lists complete segments only,
+    and no hint (4.4.5.3).
+
+    ``skip`` (``skip_directive``: the request's ``_HLS_skip``) asks for the Playlist Delta Update
+    (6.2.5.1) of the same moment: the segments beyond the Skip Boundary (``skipped_segments``)
+    and the tags applied to them give way to one ``EXT-X-SKIP`` (4.4.5.2); EXT-X-MEDIA-SEQUENCE
+    and EXT-X-DISCONTINUITY-SEQUENCE stay (the skipped segments keep their numbers, and
+    "Replacing segments with the EXT-X-SKIP tag does not change the value of the
+    EXT-X-DISCONTINUITY-SEQUENCE tag"); EXT-X-VERSION is 9 (section 8). "All tags that were not
+    skipped MUST remain": the EXT-X-MAP in effect for the first segment kept applies to it too,
+    so it is written again before it; its own EXT-X-DISCONTINUITY and EXT-X-PROGRAM-DATE-TIME
+    are its tags and stay. Ignored once ended (6.2.5.1: a Server MUST ignore _HLS_skip in a
+    Playlist with EXT-X-ENDLIST). The end of the playlist, what blocking reloads wait for
+    (``edge_of``), is the same either way."""
     dseq = window[0].dseq if window else 0
     media_sequence = window[0].index if window else 0
+    boundary = skip_boundary(target)
     control = [
-        f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={part_hold_back(ll.part_target):.3f}",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+        f"PART-HOLD-BACK={part_hold_back(ll.part_target):.3f},CAN-SKIP-UNTIL={boundary:.3f}",
         f"#EXT-X-PART-INF:PART-TARGET={_ceil_ms(ll.part_target):.3f}",
     ]
     pending = [] if ended else ll.pending
     pending_init = (ll.pending_init or (window[-1].init(rendition) if window else "")) if pending else ""
-    number = max(version(window), 6 if pending_init else 3)
+    delta = skip is not None and not ended
+    skipped = skipped_segments(window, boundary) if delta else 0
+    number = DELTA_VERSION if delta else max(version(window), 6 if pending_init else 3)
     lines = _header(number, media_sequence, dseq, target=target, kind="live", ended=ended, ll=tuple(control))
+    if delta:
+        lines.append(_skip_line(skipped, dateranges=skip == "v2"))
     listed = listed_parts(window, ll, target=target, ended=ended)
-    in_effect = ""
-    for entry in window:
+    in_effect = ""  # after EXT-X-SKIP as well: the first segment kept gets its EXT-X-MAP again
+    for entry in window[skipped:]:
         lines += _segment_head(entry.init(rendition), entry.wall, in_effect, tagged=entry.tagged)
         in_effect = entry.init(rendition)
         gap = _gap(entry, rendition)
@@ -334,6 +364,68 @@ def render_low_latency(
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+# -- Playlist Delta Updates (RFC 8216bis 6.2.5.1) ------------------------------------------------
+
+# ``_HLS_skip`` values that ask for a Playlist Delta Update: YES skips older Media Segments, v2
+# older EXT-X-DATERANGE tags as well (6.2.5.1).
+Skip = Literal["YES", "v2"]
+
+# Section 8: "A Playlist MUST indicate an EXT-X-VERSION of 9 or higher if it contains: The
+# EXT-X-SKIP tag." (10 only for an EXT-X-SKIP that replaces EXT-X-DATERANGE tags: we write none.)
+DELTA_VERSION = 9
+
+# CAN-SKIP-UNTIL in target durations: 4.4.3.8 "The Skip Boundary MUST be at least six times the
+# Target Duration"; the least it allows keeps deltas smallest.
+SKIP_TARGETS = 6
+
+
+def skip_boundary(target: int) -> float:
+    """CAN-SKIP-UNTIL (the Skip Boundary, seconds) of a low-latency playlist whose
+    EXT-X-TARGETDURATION is ``target``. Every low-latency playlist advertises it (the same value
+    in every rendition: 6.2.4 wants identical EXT-X-SERVER-CONTROL tags), so a client can always
+    ask for a delta; one asks only while its copy is younger than half of it (6.3.7), which a
+    client reloading for every part always is."""
+    return float(SKIP_TARGETS * target)
+
+
+def skipped_segments(window: list[Entry], boundary: float) -> int:
+    """How many of the window's first segments a Playlist Delta Update replaces: "Media Segments
+    that are further from the end of the last (Parent) Media Segment in the Playlist than the
+    Skip Boundary" (6.2.5.1). A segment is further when its end is (all of it lies beyond the
+    boundary; one the boundary cuts is kept), distances summed from the durations as written
+    (whole milliseconds), so that a client's arithmetic on the playlist agrees. The parts of the
+    segment in progress do not count: the distance is from the end of the last complete one."""
+    limit = round(boundary * 1000)
+    distance, kept = 0, 0
+    for entry in reversed(window):
+        if distance > limit:
+            break
+        distance += round(round(entry.duration, 3) * 1000)
+        kept += 1
+    return len(window) - kept
+
+
+def _skip_line(count: int, *, dateranges: bool) -> str:
+    """EXT-X-SKIP (4.4.5.2). RECENTLY-REMOVED-DATERANGES "is REQUIRED if the Client requested an
+    update that skips EXT-X-DATERANGE tags" (``_HLS_skip=v2``) and "MAY be empty": we write no
+    date ranges, so none were removed."""
+    removed = ',RECENTLY-REMOVED-DATERANGES=""' if dateranges else ""
+    return f"#EXT-X-SKIP:SKIPPED-SEGMENTS={count}{removed}"
+
+
+def skip_directive(value: str | None) -> Skip | None:
+    """The Playlist Delta Update an ``_HLS_skip`` query parameter asks for: "YES" or "v2"
+    (6.2.5.1: "whose value is YES or v2, it MUST respond with a Playlist Delta Update"; v2 even
+    though we advertise no CAN-SKIP-DATERANGES: the rule does not depend on it). Anything else
+    (absent, "NO", "yes", a later "v3") is None, a full playlist: the RFC defines no error for
+    it, and a full playlist is always an answer a client can use (it replaces its copy)."""
+    if value == "YES":
+        return "YES"
+    if value == "v2":
+        return "v2"
+    return None
 
 
 def _part_line(part: Part, *, gap: bool) -> str:
@@ -408,8 +500,10 @@ def blocking_error(edge: Edge, want_msn: int | None, want_part: int | None, skip
     """Why a playlist request's delivery directives (RFC 8216bis 6.2.5) get 400 Bad Request, or
     None when the request is acceptable (answer at once, or hold it until
     ``blocking_satisfied``; 503 after blocking more than three target durations). Ended
-    playlists ignore ``_HLS_msn`` and ``_HLS_part``; ``_HLS_skip`` is always ignored since we
-    advertise no CAN-SKIP-UNTIL (6.2.5.1). Values come from ``directive``."""
+    playlists ignore ``_HLS_msn`` and ``_HLS_part``. ``_HLS_skip`` never makes a request bad:
+    it only chooses the answer's form (``skip_directive``), a Playlist Delta Update that is held
+    exactly as the full playlist would be (6.2.5.1 and 6.2.5.2 combine: the delta of the
+    playlist that contains the requested segment or part). Values come from ``directive``."""
     if edge.ended or (want_msn is None and want_part is None):
         return None
     if want_msn is None:

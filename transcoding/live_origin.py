@@ -10,6 +10,11 @@ held, not refused (RFC 8216bis 6.2.5.2, "Blocking Playlist Reload", and preload 
   contains segment M (part P of segment M);
 - a part request for the next part of the chunk being transcoded is answered once it exists.
 
+A playlist request with ``_HLS_skip=YES`` (or ``v2``) gets the Playlist Delta Update of the
+playlist it would otherwise get (RFC 8216bis 6.2.5.1, ``hls.render_low_latency``): hls.js asks
+for one on every reload once the playlist advertises CAN-SKIP-UNTIL, which every low-latency
+playlist does, and the DVR window's ~900 segments shrink to the last few.
+
 Each held request waits on the session's pub/sub channel (``state.events_channel``: one
 message per part and per assembler commit), not on a timer; a wake-up re-reads Redis (one
 pipelined read) and answers or waits again, for at most ``LL_HOLD_SECONDS``. One subscriber
@@ -58,9 +63,11 @@ class Rendered:
     ended: bool
 
 
-def render(stream_id: int, session_id: int, rendition: str, kind: str) -> Rendered | None:
+def render(stream_id: int, session_id: int, rendition: str, kind: str, skip: hls.Skip | None = None) -> Rendered | None:
     """The media playlist ``kind`` (``live`` | ``index``) of ``rendition``, LL-HLS for a
-    low-latency session; None when the session has no live state (S3 has the playlists)."""
+    low-latency session (its Playlist Delta Update with ``skip``, ``hls.skip_directive``); None
+    when the session has no live state (S3 has the playlists). Normal-latency (TS) playlists
+    advertise no CAN-SKIP-UNTIL, so ``skip`` does not apply to them (6.2.5.1: ignored)."""
     part_target = state.low_latency(session_id)
     if part_target is None:
         text = assembler.live_playlist(stream_id, session_id, rendition, kind)
@@ -81,7 +88,7 @@ def render(stream_id: int, session_id: int, rendition: str, kind: str) -> Render
     epoch = entries[-1].epoch
     ll = _low_latency(entries, live, rendition=rendition, names=names, part_target=part_target, epoch=epoch)
     ended = live.window.final
-    text = hls.render_low_latency(entries, ll, target=target, ended=ended, rendition=rendition)
+    text = hls.render_low_latency(entries, ll, target=target, ended=ended, rendition=rendition, skip=skip)
     return Rendered(text, hls.edge_of(entries, ll, ended=ended), target, ended)
 
 
@@ -274,15 +281,16 @@ def _text_response(text: str, status: int, cache: str) -> HttpResponse:
 
 async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendition: str, kind: str) -> HttpResponse:
     """A live media playlist; with ``_HLS_msn``/``_HLS_part`` (RFC 8216bis 6.2.5.2) held until
-    it contains that segment or part."""
+    it contains that segment or part; with ``_HLS_skip`` its Playlist Delta Update (6.2.5.1)."""
     try:
         msn, part = hls.directive(request.GET.get("_HLS_msn")), hls.directive(request.GET.get("_HLS_part"))
     except ValueError:
         return _text_response("_HLS_msn and _HLS_part must be decimal integers (RFC 8216bis 4.2)\n", 400, "no-store")
+    skip = hls.skip_directive(request.GET.get("_HLS_skip"))
 
     def current() -> Rendered | None:
         try:
-            return render(stream_id, session_id, rendition, kind) if kind in {"live", "index"} else None
+            return render(stream_id, session_id, rendition, kind, skip) if kind in {"live", "index"} else None
         except redis.exceptions.RedisError:
             return None
 

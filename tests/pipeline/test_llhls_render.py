@@ -1,7 +1,9 @@
 """Low-Latency HLS rendering (``transcoding/hls.py``) against the RFC 8216bis conformance checker
 (``tests/fixtures/llhls.py``): a simulated stream rendered at every moment conforms, each rule
-broken by hand is caught, TS output and log entries stay what they were, and the blocking
-reload rules follow RFC 8216bis 6.2.5.2 on its own Low-Latency Playlist example (9.11)."""
+broken by hand is caught, TS output and log entries stay what they were, the blocking reload
+rules follow RFC 8216bis 6.2.5.2 on its own Low-Latency Playlist example (9.11), and Playlist
+Delta Updates (6.2.5.1) of a long DVR window merge, as a client merges them, into the full
+playlist of the same moment."""
 
 import dataclasses
 import json
@@ -94,10 +96,10 @@ class Stream:
         gap = (rendition, i) in self.shed
         return [hls.Part(hls.part_name(10 + i, 0, j), self.parts[j], j == 0, gap) for j in range(count)]
 
-    def render(self, step: int, rendition: str) -> tuple[str, hls.Edge]:
+    def render(self, step: int, rendition: str, skip: hls.Skip | None = None) -> tuple[str, hls.Edge]:
         window, ll, ended = self.at(step, rendition)
         ll = dataclasses.replace(ll, reports=[self.report(step, other) for other in RENDITIONS if other != rendition])
-        text = hls.render_low_latency(window, ll, target=self.target(), ended=ended, rendition=rendition)
+        text = hls.render_low_latency(window, ll, target=self.target(), ended=ended, rendition=rendition, skip=skip)
         return text, hls.edge_of(window, ll, ended=ended)
 
     def report(self, step: int, rendition: str) -> hls.RenditionReport:
@@ -181,6 +183,8 @@ def test_the_tags_of_a_low_latency_playlist():
     assert pl.seconds("PART-HOLD-BACK") == hls.part_hold_back(PART_TARGET) >= 3 * PART_TARGET
     assert pl.server_control["CAN-BLOCK-RELOAD"] == "YES"
     assert "HOLD-BACK" not in pl.server_control  # its absence means three target durations
+    assert pl.seconds("CAN-SKIP-UNTIL") == 6 * pl.target  # the least RFC 8216bis 4.4.3.8 allows
+    assert pl.skip is None  # a full playlist unless _HLS_skip asks for a delta
     assert [p.uri for p in pl.pending] == [p.name for p in ll.pending]
     assert pl.hint == ll.hint == hls.part_name(15, 0, len(ll.pending))
     assert [(r.uri, r.last_msn, r.last_part) for r in pl.reports] == [("../360p/live.m3u8", 5, len(ll.pending) - 1)]
@@ -361,6 +365,8 @@ BROKEN = {  # rule: (level, the baseline broken once)
     "PART-HOLD-BACK >= 2 x PART-TARGET": (M, _sub("PART-HOLD-BACK=1.002", "PART-HOLD-BACK=0.600")),
     "PART-HOLD-BACK >= 3 x PART-TARGET": (S, _sub("PART-HOLD-BACK=1.002", "PART-HOLD-BACK=0.900")),
     "HOLD-BACK >= 3 x TARGETDURATION": (M, _sub("CAN-BLOCK-RELOAD=YES", "CAN-BLOCK-RELOAD=YES,HOLD-BACK=2.5")),
+    "CAN-SKIP-UNTIL >= 6 x TARGETDURATION": (M, _sub("CAN-SKIP-UNTIL=6.000", "CAN-SKIP-UNTIL=5.900")),
+    "CAN-SKIP-DATERANGES needs CAN-SKIP-UNTIL": (M, _sub("CAN-SKIP-UNTIL=6.000", "CAN-SKIP-DATERANGES=YES")),
     "blocking reload": (M, _sub("CAN-BLOCK-RELOAD=YES,", "")),
     "part <= PART-TARGET": (M, _in_pending_first_part("DURATION=0.334", "DURATION=0.335")),
     "part >= 85% of PART-TARGET": (M, _sub("DURATION=0.333,URI", "DURATION=0.280,URI")),
@@ -592,8 +598,9 @@ def test_blocking_reload_rules_on_the_rfc_example():
     assert err(edge, 275, 1, None) is None  # at least 2 ahead: 274 may end after its part 0
     assert "Advance Part Limit" in err(edge, 275, 2, None)
     assert "without _HLS_msn" in err(edge, None, 0, None)
-    assert err(edge, None, None, "YES") is None  # _HLS_skip is ignored: no CAN-SKIP-UNTIL
+    assert err(edge, None, None, "YES") is None  # _HLS_skip never makes a request bad
     assert err(edge, 274, 1, "v2") is None
+    assert err(edge, 274, 1, "v3") is None
     assert "decimal-integer" in err(edge, -1, None, None)
     # Once segment 274 is complete with parts 0-1 and nothing of 275 is out, 274.2 means 275.0.
     done = llhls.parse(
@@ -655,3 +662,229 @@ def test_directive_values(raw, value):
 def test_directive_values_that_are_not_decimal_integers(raw):
     with pytest.raises(ValueError, match="decimal-integer"):
         hls.directive(raw)
+
+
+# -- Playlist Delta Updates (RFC 8216bis 6.2.5.1) -----------------------------------------------
+
+INIT_B, INIT_C = "init_77e0b1.mp4", "init_c4d5e6.mp4"
+# A long DVR window (30 one-second segments; the Skip Boundary is 6 s): reconnects (a
+# discontinuity) before the window, in the part a delta skips (with a new init section) and in
+# the part it keeps (another init section).
+DVR = {
+    "reconnects in the skipped and the kept part": Stream(
+        segments=40, window=30, disc_at=frozenset({5, 12, 36}), inits={12: INIT_B, 36: INIT_C}
+    ),
+    "lagging commits, a shed rung in the skipped part": Stream(
+        segments=40, window=30, lag=True, disc_at=frozenset({12}), inits={12: INIT_B}, shed=frozenset({("360p", 14)})
+    ),
+}
+
+
+def _delta_moment(skip="YES"):
+    """The DVR window ending with segment 38, one part of segment 39 out: (delta, full) texts."""
+    stream = DVR["reconnects in the skipped and the kept part"]
+    step = _step(stream, last=38, pending=1)
+    return stream.render(step, "source", skip=skip)[0], stream.render(step, "source")[0]
+
+
+def test_a_delta_update_of_a_long_dvr_window():
+    delta_text, full_text = _delta_moment()
+    delta, full = llhls.parse(delta_text), llhls.parse(full_text)
+    assert [s.msn for s in full.segments] == list(range(9, 39))
+    assert (full.media_sequence, full.discontinuity_sequence) == (9, 1)  # the reconnect at 5 left
+    # Replaced: the segments ending more than CAN-SKIP-UNTIL (6 s) before the end of segment 38.
+    beyond = [s.msn for i, s in enumerate(full.segments) if sum(x.duration for x in full.segments[i + 1 :]) > 6.0]
+    assert delta.skip == {"SKIPPED-SEGMENTS": str(len(beyond))}
+    assert delta.skipped == len(beyond) == 23
+    assert [s.msn for s in delta.segments] == list(range(32, 39))  # they keep their numbers
+    assert (delta.media_sequence, delta.discontinuity_sequence) == (9, 1)  # 4.4.5.2: unchanged
+    assert delta.version == 9  # section 8: EXT-X-SKIP
+    assert full.version == 6
+    # The reconnect at 12 (discontinuity, new init section) is skipped; the first segment kept
+    # gets the EXT-X-MAP in effect written again (a tag of its own); the reconnect at 36 is kept.
+    skipped = full.segments[: delta.skipped]
+    assert any(s.msn == 12 and s.discontinuity and s.map_uri == INIT_B for s in skipped)
+    assert (delta.segments[0].map_uri, delta.segments[0].discontinuity) == (INIT_B, False)
+    assert delta.maps == [INIT_B, INIT_C]
+    assert [(s.msn, s.map_uri) for s in delta.segments if s.discontinuity] == [(36, INIT_C)]
+    assert delta.segments == full.segments[delta.skipped :]  # dates, parts, maps and all
+    assert (delta.in_progress, delta.hints, delta.reports) == (full.in_progress, full.hints, full.reports)
+    assert delta.edge() == full.edge()  # blocking reloads wait for the same end
+    assert llhls.findings(delta) == []
+    assert llhls.delta_consistent(delta, full) == []
+    assert len(delta_text) < len(full_text) / 2
+    # What a client does with it (RFC 8216bis 6.3.7): the playlist it had, brought up to date.
+    merged = llhls.merge_delta(full, delta)
+    assert [(s.msn, s.uri, s.pdt, s.discontinuity, s.map_uri) for s in merged.segments] == [
+        (s.msn, s.uri, s.pdt, s.discontinuity, s.map_uri) for s in full.segments
+    ]
+    # v2 (date ranges too): the same delta, with the RECENTLY-REMOVED-DATERANGES it requires.
+    v2 = llhls.parse(_delta_moment("v2")[0])
+    assert v2.skip == {"SKIPPED-SEGMENTS": "23", "RECENTLY-REMOVED-DATERANGES": ""}
+    assert dataclasses.replace(v2, skip=delta.skip) == delta
+    assert v2.version == 9  # 10 only when an EXT-X-SKIP replaces EXT-X-DATERANGE tags
+
+
+@pytest.mark.parametrize("name", DVR)
+@pytest.mark.parametrize("every", [1, 8])
+def test_a_client_merging_delta_updates_has_the_full_playlist_at_every_moment(name, every):
+    """A client that loads the full playlist once, then asks for a delta every ``every`` events
+    (8 parts: 2.7 s, under half the 6 s Skip Boundary as 6.3.7 asks) and merges each into its
+    copy, holds at every moment the segments of the full playlist; every delta conforms on its
+    own and against the full playlist of its moment."""
+    stream = DVR[name]
+    most = 0
+    for rendition in RENDITIONS:
+        client: llhls.MediaPlaylist | None = None
+        for step in range(1, len(stream.events()) + 1):
+            text, edge = stream.render(step, rendition)
+            full = llhls.parse(text)
+            if client is None:
+                client = full
+                continue
+            if step % every and step != len(stream.events()):
+                continue
+            for skip in ("YES", "v2"):
+                delta_text, delta_edge = stream.render(step, rendition, skip=skip)
+                delta = llhls.parse(delta_text)
+                where = f"step {step} {rendition} {skip}:\n{delta_text}"
+                assert delta_edge == edge == delta.edge(), where
+                assert llhls.violations(delta, client) == [], where
+                # (A hint is only compared with the next version: 8 events on, its part may be gone.)
+                assert llhls.warnings(delta, client if every == 1 else None) == [], where
+                assert llhls.delta_consistent(delta, full, client) == [], where
+            client = llhls.merge_delta(client, delta)
+            most = max(most, delta.skipped)
+        assert client.ended
+        assert client == full  # the ended playlist ignores _HLS_skip: the full one replaced the copy
+    assert most == 23
+
+
+def test_an_ended_playlist_ignores_skip_and_a_short_window_skips_nothing():
+    stream = DVR["reconnects in the skipped and the kept part"]
+    last = len(stream.events())
+    assert stream.render(last, "source", skip="YES") == stream.render(last, "source")  # 6.2.5.1
+    short = Stream()  # six 1 s segments: the first ends 5 s before the end, within the boundary
+    step = _step(short, last=8, pending=2)
+    delta, full = (llhls.parse(short.render(step, "source", skip=s)[0]) for s in ("YES", None))
+    assert delta.skip == {"SKIPPED-SEGMENTS": "0"}  # still a delta update: the client asked for one
+    assert delta.segments == full.segments
+    assert llhls.findings(delta) == []
+    assert llhls.delta_consistent(delta, full) == []
+
+
+def test_a_client_whose_copy_lacks_skipped_segments_must_reload_the_full_playlist():
+    stream = DVR["reconnects in the skipped and the kept part"]
+    old = llhls.parse(stream.render(20, "source")[0])  # segments 0..5
+    delta = llhls.parse(_delta_moment()[0])
+    with pytest.raises(ValueError, match="lacks skipped segments"):
+        llhls.merge_delta(old, delta)
+    full = llhls.parse(_delta_moment()[1])
+    assert any("[merge gives the full playlist]" in v for v in llhls.delta_consistent(delta, full, old))
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("YES", "YES"), ("v2", "v2"), (None, None), ("NO", None), ("yes", None), ("v3", None), ("", None)],
+)
+def test_skip_directive_values(raw, value):
+    """YES and v2 ask for a delta (6.2.5.1); anything else gets the full playlist, not an error."""
+    assert hls.skip_directive(raw) == value
+
+
+def test_ts_playlists_advertise_no_delta_updates():
+    for entries in (_entries(), _entries(INIT)):
+        text = hls.render_window(entries, target=2, ended=False)
+        assert "SKIP" not in text
+        assert llhls.parse(text).server_control == {}
+
+
+def _move_skip_after_first_segment(t):
+    lines = t.splitlines()
+    skip = lines.pop(next(i for i, x in enumerate(lines) if x.startswith("#EXT-X-SKIP")))
+    lines.insert(next(i for i, x in enumerate(lines) if x and not x.startswith("#")) + 1, skip)
+    return "\n".join(lines) + "\n"
+
+
+def _skip_one_more(t):
+    """The first segment kept skipped as well (its lines gone, the count one up)."""
+    first = llhls.parse(t).segments[0]
+    lines = t.split("\n")
+    at = lines.index(first.uri)
+    start = max(i for i in range(at) if lines[i].startswith("#EXT-X-SKIP")) + 1
+    count = int(llhls.parse(t).skip["SKIPPED-SEGMENTS"])
+    kept = [x for x in lines[start : at + 1] if x.startswith("#EXT-X-MAP")]
+    lines[start : at + 1] = kept
+    return "\n".join(lines).replace(f"SKIPPED-SEGMENTS={count}", f"SKIPPED-SEGMENTS={count + 1}")
+
+
+def _full_as_delta_skipping_nothing(_):
+    full = _delta_moment()[1]
+    return _edit(
+        full, "#EXT-X-INDEPENDENT-SEGMENTS\n", "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-SKIP:SKIPPED-SEGMENTS=0\n"
+    ).replace("#EXT-X-VERSION:6", "#EXT-X-VERSION:9")
+
+
+def _twice(needle):
+    return lambda t: _edit(t, _line(t, needle), _line(t, needle) + "\n" + _line(t, needle))
+
+
+def _drop_line(*needles):
+    return lambda t: _edit(t, _line(t, *needles) + "\n", "")
+
+
+_NO_MAP_AFTER_SKIP = (f'#EXT-X-SKIP:SKIPPED-SEGMENTS=23\n#EXT-X-MAP:URI="{INIT_B}"', "#EXT-X-SKIP:SKIPPED-SEGMENTS=23")
+
+DELTA_BROKEN = {  # what is broken: (rule, level, the delta broken once)
+    "version below 9": ("version", M, _sub("#EXT-X-VERSION:9", "#EXT-X-VERSION:6")),
+    "version above 9": ("version no higher than needed", S, _sub("#EXT-X-VERSION:9", "#EXT-X-VERSION:10")),
+    "two EXT-X-SKIP": ("one EXT-X-SKIP", M, _twice("#EXT-X-SKIP")),
+    "no SKIPPED-SEGMENTS": ("SKIPPED-SEGMENTS required", M, _sub("SKIPPED-SEGMENTS=", "SKIPPED=")),
+    "EXT-X-SKIP after a segment": ("skip replaces the first segments", M, _move_skip_after_first_segment),
+    "no CAN-SKIP-UNTIL": ("delta only where skipping applies", M, _sub(",CAN-SKIP-UNTIL=6.000", "")),
+    "an ended delta": ("delta only where skipping applies", M, lambda t: t + "#EXT-X-ENDLIST\n"),
+    "one segment too many skipped": ("skipped segments beyond the boundary", M, _skip_one_more),
+    "segments beyond the boundary kept": ("skipped segments beyond the boundary", M, _full_as_delta_skipping_nothing),
+    "no EXT-X-MAP after EXT-X-SKIP": ("EXT-X-MAP for fMP4", M, _sub(*_NO_MAP_AFTER_SKIP)),
+}
+
+
+@pytest.mark.parametrize("broken", DELTA_BROKEN)
+def test_each_delta_rule_broken_once_is_caught(broken):
+    rule, level, breaking = DELTA_BROKEN[broken]
+    good = _delta_moment()[0]
+    assert llhls.findings(llhls.parse(good)) == []
+    bad = breaking(good)
+    assert bad != good
+    found = [f for f in llhls.findings(llhls.parse(bad)) if f.rule == rule]
+    assert found, llhls.findings(llhls.parse(bad))
+    assert {f.level for f in found} == {level}
+
+
+AGAINST_FULL = {  # what is broken: (rule, the delta broken once)
+    "a full playlist answered": ("delta update answered", lambda t: _delta_moment()[1]),
+    "one segment too many skipped": ("skipped segments beyond the boundary", _skip_one_more),
+    "a kept segment's date dropped": ("tags not skipped remain", _drop_line("PROGRAM-DATE-TIME", ":37.000Z")),
+    "a kept reconnect's discontinuity dropped": ("tags not skipped remain", _sub("#EXT-X-DISCONTINUITY\n", "")),
+    "the rendition report dropped": ("tags not skipped remain", _drop_line("#EXT-X-RENDITION-REPORT")),
+    "the skipped discontinuity counted": (
+        "discontinuity sequence unchanged",
+        _sub("#EXT-X-DISCONTINUITY-SEQUENCE:1", "#EXT-X-DISCONTINUITY-SEQUENCE:2"),
+    ),
+    "numbered as if the skipped were removed": (
+        "merge gives the full playlist",
+        _sub("#EXT-X-MEDIA-SEQUENCE:9", "#EXT-X-MEDIA-SEQUENCE:32"),
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", AGAINST_FULL)
+def test_each_delta_rule_against_the_full_playlist_broken_once_is_caught(broken):
+    rule, breaking = AGAINST_FULL[broken]
+    good, full = _delta_moment()
+    assert llhls.delta_consistent(llhls.parse(good), llhls.parse(full)) == []
+    bad = breaking(good)
+    assert bad != good
+    found = llhls.delta_consistent(llhls.parse(bad), llhls.parse(full))
+    assert any(f"[{rule}]" in v for v in found), found
+    assert all(v.startswith("RFC 8216bis ") for v in found)
