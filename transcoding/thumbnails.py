@@ -45,7 +45,11 @@ def frame_from_segment(segment: bytes, *, width: int = THUMBNAIL_WIDTH) -> bytes
     Raises ``ValueError`` when ffmpeg cannot decode a frame or times out (its stderr is logged)."""
     try:
         image = ffmpeg.run_bytes(
-            ffmpeg.jpeg_frame_args(width), input=segment, timeout=FFMPEG_TIMEOUT_S, context={}, failure_level=None
+            ffmpeg.jpeg_frame_args(width, container="mp4" if segment[4:8] == b"ftyp" else "mpegts"),
+            input=segment,
+            timeout=FFMPEG_TIMEOUT_S,
+            context={},
+            failure_level=None,
         )
     except ffmpeg.FFmpegError as exc:
         image, stderr = b"", exc.stderr
