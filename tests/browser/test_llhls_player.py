@@ -67,6 +67,8 @@ def test_ll_hls_plays_in_low_latency_mode_and_the_dvr_window_works(live_stack: A
             blocking = [u for u in asked if "_HLS_msn=" in u and "_HLS_part=" in u]
             parts = [u for u in asked if PART.search(u.split("?")[0])]
             assert len(blocking) >= 20, asked[-20:]
+            # ...and delta updates of the DVR window (EXT-X-SKIP), not the whole window each time.
+            assert any("_HLS_skip=YES" in u for u in blocking), blocking[-5:]
             assert len(parts) >= 20, asked[-20:]
             assert not any("_hold=" in u for u in asked if PART.search(u) or "_HLS_part=" in u)
             harness.screenshot(page, "llhls-at-edge.png")
