@@ -485,10 +485,10 @@ def first_frame_lines(runs: list[FirstFrame], chunk: int, label: str) -> list[st
         mine = [r for r in runs if r.mode == mode]
         if not mine:
             continue
-        label = "stream.ready" if mode == "ready" else "legacy 2 s polling"
+        start = "stream.ready" if mode == "ready" else "legacy 2 s polling"
         lines.append(
             f"ttff {mode:<6} {label}: median {_median([r.shown for r in mine]):.2f} s "
-            f"(runs {', '.join(f'{r.shown:.2f}' for r in mine)}; {label}; "
+            f"(runs {', '.join(f'{r.shown:.2f}' for r in mine)}; {start}; "
             f"stream.live at the page {_median([r.live for r in mine]):+.2f} s, "
             f"stream.ready {_median([r.ready for r in mine]):.2f} s (the pipeline's share), first frame "
             f"{_median([_player_share(r) for r in mine]):.2f} s after it (the player's); first frame shown = "
