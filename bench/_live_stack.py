@@ -53,15 +53,17 @@ class LiveStack:
     def set_chunk(self, seconds: float) -> None:
         settings.CHUNK_SECONDS = seconds
 
-    def new_stream(self, title: str, owner: str = "bench-g2g") -> tuple[int, str]:
-        """A fresh stream (own session, own playlists) and the RTMP URL to publish it to."""
+    def new_stream(self, title: str, owner: str = "bench-g2g", mode: str | None = None) -> tuple[int, str]:
+        """A fresh stream (own session, own playlists) and the RTMP URL to publish it to.
+        ``mode``: its latency mode (``low``: LL-HLS, ADR 0031); by default the one whose chunk
+        is CHUNK_SECONDS (the web process computes a stream's chunk from its mode: 1 s chunks
+        are the low mode's LOW_LATENCY_CHUNK_SECONDS, others the normal mode's CHUNK_SECONDS)."""
         from accounts.models import User
         from streams import services
 
         user, _ = User.objects.get_or_create(username=owner, defaults={"email": f"{owner}@example.com"})
-        # The chunk is the stream's latency mode's, computed by the web process: 1 s chunks are
-        # the low mode (LOW_LATENCY_CHUNK_SECONDS), others the normal mode (CHUNK_SECONDS).
-        mode = "low" if settings.CHUNK_SECONDS <= settings.LOW_LATENCY_CHUNK_SECONDS else "normal"
+        if mode is None:
+            mode = "low" if settings.CHUNK_SECONDS <= settings.LOW_LATENCY_CHUNK_SECONDS else "normal"
         created = services.create_stream(user, title=title, keep_recordings=False, latency_mode=mode)
         return created.stream.pk, f"{self.rtmp_url}/{created.key}"
 

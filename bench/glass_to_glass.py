@@ -19,9 +19,14 @@ config), two sources:
 - ours: RTMP into the platform's pipeline (segmenter, Celery transcoding ladder, S3 origin,
   nginx edge), the stream's master playlist through the edge;
 - peer: nginx-rtmp's own HLS (``hls on``, no transcoding at all), configured here.
-For 2 s and 1 s chunks (the publisher sends a keyframe every second; the chunk length is the
-pipeline's CHUNK_SECONDS and nginx-rtmp's hls_fragment). Targets: ours median <= 5 s
-with 2 s chunks, <= 3 s with 1 s, no stalls.
+Three runs, the publisher sending a keyframe every 2 s (the usual setting), WINDOW_S (60 s) each:
+- peer: nginx-rtmp's HLS with 2 s fragments (the baseline);
+- ours: standard HLS from our pipeline (a stream in the normal latency mode: 2 s MPEG-TS
+  segments, the full ladder); target median <= 5 s, no stalls;
+- ll: LL-HLS from our pipeline (a stream in the low latency mode: CMAF parts of ~0.25 s, the
+  full ladder, blocking playlist reload through the edge; ADR 0031); target median <= 1.5 s,
+  no stalls.
+Rendition switches (hls.js LEVEL_SWITCHED in the window) and the renditions played are printed.
 
 Time to first frame: a viewer waits on the real watch page (uvicorn: player, chat
 socket) BEFORE the publisher starts; measured from the publisher's first frame (the clock burnt
@@ -31,7 +36,8 @@ run on a fresh stream, alternating the page's start on ``stream.ready`` with the
 (``?start=legacy``: hls.js on ``stream.live``, the master retried every 2 s on 404) as the
 baseline measured in the same run; G2G_TTFF_RUNS runs of each (default 3), median. Target: no
 later than chunk duration + 1.5 s. The load average is printed with the figures.
-``G2G_PARTS=ttff`` (or ``steady``) runs only that part (default both); ``G2G_PAGE_QUERY`` is
+``G2G_PARTS=ttff`` (or ``steady``) runs only that part (default both), ``G2G_STEADY=ll`` only
+those steady runs (default ``peer,ours,ll``); ``G2G_PAGE_QUERY`` is
 appended to the steady-state pages' URL (e.g. ``?worker=1``: hls.js's transmuxing worker).
 """
 
@@ -61,7 +67,7 @@ WIDTH = 1280
 BOX = 16
 BITS = 32
 WARMUP_S = 5.0
-WINDOW_S = 30.0
+WINDOW_S = float(os.environ.get("G2G_WINDOW_S", "60"))
 RUNNING_BEFORE_JOIN_S = 12.0
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 # Appended to the steady-state pages' URL, e.g. "?worker=1" (player.js page flags, docs/viewer.md).
@@ -95,7 +101,7 @@ DECODE_JS = """
 CLOCK_JS = """
 (() => {
   %(decode)s
-  const g2g = window.g2g = { samples: [], hlsLatency: [], stalls: [], bad: 0, playing: false };
+  const g2g = window.g2g = { samples: [], hlsLatency: [], stalls: [], switches: [], bad: 0, playing: false };
   function attach(player) {
     const video = player.video;
     const onFrame = () => {
@@ -111,6 +117,16 @@ CLOCK_JS = """
     setInterval(() => {
       if (player.hls && player.hls.latency) g2g.hlsLatency.push([Date.now(), player.hls.latency]);
     }, 500);
+    const watchLevels = (p) => {
+      if (!p.hls || p.hls.__g2g) return;
+      p.hls.__g2g = true;
+      p.hls.on(window.Hls.Events.LEVEL_SWITCHED, (_e, d) => {
+        const level = p.hls.levels[d.level];
+        g2g.switches.push([Date.now(), level ? level.height : d.level]);
+      });
+    };
+    watchLevels(player);
+    document.addEventListener("live-player-ready", (e) => watchLevels(e.detail));
   }
   attach(window.livePlayer);
 })();
@@ -152,14 +168,17 @@ class Result:
     # Median seconds from a segment's last ingested frame (PROGRAM-DATE-TIME + EXTINF) to its
     # first listing at the edge: the pipeline's share of the latency (ours only).
     listed_after: float | None = None
+    switches: int = 0  # rendition switches in the window
+    levels: list[int] | None = None  # heights of the renditions played (from the start)
 
     def line(self) -> str:
         listed = "" if self.listed_after is None else f"; segments listed at the edge {self.listed_after:.2f} s "
         listed += "after their last frame was ingested" if listed else ""
         return (
             f"g2g {self.name:<5} chunk {self.chunk:g}s: median {self.median:.2f} s, p95 {self.p95:.2f} s, "
-            f"stalls {self.stalls} in {WINDOW_S:.0f} s (hls.js latency says {self.hls_median:.2f} s{listed}; "
-            f"{self.frames} frames decoded)"
+            f"stalls {self.stalls} in {WINDOW_S:.0f} s, rendition switches {self.switches} "
+            f"(played {'/'.join(f'{h}p' for h in self.levels or []) or '?'}) "
+            f"(hls.js latency says {self.hls_median:.2f} s{listed}; {self.frames} frames decoded)"
         )
 
 
@@ -199,13 +218,13 @@ class ListingWatch(threading.Thread):
         return statistics.median(self.delays.values()) if self.delays else None
 
 
-def publisher_command(url: str) -> list[str]:
+def publisher_command(url: str, gop_s: float = 2.0) -> list[str]:
     """The pipeline's own test-pattern publisher (``manage.py golive``, transcoding/golive.py):
-    720p30, a keyframe every second (fits 1 s and 2 s chunks), zero-latency x264, AAC, and the
-    clock strip: 32 boxes of 16 px, MSB first, = wall clock ms mod 2**32 of each frame."""
+    720p30, a keyframe every ``gop_s`` (2 s: what streamers are told to set), zero-latency x264,
+    AAC, and the clock strip: 32 boxes of 16 px, MSB first, = wall clock ms mod 2**32 of each frame."""
     from transcoding.golive import PublishOptions, publish_args
 
-    return publish_args(PublishOptions(url=url, clock_boxes=True, gop_s=1.0))
+    return publish_args(PublishOptions(url=url, clock_boxes=True, gop_s=gop_s))
 
 
 def nginx_config(base: Path, rtmp_port: int, http_port: int) -> Path:
@@ -303,7 +322,9 @@ def measure(context: Any, url: str, name: str, chunk: float) -> Result:
           const g = window.g2g, s = {start};
           return {{ samples: g.samples.filter(x => x[0] >= s).map(x => x[1]),
                     hls: g.hlsLatency.filter(x => x[0] >= s).map(x => x[1]),
-                    stalls: g.stalls.filter(t => t >= s).length }};
+                    stalls: g.stalls.filter(t => t >= s).length,
+                    switches: g.switches.filter(x => x[0] >= s).map(x => x[1]),
+                    levels: g.switches.map(x => x[1]) }};
         }})()""")
     finally:
         page.close()
@@ -312,7 +333,17 @@ def measure(context: Any, url: str, name: str, chunk: float) -> Result:
         raise RuntimeError(f"{name}: only {len(samples)} frames decoded in {WINDOW_S:.0f} s (clock strip unreadable?)")
     p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
     hls = data["hls"] or [float("nan")]
-    return Result(name, chunk, statistics.median(samples), p95, statistics.median(hls), data["stalls"], len(samples))
+    return Result(
+        name,
+        chunk,
+        statistics.median(samples),
+        p95,
+        statistics.median(hls),
+        data["stalls"],
+        len(samples),
+        switches=len(data["switches"]),
+        levels=sorted({int(h) for h in data["levels"]}),
+    )
 
 
 @contextmanager
@@ -333,18 +364,20 @@ def run_peer(context: Any, base: Path, rtmp_port: int, http_port: int, chunk: in
         return measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", "peer", chunk)
 
 
-def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int) -> Result:
-    """Publish into the platform's pipeline with ``chunk``-second chunks and watch via the edge."""
+def run_ours(context: Any, live: Any, base: Path, http_port: int, chunk: int, *, mode: str = "normal") -> Result:
+    """Publish into the platform's pipeline (a stream in latency ``mode``: ``normal`` = standard
+    HLS with ``chunk``-second segments, ``low`` = LL-HLS) and watch via the edge."""
     live.set_chunk(chunk)
-    stream_id, publish_url = live.new_stream(f"g2g {chunk}s", owner=f"bench-g2g-{RUN_ID}")
-    with devstack.running(publisher_command(publish_url), base / f"publish-ours{chunk}.log"):
+    stream_id, publish_url = live.new_stream(f"g2g {mode} {chunk}s", owner=f"bench-g2g-{RUN_ID}", mode=mode)
+    name = "ll" if mode == "low" else "ours"
+    with devstack.running(publisher_command(publish_url), base / f"publish-{name}{chunk}.log"):
         live.wait_playable(stream_id, timeout=60)
         watch = ListingWatch(live.media_playlist_url(stream_id))
         watch.start()
         try:
             time.sleep(RUNNING_BEFORE_JOIN_S)
-            page = write_page(base / "www", f"ours{chunk}", live.playback_url(stream_id))
-            result = measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", "ours", chunk)
+            page = write_page(base / "www", f"{name}{chunk}", live.playback_url(stream_id))
+            result = measure(context, f"http://127.0.0.1:{http_port}{page}{PAGE_QUERY}", name, chunk)
         finally:
             watch.stop.set()
             watch.join(timeout=5)
@@ -387,7 +420,16 @@ def _first_segment_clock(live: Any, stream_id: int) -> int:
     _, playlist = _get_text(base + playlist_uri)
     segment = next(line for line in playlist.splitlines() if line and not line.startswith("#"))
     folder = playlist_uri.rsplit("/", 1)[0]
-    clock = read_clock(f"{base}{folder}/{segment}", width=width)
+    maps = [line.split('URI="')[1].rstrip('"') for line in playlist.splitlines() if line.startswith("#EXT-X-MAP:")]
+    if maps:  # CMAF (LL-HLS): the segment decodes after its init section
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as joined:
+            for uri in (maps[0], segment):
+                with urllib.request.urlopen(f"{base}{folder}/{uri}", timeout=5) as response:  # noqa: S310 (our edge)
+                    joined.write(response.read())
+            joined.flush()
+            clock = read_clock(joined.name, width=width)
+    else:
+        clock = read_clock(f"{base}{folder}/{segment}", width=width)
     if clock is None:
         raise RuntimeError(f"no clock in the first segment of stream {stream_id}")
     return clock
@@ -401,16 +443,17 @@ def _get_text(url: str) -> tuple[int, str]:
         return int(exc.code), ""
 
 
-def measure_first_frame(context: Any, live: Any, base: Path, chunk: int, mode: str) -> FirstFrame:
+def measure_first_frame(context: Any, live: Any, base: Path, chunk: int, *, mode: str, latency: str) -> FirstFrame:
     """A viewer on the stream's watch page before the publisher starts; the publisher starts;
-    when does the page show its first frame?"""
-    stream_id, publish_url = live.new_stream(f"ttff {chunk}s {mode}", owner=f"bench-ttff-{RUN_ID}-{chunk}-{mode}")
+    when does the page show its first frame? ``latency``: the stream's latency mode."""
+    owner = f"bench-ttff-{RUN_ID}-{latency}-{mode}"
+    stream_id, publish_url = live.new_stream(f"ttff {latency} {chunk}s {mode}", owner=owner, mode=latency)
     page = context.new_page()
     try:
         page.goto(live.watch_url(stream_id) + ("?start=legacy" if mode == "legacy" else ""))
         page.wait_for_function("() => window.LiveSocket && window.LiveSocket.isOpen()", timeout=30_000)
         page.evaluate(TTFF_JS % {"decode": _decode_js()})
-        with devstack.running(publisher_command(publish_url), base / f"publish-ttff{chunk}-{mode}.log"):
+        with devstack.running(publisher_command(publish_url), base / f"publish-ttff-{latency}-{mode}.log"):
             page.wait_for_function("() => window.ttff.shownAt > 0", timeout=90_000)
             load = os.getloadavg()[0]
             data = page.evaluate("window.ttff")
@@ -436,16 +479,16 @@ def _median(values: list[float | None]) -> float:
     return statistics.median(known) if known else float("nan")
 
 
-def first_frame_lines(runs: list[FirstFrame], chunk: int) -> list[str]:
+def first_frame_lines(runs: list[FirstFrame], chunk: int, label: str) -> list[str]:
     lines = []
     for mode in ("ready", "legacy"):
         mine = [r for r in runs if r.mode == mode]
         if not mine:
             continue
-        label = "stream.ready" if mode == "ready" else "legacy 2 s polling"
+        start = "stream.ready" if mode == "ready" else "legacy 2 s polling"
         lines.append(
-            f"ttff {mode:<6} chunk {chunk}s: median {_median([r.shown for r in mine]):.2f} s "
-            f"(runs {', '.join(f'{r.shown:.2f}' for r in mine)}; {label}; "
+            f"ttff {mode:<6} {label}: median {_median([r.shown for r in mine]):.2f} s "
+            f"(runs {', '.join(f'{r.shown:.2f}' for r in mine)}; {start}; "
             f"stream.live at the page {_median([r.live for r in mine]):+.2f} s, "
             f"stream.ready {_median([r.ready for r in mine]):.2f} s (the pipeline's share), first frame "
             f"{_median([_player_share(r) for r in mine]):.2f} s after it (the player's); first frame shown = "
@@ -458,7 +501,7 @@ def first_frame_lines(runs: list[FirstFrame], chunk: int) -> list[str]:
     target = chunk + 1.5
     verdict = "meets" if ready <= target else "MISSES"
     lines.append(
-        f"time_to_first_frame chunk {chunk}s: stream.ready {ready:.2f} s vs legacy polling {legacy:.2f} s "
+        f"time_to_first_frame {label}: stream.ready {ready:.2f} s vs legacy polling {legacy:.2f} s "
         f"(player's share {player_ready:.2f} s vs {player_legacy:.2f} s); {verdict} target <= {target:g} s "
         f"(chunk + 1.5 s); load average {os.getloadavg()[0]:.1f} (2 cores)"
     )
@@ -470,13 +513,14 @@ def _player_share(r: FirstFrame) -> float | None:
     return None if r.ready is None else r.shown - r.ready
 
 
-def run_first_frames(context: Any, live: Any, base: Path, chunk: int, runs: int) -> list[str]:
+def run_first_frames(context: Any, live: Any, base: Path, chunk: int, runs: int, *, latency: str) -> list[str]:
     live.set_chunk(chunk)
     results: list[FirstFrame] = []
     for _ in range(runs):
         for mode in ("ready", "legacy"):  # alternated, so both see the same load
-            results.append(measure_first_frame(context, live, base, chunk, mode))
-    return first_frame_lines(results, chunk)
+            results.append(measure_first_frame(context, live, base, chunk, mode=mode, latency=latency))
+    label = "LL-HLS" if latency == "low" else f"chunk {chunk}s"
+    return first_frame_lines(results, chunk, label)
 
 
 def run(args: argparse.Namespace) -> list[str]:
@@ -503,25 +547,46 @@ def run(args: argparse.Namespace) -> list[str]:
             )
             parts = os.environ.get("G2G_PARTS", "steady,ttff").split(",")
             runs = int(os.environ.get("G2G_TTFF_RUNS", "2" if getattr(args, "quick", False) else "3"))
-            for chunk in (2, 1) if "ttff" in parts else ():
+            for latency in ("normal", "low") if "ttff" in parts else ():
                 try:
-                    lines.extend(run_first_frames(context, live, base, chunk, runs))
+                    lines.extend(run_first_frames(context, live, base, 2, runs, latency=latency))
                 except Exception as exc:  # report, and go on
-                    lines.append(f"ttff chunk {chunk}s: FAILED: {type(exc).__name__}: {exc}")
-            for chunk in (2, 1) if "steady" in parts else ():
-                try:
-                    peer = run_peer(context, base, rtmp_port, http_port, chunk)
-                    lines.append(peer.line())
-                    ours = run_ours(context, live, base, http_port, chunk)
-                    lines.append(ours.line())
-                except Exception as exc:  # report, and go on with the other chunk length
-                    lines.append(f"g2g chunk {chunk}s: FAILED: {type(exc).__name__}: {exc}")
-                    continue
-                target = 5.0 if chunk == 2 else 3.0
-                verdict = "meets" if ours.median <= target and ours.stalls == 0 else "MISSES"
-                lines.append(
-                    f"glass_to_glass chunk {chunk}s: ours median {ours.median:.2f} s vs nginx-rtmp HLS "
-                    f"{peer.median:.2f} s = {ours.median / peer.median:.2f}x; stalls {ours.stalls} vs "
-                    f"{peer.stalls}; {verdict} target median <= {target:g} s, no stalls"
-                )
+                    lines.append(f"ttff {latency}: FAILED: {type(exc).__name__}: {exc}")
+            if "steady" in parts:
+                lines.extend(run_steady(context, live, base, rtmp_port, http_port))
+    return lines
+
+
+def run_steady(context: Any, live: Any, base: Path, rtmp_port: int, http_port: int) -> list[str]:
+    """The nginx-rtmp baseline, standard HLS and LL-HLS from our pipeline, keyframes every 2 s."""
+    lines: list[str] = []
+    results: dict[str, Result] = {}
+    wanted = os.environ.get("G2G_STEADY", "peer,ours,ll").split(",")
+    for name, run_one in (
+        ("peer", lambda: run_peer(context, base, rtmp_port, http_port, 2)),
+        ("ours", lambda: run_ours(context, live, base, http_port, 2, mode="normal")),
+        ("ll", lambda: run_ours(context, live, base, http_port, 2, mode="low")),
+    ):
+        if name not in wanted:
+            continue
+        try:
+            results[name] = run_one()
+            lines.append(results[name].line())
+        except Exception as exc:  # report, and go on with the others
+            lines.append(f"g2g {name}: FAILED: {type(exc).__name__}: {exc}")
+    peer, ours, ll = results.get("peer"), results.get("ours"), results.get("ll")
+    if peer and ours:
+        verdict = "meets" if ours.median <= 5.0 and ours.stalls == 0 else "MISSES"
+        lines.append(
+            f"glass_to_glass standard HLS: ours median {ours.median:.2f} s vs nginx-rtmp HLS {peer.median:.2f} s = "
+            f"{ours.median / peer.median:.2f}x; stalls {ours.stalls} vs {peer.stalls}; {verdict} target median <= 5 s, "
+            "no stalls"
+        )
+    if ll and peer and ours:
+        verdict = "meets" if ll.median <= 1.5 and ll.stalls == 0 else "MISSES"
+        lines.append(
+            f"glass_to_glass LL-HLS: median {ll.median:.2f} s, p95 {ll.p95:.2f} s vs standard HLS {ours.median:.2f} s "
+            f"({ll.median / ours.median:.2f}x) vs nginx-rtmp HLS {peer.median:.2f} s ({ll.median / peer.median:.2f}x); "
+            f"stalls {ll.stalls}, rendition switches {ll.switches}; {verdict} target median <= 1.5 s, no stalls"
+        )
     return lines

@@ -307,6 +307,18 @@ class _Metrics:
         self.changes: Counter = Counter(
             "livestream_changes_emitted", "Analytics changes pushed to live dashboards", ["collection"]
         )
+        self.ll_held: Gauge = Gauge(
+            "livestream_ll_held_requests",
+            "LL-HLS requests the live origin holds now (blocking playlist reloads, hinted parts)",
+            ["kind"],
+            multiprocess_mode="livesum",
+        )
+        self.ll_hold_seconds: Histogram = Histogram(
+            "livestream_ll_hold_seconds",
+            "How long the live origin held an LL-HLS request, per kind and outcome",
+            ["kind", "outcome"],
+            buckets=(0.01, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 6),
+        )
 
 
 @cache
@@ -390,6 +402,20 @@ def chat_delivered(sockets: int) -> None:
     metrics.chat_frames.inc()
     if sockets:
         metrics.chat_deliveries.inc(sockets)
+
+
+@_safe
+def ll_hold_started(kind: str) -> None:
+    """The live origin starts holding a ``playlist`` or ``part`` request (transcoding/live_origin.py)."""
+    _m().ll_held.labels(kind).inc()
+
+
+@_safe
+def ll_hold_ended(kind: str, outcome: str, seconds: float) -> None:
+    """... and answered it (``outcome``: ``ok``, ``timeout`` (503 / 404), ``gone``) after ``seconds``."""
+    metrics = _m()
+    metrics.ll_held.labels(kind).dec()
+    metrics.ll_hold_seconds.labels(kind, outcome).observe(seconds)
 
 
 @_safe

@@ -19,11 +19,12 @@ class StreamStatus(models.TextChoices):
 
 
 class LatencyMode(models.TextChoices):
-    """How far behind the publisher viewers play: the chunk duration the segmenter cuts
-    (``LOW_LATENCY_CHUNK_SECONDS``, 1 s; ``CHUNK_SECONDS``, 2 s), so the segment duration."""
+    """How far behind the publisher viewers play. ``low``: LL-HLS (CMAF partial segments of
+    ``LL_PART_SECONDS``, ADR 0031; chunks of ``LOW_LATENCY_CHUNK_SECONDS``); ``normal``: standard
+    HLS, MPEG-TS segments of ``CHUNK_SECONDS``."""
 
-    LOW = "low", "Low latency (1 s segments)"
-    NORMAL = "normal", "Normal (2 s segments)"
+    LOW = "low", "Low latency (LL-HLS, about 1.5 s)"
+    NORMAL = "normal", "Normal (standard HLS, 2 s segments)"
 
 
 def chunk_seconds(mode: str) -> float:
@@ -43,8 +44,9 @@ class Stream(TimestampedModel):
         max_length=8,
         choices=LatencyMode.choices,
         default=LatencyMode.LOW,
-        help_text="Low: 1 s segments, lowest delay. Normal: 2 s segments, fewer requests, "
-        "more tolerant of slow connections. Applies from the next broadcast.",
+        help_text="Low: LL-HLS, viewers about 1.5 s behind you (players without LL support still play, "
+        "a little later). Normal: standard HLS with 2 s segments, about 3.5 s, fewer requests. "
+        "Applies from the next broadcast.",
     )
     # SHA-256 of the secret key; the key itself is never stored.
     key_hash = models.CharField(max_length=64, unique=True, editable=False)

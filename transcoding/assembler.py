@@ -99,15 +99,22 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
                 index=(last.index + 1) if last else step.published,
                 seq=meta.seq,
                 duration=round(meta.duration, 3),
-                wall=meta.wall,
+                wall=_wall(chunk, meta, last, disc=meta.disc or pending_disc),
                 disc=meta.disc or pending_disc,
                 sizes={name: len(data) for name, data in chunk.outputs.items()},
                 epoch=step.epoch,
                 dseq=last.after() if last else 0,
+                inits=dict(chunk.inits),
             )
             after: dict[str, dict[str, int]] = {}
             for name, data in chunk.outputs.items():
-                fixed, end = mpegts.continue_counters(data, {int(p): cc for p, cc in counters.get(name, {}).items()})
+                end: dict[int, int] = {}
+                if chunk.inits:  # CMAF (low latency): tfdt carries the timeline, no counters
+                    fixed = data
+                else:
+                    fixed, end = mpegts.continue_counters(
+                        data, {int(p): cc for p, cc in counters.get(name, {}).items()}
+                    )
                 after[name] = {str(pid): cc for pid, cc in end.items()}
                 if fixed:  # a rung shed under overload has no segment (EXT-X-GAP)
                     segments.append((f"{name}/{entry.name}", fixed))
@@ -189,8 +196,20 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
     return staged
 
 
+def _wall(chunk: state.Pending, meta: state.ChunkMeta, last: Entry | None, *, disc: bool) -> float:
+    """The segment's EXT-X-PROGRAM-DATE-TIME. A low-latency segment that continues the previous
+    one starts where it ended: its parts were listed under that date before it was complete (the
+    live origin), and a listed date never changes (RFC 8216bis 6.2.1)."""
+    if chunk.inits and last is not None and last.inits and not disc:
+        return round(last.wall + last.duration, 3)
+    return meta.wall
+
+
 def _floor() -> int:
     return math.ceil(settings.CHUNK_SECONDS)
+
+
+floor_target = _floor  # the origin's LL playlists use the same EXT-X-TARGETDURATION floor
 
 
 def live_playlist(stream_id: int, session_id: int, rendition: str, kind: str) -> str | None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any, cast
 
@@ -32,6 +33,7 @@ import av.error
 from av.video.reformatter import Interpolation, VideoReformatter
 from django.conf import settings
 
+from transcoding import fmp4
 from transcoding.ladder import Rendition, SourceInfo
 
 logger = logging.getLogger(__name__)
@@ -151,6 +153,14 @@ class _Output:
             self.video = stream
         self.audio: Any = _audio_output(self.container, audio_in, source) if audio_in is not None else None
 
+    def copy_audio(self, packet: Any) -> None:
+        packet.stream = self.audio
+        self.container.mux(packet)
+
+    def copy_video(self, packet: Any) -> None:
+        packet.stream = self.video
+        self.container.mux(packet)
+
     def encode(self, frame: av.VideoFrame | None) -> None:
         if frame is not None:
             pts, time_base = frame.pts, frame.time_base
@@ -186,19 +196,26 @@ def transcode(
     parameters the outputs get (without it, what the chunk's short probe found). Raises
     ``TranscodeError`` for input or encoder failures; exceptions of ``source`` propagate."""
     try:
-        return _transcode(source, renditions, fps, threads=threads, gop_s=gop_s, media=media)
+        return _transcode(
+            source, renditions, threads=threads, make=_output_factory(fps, threads=threads, gop_s=gop_s, media=media)
+        )
     except av.error.FFmpegError as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
 
 
+_Out = Any  # _Output or _CmafOutput: encode(frame), copy_video(packet), copy_audio(packet), close()
+_Make = Callable[[Rendition, Any, Any], _Out]
+
+
+def _output_factory(fps: float, *, threads: int, gop_s: float, media: SourceInfo | None) -> _Make:
+    def make(rendition: Rendition, video_in: Any, audio_in: Any) -> _Out:
+        return _Output(rendition, video_in, audio_in, fps=fps, threads=threads, gop_s=gop_s, source=media)
+
+    return make
+
+
 def _transcode(
-    source: IO[bytes] | io.RawIOBase,
-    renditions: list[Rendition],
-    fps: float,
-    *,
-    threads: int,
-    gop_s: float,
-    media: SourceInfo | None,
+    source: IO[bytes] | io.RawIOBase, renditions: list[Rendition], *, threads: int, make: _Make
 ) -> dict[str, bytes]:
     with av.open(source, "r", format="mpegts", options=PROBE) as chunk:
         if not chunk.streams.video:
@@ -207,9 +224,7 @@ def _transcode(
         audio_in = chunk.streams.audio[0] if chunk.streams.audio else None
         video_in.codec_context.thread_count = threads
         video_in.codec_context.thread_type = "AUTO"
-        outputs = [
-            _Output(r, video_in, audio_in, fps=fps, threads=threads, gop_s=gop_s, source=media) for r in renditions
-        ]
+        outputs = [make(r, video_in, audio_in) for r in renditions]
         encoded = [o for o in outputs if not o.rendition.copy]
         copied = [o for o in outputs if o.rendition.copy]
         wanted: list[Any] = [video_in] if audio_in is None else [video_in, audio_in]
@@ -218,13 +233,11 @@ def _transcode(
             if packet.stream is audio_in:
                 if packet.size:
                     for output in outputs:
-                        packet.stream = output.audio
-                        output.container.mux(packet)
+                        output.copy_audio(packet)
                 continue
             if packet.size:
                 for output in copied:
-                    packet.stream = output.video
-                    output.container.mux(packet)
+                    output.copy_video(packet)
                 packet.stream = video_in
             if encoded:
                 for frame in video_in.decode(packet):  # the empty last packet flushes the decoder
@@ -236,3 +249,218 @@ def _transcode(
         for output in encoded:
             output.encode(None)  # flush the encoder
         return {o.rendition.name: o.close() for o in outputs}
+
+
+# --- Low-latency HLS: CMAF output cut into partial segments (ADR 0031) ----------------------
+
+
+@dataclass(frozen=True)
+class PartOut:
+    """One partial segment of one rendition, handed to the caller while the chunk encodes."""
+
+    rendition: str
+    index: int  # in the chunk (part 0 starts with the chunk's IDR)
+    data: bytes  # moof + mdat
+    duration: float  # seconds of video
+    independent: bool
+    init: bytes  # the rendition's init section (the same object for every part of a connection)
+    codec: str  # RFC 6381 video codecs string of the rendition ("avc1.64001f")
+
+
+PartSink = Callable[[PartOut], None]
+
+
+def low_delay_options(rendition: Rendition, fps: float, gop_s: float = 10.0) -> dict[str, str]:
+    """x264 for partial segments: a frame in, its packet out. Lookahead and B-frames hold frames
+    back (at veryfast ~13 frames, 0.4 s at 30 fps: more than a part), so both are off; frame
+    threads would hold ``threads`` frames, slices do not (``sliced-threads``)."""
+    options = x264_options(rendition, fps, gop_s)
+    options["x264-params"] = "bframes=0:rc-lookahead=0:sync-lookahead=0:sliced-threads=1"
+    return options
+
+
+class _CmafOutput:
+    """One rendition as CMAF (fMP4): x264 (or the source's packets for ``copy``) into a
+    ``fmp4.Fragmenter``, cut into a part every ``part_s`` of video, each part handed to ``sink``
+    at once. Timestamps are the source's (absolute ``tfdt``), so parts of chunks encoded on any
+    worker join into one stream."""
+
+    def __init__(
+        self,
+        rendition: Rendition,
+        video_in: Any,
+        audio_in: Any,
+        *,
+        fps: float,
+        threads: int,
+        gop_s: float,
+        source: SourceInfo | None,
+        part_s: float,
+        sink: PartSink,
+    ) -> None:
+        self.rendition = rendition
+        self.source = source
+        self.sink = sink
+        self.part_ticks = int(part_s * 90000)
+        self.codec: Any = None
+        if not rendition.copy:
+            fps = fps or 30.0
+            codec = av.CodecContext.create("libx264", "w")
+            codec.width, codec.height, codec.pix_fmt = rendition.width, rendition.height, "yuv420p"
+            codec.time_base = TIME_BASE
+            codec.framerate = Fraction(fps).limit_denominator(1001)
+            codec.bit_rate = rendition.video_kbps * 1000
+            codec.thread_count = threads
+            codec.options = low_delay_options(rendition, fps, gop_s)
+            self.codec = codec
+        self.audio_rate = (source.audio_sample_rate if source else 0) or (
+            audio_in.codec_context.sample_rate if audio_in is not None else 0
+        )
+        self.has_audio = audio_in is not None
+        self.fragmenter = fmp4.Fragmenter(
+            has_video=True, has_audio=self.has_audio, audio_rate=self.audio_rate or 48000, sequence_start=0
+        )
+        self.video_config: fmp4.VideoConfig | None = None
+        self.audio_config: fmp4.AudioConfig | None = None
+        self.init = b""
+        self.audio: list[tuple[bytes, int]] = []  # ADTS packets not yet in a part (pts 90 kHz)
+        self.audio_next: int | None = None  # where the last audio packet ends (90 kHz)
+        self.part_start: int | None = None  # dts of the current part's first frame
+        self.spacing = 3000  # the largest frame spacing seen (90 kHz), 30 fps until measured
+        self.last_dts: int | None = None
+        self.parts: list[bytes] = []
+
+    # Input ----------------------------------------------------------------------------------
+    def audio_packet(self, data: bytes, pts: int) -> None:
+        frames = fmp4.adts_frames(data)
+        if frames and self.audio_config is None:
+            self.audio_config = frames[0][1]
+        rate = frames[0][1].sample_rate if frames else (self.audio_rate or 48000)
+        self.audio_next = pts + round(len(frames) * 1024 * 90000 / rate)
+        self.audio.append((data, pts))
+
+    def copy_audio(self, packet: Any) -> None:
+        # A PES holding several AAC frames comes out of the demuxer as packets of which only the
+        # first has a time: the others follow the previous one's end.
+        pts = int(packet.pts) if packet.pts is not None else self.audio_next
+        if pts is not None:
+            self.audio_packet(bytes(packet), pts)
+
+    def copy_video(self, packet: Any) -> None:
+        pts = packet.pts if packet.pts is not None else packet.dts
+        dts = packet.dts if packet.dts is not None else pts
+        if pts is None:
+            return
+        self.video_packet(bytes(packet), int(pts), int(dts), key=bool(packet.is_keyframe))
+
+    def video_packet(self, data: bytes, pts: int, dts: int, *, key: bool) -> None:
+        if self.video_config is None:
+            if not key:
+                return  # nothing decodes before the chunk's IDR
+            self.video_config = fmp4.video_config(data, self.rendition.width, self.rendition.height)
+            if self.video_config is None:
+                raise TranscodeError(f"{self.rendition.name}: no SPS/PPS before the first IDR")
+        if self.last_dts is not None:
+            self.spacing = max(self.spacing, min(dts - self.last_dts, 9000)) if dts > self.last_dts else self.spacing
+        # Cut before this frame when taking it would make the part longer than its target.
+        if self.part_start is not None and dts + self.spacing - self.part_start > self.part_ticks:
+            self._cut(dts)
+        if self.part_start is None:
+            self.part_start = dts
+        self.fragmenter.add_video(data, pts, dts, key)
+        self.last_dts = dts
+        # Full: one more frame would not fit. Cut now rather than when the next frame arrives
+        # (a frame sooner at the edge); the part ends where the next frame is expected.
+        if dts + 2 * self.spacing - self.part_start > self.part_ticks:
+            self._cut(dts + self.spacing)
+
+    def encode(self, frame: av.VideoFrame | None) -> None:
+        if frame is not None:
+            pts, time_base = frame.pts, frame.time_base
+            frame = _scaler(self.rendition.width, self.rendition.height).reformat(
+                frame,
+                width=self.rendition.width,
+                height=self.rendition.height,
+                format="yuv420p",
+                interpolation=Interpolation.BICUBIC,
+            )
+            frame.pts, frame.time_base = pts, time_base
+        for packet in self.codec.encode(frame):
+            self.video_packet(bytes(packet), int(packet.pts), int(packet.dts), key=bool(packet.is_keyframe))
+
+    # Output ---------------------------------------------------------------------------------
+    def _cut(self, boundary: int | None) -> None:
+        """Write the current part: its video, and the audio before ``boundary`` (all at the end)."""
+        if self.part_start is None:
+            return
+        if not self.init:
+            probed = self.source
+            if self.has_audio and probed is not None and probed.audio_profile.upper() == "LC":
+                # The connection's probed parameters, not the chunk's first ADTS header: the same
+                # init section for every chunk of the connection, whether or not an audio packet
+                # came before its first cut.
+                self.audio_config = (
+                    fmp4.aac_lc_config(probed.audio_sample_rate, probed.audio_channels) or self.audio_config
+                )
+            self.init = fmp4.init_segment(self.video_config, self.audio_config if self.has_audio else None)
+        keep: list[tuple[bytes, int]] = []
+        for data, pts in self.audio:
+            if boundary is None or pts < boundary:
+                self.fragmenter.add_audio(data, pts)
+            else:
+                keep.append((data, pts))
+        self.audio = keep
+        end = boundary if boundary is not None else (self.last_dts or self.part_start) + self.spacing
+        data = self.fragmenter.flush(next_video_dts=boundary) or b""
+        self.sink(
+            PartOut(
+                rendition=self.rendition.name,
+                index=len(self.parts),
+                data=data,
+                duration=round((end - self.part_start) / 90000, 3),
+                independent=not self.parts,
+                init=self.init,
+                codec=fmp4.codec_string(self.video_config) if self.video_config else "",
+            )
+        )
+        self.parts.append(data)
+        self.part_start = None
+
+    def close(self) -> bytes:
+        """Write the last part (the encoder was flushed); the whole segment (its parts, in order)."""
+        self._cut(None)
+        return b"".join(self.parts)
+
+
+def transcode_cmaf(
+    source: IO[bytes] | io.RawIOBase,
+    renditions: list[Rendition],
+    fps: float,
+    *,
+    threads: int,
+    part_s: float,
+    sink: PartSink,
+    gop_s: float = 10.0,
+    media: SourceInfo | None = None,
+) -> dict[str, bytes]:
+    """Like ``transcode``, into CMAF: every ``part_s`` of video each rendition's newest part goes
+    to ``sink`` (in the calling thread, while the chunk encodes); returns each rendition's whole
+    segment (its parts in order; the init section is in every ``PartOut``)."""
+
+    def make(rendition: Rendition, video_in: Any, audio_in: Any) -> _Out:
+        return _CmafOutput(
+            rendition,
+            video_in,
+            audio_in,
+            fps=fps,
+            threads=threads,
+            gop_s=gop_s,
+            source=media,
+            part_s=part_s,
+            sink=sink,
+        )
+
+    try:
+        return _transcode(source, renditions, threads=threads, make=make)
+    except av.error.FFmpegError as exc:
+        raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc

@@ -174,11 +174,12 @@ def call(args: list[str]) -> int:
     return subprocess.call(args)
 
 
-def jpeg_frame_args(width: int) -> list[str]:
-    """The first video frame of MPEG-TS on stdin, scaled to ``width`` px, as a JPEG on stdout."""
+def jpeg_frame_args(width: int, *, container: str = "mpegts") -> list[str]:
+    """The first video frame of a segment on stdin (``container``: ``mpegts``, or ``mp4`` for
+    CMAF: its init section, then the segment), scaled to ``width`` px, as a JPEG on stdout."""
     return [
         FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-f", "mpegts", "-i", "pipe:0",
+        "-f", container, "-i", "pipe:0",
         "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={width}:-2",
         "-q:v", "5", "-f", "image2", "-c:v", "mjpeg", "pipe:1",
     ]  # fmt: skip

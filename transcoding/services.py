@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from streams import keys, problems, sessions
-from streams.models import StreamSession, chunk_seconds
+from streams.models import LatencyMode, StreamSession, chunk_seconds
 from transcoding import state
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ def _accept_atomically(key: str, client_id: str, node: str) -> sessions.PublishG
         }
         state.map_client(node, client_id, session.pk, grant.connection, keys.hash_key(key))
         state.start_epoch(session.pk)
+        if session.stream.latency_mode == LatencyMode.LOW:  # CMAF with partial segments (ADR 0031)
+            state.set_low_latency(session.pk, settings.LL_PART_SECONDS)
         state.set_ingest_node(session.pk, grant.connection, node)
         state.set_ingest(session.pk, grant.connection, "queued")
         state.queue_ingest(node, command)

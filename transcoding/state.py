@@ -50,6 +50,14 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
 - ``finalizing``      one finalisation at a time
 - ``shed``            overload: rungs shed now, chunks on time in a row, why, since (shedding.py)
 - ``once:ready``      stream.ready was claimed (by the assembler's commit step, once per session)
+- ``ll``              low-latency session (CMAF, partial segments): its PART-TARGET in seconds
+- ``pm:<seq>:<rendition>`` list: each partial segment's "<duration>|<independent>" in order,
+                      then "end" once the chunk's last part is in (TTL ``LL_PART_TTL_SECONDS``)
+- ``pd:<seq>:<rendition>`` list: the partial segments' bytes (moof + mdat), same order
+- ``inits``           set of the init sections already written to S3 (``<rendition>/init_<hash>.mp4``)
+- ``ll:ev`` (pub/sub channel, not a key) "<seq> <rendition> <index>" for every part and
+                      "commit" for every assembler step that commits (published by the step's
+                      script): what the origin's held requests wait on
 
 Every per-chunk key is dropped by the atomic step that passes the chunk, so nothing here grows
 with the broadcast except ``published`` (~150 bytes a segment) and ``gaps``.
@@ -398,14 +406,24 @@ def codecs(session_id: int) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in redis_client().hgetall(key(session_id, "codecs")).items()}
 
 
-def store_outputs(session_id: int, seq: int, outputs: dict[str, bytes], transcode_ms: int, *, part: int = 0) -> None:
+def store_outputs(
+    session_id: int,
+    seq: int,
+    outputs: dict[str, bytes],
+    transcode_ms: int,
+    *,
+    part: int = 0,
+    inits: dict[str, str] | None = None,
+) -> None:
     """Transcoded segments (counters not yet continued) waiting for the in-order commit. Tasks
-    that share a chunk (TRANSCODE_TASKS_PER_CHUNK) each add their renditions to the same hash."""
+    that share a chunk (TRANSCODE_TASKS_PER_CHUNK) each add their renditions to the same hash.
+    ``inits``: CMAF segments' init section names per rendition (fields ``_init:<rendition>``)."""
     r = redis_client()
     name = key(session_id, f"out:{seq}")
     pipe = r.pipeline()
     mapping: dict[str | bytes, bytes | str] = {f"_ms:{part}": str(transcode_ms)}
     mapping.update(outputs)
+    mapping.update({f"_init:{name}": init for name, init in (inits or {}).items()})
     pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
     pipe.expire(name, int(settings.CHUNK_TTL_SECONDS))
     pipe.execute()
@@ -418,6 +436,8 @@ def take_outputs(session_id: int, seq: int) -> tuple[dict[str, bytes], int] | No
     outputs = {_text(k): bytes(v) if isinstance(v, bytes) else v.encode() for k, v in raw.items()}
     # The chunk's transcode time is its slowest part's.
     ms = max((int(outputs.pop(name)) for name in [n for n in outputs if n.startswith("_ms")]), default=0)
+    for name in [n for n in outputs if n.startswith("_init:")]:
+        del outputs[name]
     return outputs, ms
 
 
@@ -661,6 +681,7 @@ local head = {
   final = redis.call('EXISTS', k('final')) == 1,
 }
 local ckpt = tonumber(redis.call('GET', k('ckpt')) or '0')
+if committed > 0 then redis.call('PUBLISH', k('ll:ev'), 'commit') end  -- the live origin's held requests
 if committed > 0 then
   local part = tonumber(ARGV[11])
   head.log_from = math.floor(math.min(ckpt, first_index) / part) * part
@@ -782,6 +803,7 @@ class Pending:
     gap: bool
     outputs: dict[str, bytes] | None
     transcode_ms: int
+    inits: dict[str, str] = field(default_factory=dict)  # CMAF: rendition -> its init section's name
 
 
 @dataclass(frozen=True)
@@ -878,12 +900,13 @@ def _parse_step(head: dict[str, Any], outputs: list[Any], staged: Staged) -> Ste
         raw = c["meta"] or []
         meta = _meta(c["seq"], dict(zip(raw[::2], raw[1::2], strict=True)))
         out: dict[str, bytes] | None = None
-        ms = 0
+        ms, inits = 0, {}
         if c["complete"]:
             flat = next(it)
             out = {_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
             ms = max((int(out.pop(n)) for n in [n for n in out if n.startswith("_ms")]), default=0)
-        chunks.append(Pending(c["seq"], meta, bool(c["gap"]), out, ms))
+            inits = {n[6:]: out.pop(n).decode() for n in [n for n in out if n.startswith("_init:")]}
+        chunks.append(Pending(c["seq"], meta, bool(c["gap"]), out, ms, inits))
     rates, codecs = _rates(head.get("rates") or []), head.get("codecs") or []
     renditions = ladder_from_json(head["ladder"]) if head["ladder"] else []
     masters = None
@@ -1139,7 +1162,7 @@ def remember_client(session_id: int, mapping_key: str) -> None:
 _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
-    "fence", "ingest", "clients", "nodes", "stream", "finalizing", "ckpt", "once:ready", "shed",
+    "fence", "ingest", "clients", "nodes", "stream", "finalizing", "ckpt", "once:ready", "shed", "ll", "inits",
 )  # fmt: skip
 
 
@@ -1341,3 +1364,154 @@ RECONCILED = "pipe:reconcile:last"  # the reconciler's last run (compose health 
 
 def reconciled() -> None:
     redis_client().set(RECONCILED, repr(time.time()), ex=3600)
+
+
+# --- Low-latency HLS: partial segments (ADR 0031) -----------------------------------------
+
+
+def set_low_latency(session_id: int, part_target: float) -> None:
+    """The session publishes CMAF with partial segments of at most ``part_target`` seconds
+    (decided once, at its first publish: the stream's latency mode)."""
+    redis_client().set(key(session_id, "ll"), f"{part_target:.3f}", ex=_ttl(), nx=True)
+
+
+def low_latency(session_id: int) -> float | None:
+    """The session's PART-TARGET, or None for a standard (TS) session."""
+    value = redis_client().get(key(session_id, "ll"))
+    return float(value) if value is not None else None
+
+
+def events_channel(session_id: int) -> str:
+    """The pub/sub channel the origin's held requests of a session wait on."""
+    return key(session_id, "ll:ev")
+
+
+_ADD_PART = """
+local n = redis.call('LLEN', KEYS[1])
+if n > tonumber(ARGV[6]) or redis.call('LINDEX', KEYS[1], -1) == 'end' then return n end
+if ARGV[5] == '1' then redis.call('RPUSH', KEYS[1], 'end') else
+  redis.call('RPUSH', KEYS[1], ARGV[1]) redis.call('RPUSH', KEYS[2], ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3]) redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+return n + 1
+"""
+
+
+def add_partial(
+    session_id: int,
+    seq: int,
+    rendition: str,
+    *,
+    index: int,
+    data: bytes,
+    duration: float,
+    independent: bool,
+    init: str = "",
+) -> None:
+    """Append partial segment ``index`` of chunk ``seq`` in ``rendition`` and wake its waiters
+    (one script: the part, its metadata and the event are one step); ``init``: the name of the
+    init section the part needs (kept with part 0: the playlist's EXT-X-MAP of the segment in
+    progress). Idempotent: a transcode
+    taken over from a lost worker finds the parts that worker already listed and keeps them."""
+    ttl = int(settings.LL_PART_TTL_SECONDS)
+    keys = (key(session_id, f"pm:{seq}:{rendition}"), key(session_id, f"pd:{seq}:{rendition}"))
+    meta = f"{duration:.3f}|{1 if independent else 0}|{init}"
+    event = f"{seq} {rendition} {index}"
+    _eval(_ADD_PART, 3, *keys, events_channel(session_id), meta, data, ttl, event, "0", index)
+
+
+def end_partials(session_id: int, seq: int, rendition: str) -> None:
+    """Chunk ``seq`` has no more parts in ``rendition`` (its last part is in)."""
+    ttl = int(settings.LL_PART_TTL_SECONDS)
+    keys = (key(session_id, f"pm:{seq}:{rendition}"), key(session_id, f"pd:{seq}:{rendition}"))
+    _eval(_ADD_PART, 3, *keys, events_channel(session_id), "", b"", ttl, f"{seq} {rendition} end", "1", 1 << 30)
+
+
+@dataclass(frozen=True)
+class PartMeta:
+    duration: float
+    independent: bool
+    init: str = ""
+
+
+@dataclass(frozen=True)
+class Partials:
+    """The parts of one chunk in one rendition so far; ``ended`` once the last is in."""
+
+    parts: list[PartMeta]
+    ended: bool
+
+
+def _partials(raw: list[Any]) -> Partials:
+    parts, ended = [], False
+    for item in raw:
+        text = _text(item)
+        if text == "end":
+            ended = True
+            break
+        duration, independent, init = [*text.split("|", 2), ""][:3]
+        parts.append(PartMeta(float(duration), independent == "1", init))
+    return Partials(parts, ended)
+
+
+@dataclass(frozen=True)
+class LiveEdge:
+    """What an LL media playlist is rendered from, read in one round trip: the live window,
+    the parts of chunks ``seqs`` in every rendition, and the assembler's next chunk."""
+
+    window: Window
+    next_seq: int
+    parts: dict[tuple[int, str], Partials]
+    next_meta: ChunkMeta | None  # the chunk in progress (its wall clock, discontinuity)
+    pending_disc: bool = False  # the next entry follows a gap
+
+
+def live_edge(session_id: int, renditions: list[str], *, dvr: int = 0, recent: int = 6) -> LiveEdge:
+    """What an LL playlist renders from, in two pipelined reads: the live window (or the last
+    ``dvr`` entries of the log), the next chunk to publish; then the parts of the window's last
+    ``recent`` chunks and of the next chunk, in every rendition."""
+    pipe = redis_client().pipeline(transaction=False)
+    if dvr:
+        pipe.lrange(key(session_id, "published"), -dvr, -1)
+    else:
+        pipe.lrange(key(session_id, "win"), 0, -1)
+    pipe.get(key(session_id, "target"))
+    pipe.exists(key(session_id, "final"))
+    pipe.get(key(session_id, "next"))
+    pipe.get(key(session_id, "pending_disc"))
+    raw, target_, final, nxt, pending_disc = pipe.execute()
+    entries = [Entry.from_json(e) for e in raw]
+    next_seq = int(nxt or 0)
+    seqs = [e.seq for e in entries[-recent:]] + [next_seq]
+    wanted = [(s, r) for s in seqs for r in renditions]
+    pipe = redis_client().pipeline(transaction=False)
+    for s, r in wanted:
+        pipe.lrange(key(session_id, f"pm:{s}:{r}"), 0, -1)
+    pipe.hgetall(key(session_id, f"chunk:{next_seq}"))
+    *lists, meta = pipe.execute()
+    win = Window(entries, int(target_ or 0), bool(final))
+    parts = {w: _partials(r) for w, r in zip(wanted, lists, strict=True)}
+    return LiveEdge(win, next_seq, parts, _meta(next_seq, meta), _text(pending_disc or b"") == "1")
+
+
+def partials(session_id: int, seq: int, rendition: str) -> Partials:
+    return _partials(redis_client().lrange(key(session_id, f"pm:{seq}:{rendition}"), 0, -1))
+
+
+def partial_data(session_id: int, seq: int, rendition: str, index: int) -> bytes | None:
+    """The bytes of one partial segment, None while it does not exist (or expired)."""
+    value = redis_client().lindex(key(session_id, f"pd:{seq}:{rendition}"), index)
+    if value is None:
+        return None
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def init_written(session_id: int, name: str) -> bool:
+    return bool(redis_client().sismember(key(session_id, "inits"), name))
+
+
+def mark_init_written(session_id: int, name: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.sadd(key(session_id, "inits"), name)
+    pipe.expire(key(session_id, "inits"), _ttl())
+    pipe.execute()

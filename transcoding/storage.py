@@ -107,6 +107,9 @@ def ensure_public_read() -> bool:
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
+# CMAF (low-latency sessions): media segments and parts, and each rendition's init section.
+CMAF_SEGMENT_TYPE = "video/iso.segment"
+CMAF_INIT_TYPE = "video/mp4"
 # Playlists change every chunk; segments never change once written (idempotent keys).
 PLAYLIST_CACHE = "public, max-age=1"
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
@@ -115,8 +118,15 @@ SEGMENT_CACHE = "public, max-age=31536000, immutable"
 def put_segment(key: str, data: bytes) -> None:
     """Write a media segment (same key, same bytes: a retried task overwrites harmlessly)."""
     client().put_object(
-        Bucket=settings.S3_BUCKET, Key=key, Body=data, ContentType=SEGMENT_TYPE, CacheControl=SEGMENT_CACHE
+        Bucket=settings.S3_BUCKET, Key=key, Body=data, ContentType=segment_type(key), CacheControl=SEGMENT_CACHE
     )
+
+
+def segment_type(name: str) -> str:
+    """The media type of a segment, part or init section, by its name."""
+    if name.endswith(".m4s"):
+        return CMAF_SEGMENT_TYPE
+    return CMAF_INIT_TYPE if name.endswith(".mp4") else SEGMENT_TYPE
 
 
 def put_playlist(key: str, text: str) -> None:

@@ -32,7 +32,7 @@ from django.utils import timezone
 from livestream import metrics
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import assembler, cores, encoder, ffmpeg, metadata, mpegts, services, shedding, state, storage
+from transcoding import assembler, cores, encoder, ffmpeg, fmp4, metadata, mpegts, services, shedding, state, storage
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -194,10 +194,9 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         shed = shedding.plan(session_id, ladder, waited_s=time.time() - meta.queued, observe=part == 0)
         encode = [r for r in renditions if r.name not in shed]
         reader = io.BytesIO(data) if data is not None else encoder.FeedReader(iter(feed))
-        outputs: dict[str, bytes] = {}
-        if encode:
-            with cores.core_share() as threads:
-                outputs = encoder.transcode(reader, encode, source.fps or 30, threads=threads, media=source)
+        outputs, sink, threads = _encode(reader, encode, source, layout, seq)
+        if sink is not None:
+            sink.end([r.name for r in renditions])  # shed rungs have no parts either
         outputs.update({r.name: b"" for r in renditions if r.name in shed})
     except (encoder.TranscodeError, ffmpeg.FFmpegError, ValueError) as exc:
         logger.error("transcode failed: %s", exc, extra={**ctx, "ctx": {"threads": threads}})
@@ -207,7 +206,8 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         lease.release()
     if epoch is not None and state.epoch(session_id) != epoch:
         return "stale"
-    codecs = {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
+    ts_codecs = {name: c for name, out in outputs.items() if sink is None and (c := mpegts.avc_codec_string(out))}
+    codecs = sink.codecs if sink is not None else ts_codecs
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
     # Progressive: what counts is the time after the chunk's last byte arrived.
@@ -216,7 +216,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         lasts = meta.duration or meta.expect or float(settings.CHUNK_SECONDS)
         shedding.transcoded(session_id, ladder, elapsed_s=elapsed_ms / 1000, duration_s=lasts)
     metrics.observe_transcode(elapsed_ms / 1000, outputs)
-    state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part)
+    state.store_outputs(session_id, seq, outputs, elapsed_ms, part=part, inits=sink.inits if sink else None)
     # The assembler commits (counters, upload) every chunk that is ready, in order.
     assembler.advance(layout)
     publish_ms = int((time.monotonic() - transcoded) * 1000)
@@ -227,6 +227,65 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         extra={**ctx, "ctx": {"publish_ms": publish_ms, "threads": threads}},
     )
     return "done"
+
+
+def _encode(
+    reader: io.RawIOBase | io.BytesIO,
+    renditions: list[Rendition],
+    source: SourceInfo,
+    layout: assembler.Layout,
+    seq: int,
+) -> tuple[dict[str, bytes], _PartSink | None, int]:
+    """The chunk's segments in ``renditions`` (none: nothing to encode, every rung is shed):
+    MPEG-TS, or CMAF cut into partial segments for a low-latency session (ADR 0031). Returns
+    the segments, the part sink of a low-latency session, and the encoder threads used."""
+    part_target = state.low_latency(layout.session_id)
+    sink = _PartSink(layout, seq) if part_target else None
+    if not renditions:
+        return {}, sink, 0
+    fps = source.fps or 30
+    with cores.core_share() as threads:
+        if sink is None or not part_target:
+            return encoder.transcode(reader, renditions, fps, threads=threads, media=source), None, threads
+        outputs = encoder.transcode_cmaf(
+            reader, renditions, fps, threads=threads, part_s=part_target, sink=sink, media=source
+        )
+        return outputs, sink, threads
+
+
+class _PartSink:
+    """Where a low-latency transcode's partial segments go as they are cut (ADR 0031): each
+    rendition's init section to S3 once (named by its content: never rewritten with other
+    bytes), each part into Redis, which wakes the origin's held requests."""
+
+    def __init__(self, layout: assembler.Layout, seq: int) -> None:
+        self.layout, self.seq = layout, seq
+        self.inits: dict[str, str] = {}
+        self.codecs: dict[str, str] = {}
+
+    def __call__(self, part: encoder.PartOut) -> None:
+        session_id = self.layout.session_id
+        if part.rendition not in self.inits:
+            name = fmp4.init_name(part.init)
+            if not state.init_written(session_id, f"{part.rendition}/{name}"):
+                storage.put_segment(f"{self.layout.session_prefix}/{part.rendition}/{name}", part.init)
+                state.mark_init_written(session_id, f"{part.rendition}/{name}")
+            self.inits[part.rendition] = name
+            self.codecs[part.rendition] = part.codec
+        state.add_partial(
+            session_id,
+            self.seq,
+            part.rendition,
+            index=part.index,
+            data=part.data,
+            duration=part.duration,
+            independent=part.independent,
+            init=self.inits[part.rendition],
+        )
+
+    def end(self, renditions: list[str]) -> None:
+        for name in renditions:
+            state.end_partials(self.layout.session_id, self.seq, name)
 
 
 def _input(

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from streams.models import SessionStatus, StreamSession, StreamStatus
 from streams.playback import session_prefix, stream_prefix
-from transcoding import ffmpeg, playlists, state, storage
+from transcoding import ffmpeg, state, storage
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,17 @@ def thumbnail_url(stream_id: int) -> str:
 
 
 def frame_from_segment(segment: bytes, *, width: int = THUMBNAIL_WIDTH) -> bytes:
-    """The first video frame of an MPEG-TS segment as a JPEG ``width`` pixels wide.
+    """The first video frame of a segment (MPEG-TS, or CMAF after its init section) as a JPEG
+    ``width`` pixels wide.
 
     Raises ``ValueError`` when ffmpeg cannot decode a frame or times out (its stderr is logged)."""
     try:
         image = ffmpeg.run_bytes(
-            ffmpeg.jpeg_frame_args(width), input=segment, timeout=FFMPEG_TIMEOUT_S, context={}, failure_level=None
+            ffmpeg.jpeg_frame_args(width, container="mp4" if segment[4:8] == b"ftyp" else "mpegts"),
+            input=segment,
+            timeout=FFMPEG_TIMEOUT_S,
+            context={},
+            failure_level=None,
         )
     except ffmpeg.FFmpegError as exc:
         image, stderr = b"", exc.stderr
@@ -56,16 +61,25 @@ def frame_from_segment(segment: bytes, *, width: int = THUMBNAIL_WIDTH) -> bytes
     return image
 
 
-def newest_segment_key(session: StreamSession) -> str | None:
-    """S3 key of the newest published segment of the session's smallest rendition, or None
-    before the first segment is out."""
-    entries = playlists.published(session.pk)
+def newest_segment_keys(session: StreamSession) -> list[str]:
+    """S3 keys of the newest published segment of the session's smallest rendition: for a
+    low-latency session (CMAF) its init section first, then the segment; empty before the first
+    segment is out. One bounded read of the published log (its last entry)."""
+    entries = state.published_tail(session.pk, 1)
     ladder = state.ladder(session.pk)
     if not entries or not ladder:
-        return None
+        return []
     smallest = min(ladder, key=lambda r: r.height)
     prefix = session.storage_prefix or session_prefix(session.stream_id, session.pk)
-    return f"{prefix}/{smallest.name}/{entries[-1].name}"
+    entry, base = entries[-1], f"{prefix}/{smallest.name}"
+    init = entry.init(smallest.name)
+    return ([f"{base}/{init}"] if init else []) + [f"{base}/{entry.name}"]
+
+
+def newest_segment_key(session: StreamSession) -> str | None:
+    """S3 key of the newest published segment of the session's smallest rendition, or None."""
+    keys = newest_segment_keys(session)
+    return keys[-1] if keys else None
 
 
 @shared_task(
@@ -81,12 +95,13 @@ def make_thumbnail(session_id: int) -> str:
     session = StreamSession.objects.select_related("stream").filter(pk=session_id).first()
     if session is None or session.status == SessionStatus.ENDED or session.stream.status != StreamStatus.LIVE:
         return "not live"
-    key = newest_segment_key(session)
-    if key is None:
+    keys = newest_segment_keys(session)
+    if not keys:
         return "no segment yet"
-    segment = storage.get_bytes(key)
-    if segment is None:
+    parts = [storage.get_bytes(key) for key in keys]  # CMAF: the init section, then the segment
+    if any(part is None for part in parts):
         return "segment missing"
+    segment = b"".join(part for part in parts if part is not None)
     extra = {"stream": session.stream_id, "session": session.pk}
     try:
         image = frame_from_segment(segment)

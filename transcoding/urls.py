@@ -3,7 +3,7 @@
 
 from django.urls import URLPattern, path
 
-from transcoding import views
+from transcoding import live_origin, views
 
 app_name = "transcoding"
 urlpatterns: list[URLPattern] = [
@@ -11,7 +11,12 @@ urlpatterns: list[URLPattern] = [
     path("rtmp/on_publish_done", views.on_publish_done, name="rtmp-on-publish-done"),
     path(
         "origin/live/<int:stream_id>/<int:session_id>/<str:rendition>/<str:kind>.m3u8",
-        views.origin_playlist,
+        live_origin.playlist,
         name="origin-playlist",
+    ),
+    path(
+        "origin/live/<int:stream_id>/<int:session_id>/<str:rendition>/<str:name>.m4s",
+        live_origin.part,
+        name="origin-part",
     ),
 ]

@@ -1,8 +1,6 @@
 """nginx-rtmp callbacks, and the origin of live media playlists.
 
-``origin_playlist``: the edge asks it for a live media playlist the bucket does not have (they
-are written to S3 only when the session ends; ADR 0016). It renders the playlist from Redis
-(``assembler.live_playlist``), without the database, and the edge caches it per 100 ms slot.
+The origin of live media playlists and partial segments is ``transcoding/live_origin.py``.
 
 nginx-rtmp callbacks. Only nginx calls these: the shared secret travels in the callback
 URL's query string (``RTMP_CALLBACK_SECRET``; when empty only loopback callers are accepted).
@@ -24,10 +22,10 @@ import redis.exceptions
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 
 from streams.sessions import PublishRefused
-from transcoding import assembler, services, state, storage
+from transcoding import services, state
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +90,3 @@ def on_publish_done(request: HttpRequest) -> HttpResponse:
         "publisher disconnected", extra={"session": session_id or "-", "addr": request.POST.get("addr", "?")[:64]}
     )
     return HttpResponse("ok\n", content_type="text/plain")
-
-
-@require_GET
-def origin_playlist(request: HttpRequest, stream_id: int, session_id: int, rendition: str, kind: str) -> HttpResponse:
-    """A live media playlist (``live``: the sliding window; ``index``: DVR) from Redis; 404
-    when the session has no live state (ended: the bucket has the playlists)."""
-    try:
-        text = assembler.live_playlist(stream_id, session_id, rendition, kind) if kind in {"live", "index"} else None
-    except redis.exceptions.RedisError:
-        text = None
-    response = HttpResponse(
-        text if text is not None else "not live\n",
-        status=200 if text is not None else 404,
-        content_type=storage.PLAYLIST_TYPE if text is not None else "text/plain",
-    )
-    response["Cache-Control"] = storage.PLAYLIST_CACHE
-    return response

@@ -317,6 +317,17 @@ LOW_LATENCY_CHUNK_SECONDS = env.float("LOW_LATENCY_CHUNK_SECONDS", default=1.0)
 for _name in ("CHUNK_SECONDS", "LOW_LATENCY_CHUNK_SECONDS"):
     if not 0.5 <= globals()[_name] <= 6.0:
         raise ImproperlyConfigured(f"{_name}={globals()[_name]!r} must be between 0.5 and 6 seconds")
+# Low-latency HLS (ADR 0031): streams in the "low" latency mode publish CMAF with partial
+# segments of at most LL_PART_SECONDS (PART-TARGET; 0.2-1.0 s); players stay PART-HOLD-BACK
+# (3 x PART-TARGET) behind the newest part. Parts are kept in Redis LL_PART_TTL_SECONDS (the
+# origin serves them from there; S3 keeps the full segments).
+LL_PART_SECONDS = env.float("LL_PART_SECONDS", default=0.25)
+if not 0.2 <= LL_PART_SECONDS <= 1.0:
+    raise ImproperlyConfigured(f"LL_PART_SECONDS={LL_PART_SECONDS!r} must be between 0.2 and 1 second")
+LL_PART_TTL_SECONDS = env.int("LL_PART_TTL_SECONDS", default=30)
+# How long the origin holds a blocking playlist or preload-hinted part request (RFC 8216bis
+# 6.2.5.2 asks for an answer within three target durations).
+LL_HOLD_SECONDS = env.float("LL_HOLD_SECONDS", default=6.0)
 # How far back a live viewer can seek (the DVR window of the live index.m3u8); 0 = the whole
 # broadcast so far (an EVENT playlist whose size grows with the broadcast).
 DVR_WINDOW_SECONDS = env.int("DVR_WINDOW_SECONDS", default=1800)

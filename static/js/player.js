@@ -75,6 +75,9 @@
   const HOLD_TARGETS = 3;
   const WAKE_EARLY_MS = 500;
   const playlistClock = new Map(); // plain URL -> { msn, at, duration } of the last new segment
+  // Playlists that turned out to be LL-HLS (EXT-X-PART-INF, ADR 0031): the origin holds
+  // "_HLS_msn"/"_HLS_part" requests itself, so the loader passes them through untouched.
+  const lowLatencyPlaylists = new Set();
 
   function parsePlaylist(text) {
     let sequence = 0;
@@ -160,8 +163,21 @@
         const deliver = (response, stats, details) => {
           if (this.finished) return;
           this.finished = true;
+          if (typeof response.data === "string" && response.data.includes("#EXT-X-PART-INF")) lowLatencyPlaylists.add(plain);
           callbacks.onSuccess({ ...response, data: announceBlockingReload(response.data) }, stats, context, details);
         };
+        if (lowLatencyPlaylists.has(plain) && context.type !== "manifest") {
+          // LL-HLS: hls.js's own blocking reload (and the DVR window's playlist when there is one).
+          const direct = new URL(dvr || plain);
+          for (const [name, value] of new URL(context.url, window.location.href).searchParams) {
+            if (name.startsWith("_HLS_")) direct.searchParams.set(name, value);
+          }
+          this.inner.load({ ...context, url: direct.toString() }, loaderConfig, {
+            ...callbacks,
+            onSuccess: (response, stats, _ctx, details) => deliver(response, stats, details),
+          });
+          return;
+        }
         const deliverDvr = () => {
           this.inner = new Base(this.config);
           this.inner.load({ ...context, url: dvr }, loaderConfig, {
@@ -380,6 +396,13 @@
     // and once playback has started, jump there if the start position was further back.
     tuneLatency(details) {
       if (!details || !details.live || !this.hls) return;
+      if (details.partTarget) {
+        // LL-HLS: hls.js stays PART-HOLD-BACK behind the newest part, unless a sync count is
+        // configured (that one is for standard HLS, where a segment is the unit).
+        delete this.hls.userConfig.liveSyncDurationCount;
+        this.lowLatency = true;
+        return;
+      }
       const durations = details.fragments.slice(-6).map((f) => f.duration).sort((a, b) => a - b);
       const chunk = durations[Math.floor(durations.length / 2)];
       if (!chunk) return;
