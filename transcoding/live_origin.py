@@ -344,17 +344,16 @@ async def part(request: HttpRequest, stream_id: int, session_id: int, rendition:
         """The part's bytes; False when it will never exist (the chunk ended before it, another
         session or generation); None while it may still come."""
         try:
-            if state.stream_of(session_id) != stream_id or (state.epoch(session_id) or 0) != epoch:
-                return False
-            data = state.partial_data(session_id, seq, rendition, index)
-            if data is not None:
-                return data
-            known = state.partials(session_id, seq, rendition)
-            if known.ended or index > len(known.parts) or seq < state.next_to_publish(session_id) - _RECENT:
-                return False
-            return None
+            got = state.part_lookup(session_id, seq, rendition, index)  # one round trip
         except redis.exceptions.RedisError:
             return False
+        if got.stream != stream_id or (got.epoch or 0) != epoch:
+            return False
+        if got.data is not None:
+            return got.data
+        if got.known.ended or index > len(got.known.parts) or seq < got.next_seq - _RECENT:
+            return False
+        return None
 
     def decided() -> tuple[bytes | bool] | None:
         found = lookup()

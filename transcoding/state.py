@@ -1494,16 +1494,34 @@ def live_edge(session_id: int, renditions: list[str], *, dvr: int = 0, recent: i
     return LiveEdge(win, next_seq, parts, _meta(next_seq, meta), _text(pending_disc or b"") == "1")
 
 
-def partials(session_id: int, seq: int, rendition: str) -> Partials:
-    return _partials(redis_client().lrange(key(session_id, f"pm:{seq}:{rendition}"), 0, -1))
+@dataclass(frozen=True)
+class PartLookup:
+    """What the origin needs to answer a part request, read in one round trip."""
+
+    stream: int | None
+    epoch: int | None
+    data: bytes | None  # the part's bytes, None while it does not exist (or expired)
+    known: Partials  # the chunk's parts so far in that rendition
+    next_seq: int  # the assembler's next chunk
 
 
-def partial_data(session_id: int, seq: int, rendition: str, index: int) -> bytes | None:
-    """The bytes of one partial segment, None while it does not exist (or expired)."""
-    value = redis_client().lindex(key(session_id, f"pd:{seq}:{rendition}"), index)
-    if value is None:
-        return None
-    return value if isinstance(value, bytes) else value.encode()
+def part_lookup(session_id: int, seq: int, rendition: str, index: int) -> PartLookup:
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.get(key(session_id, "stream"))
+    pipe.get(key(session_id, "epoch"))
+    pipe.lindex(key(session_id, f"pd:{seq}:{rendition}"), index)
+    pipe.lrange(key(session_id, f"pm:{seq}:{rendition}"), 0, -1)
+    pipe.get(key(session_id, "next"))
+    stream, epoch_, data, meta, nxt = pipe.execute()
+    if isinstance(data, str):
+        data = data.encode()
+    return PartLookup(
+        int(stream) if stream is not None else None,
+        int(epoch_) if epoch_ is not None else None,
+        data,
+        _partials(meta),
+        int(nxt or 0),
+    )
 
 
 def init_written(session_id: int, name: str) -> bool:
