@@ -103,6 +103,20 @@ def _scaler(width: int, height: int) -> VideoReformatter:
     return scalers.setdefault((width, height), VideoReformatter())
 
 
+def _scaled(frame: av.VideoFrame, rendition: Rendition) -> av.VideoFrame:
+    """``frame`` at the rendition's size (bicubic, yuv420p), its timestamps kept."""
+    pts, time_base = frame.pts, frame.time_base
+    scaled = _scaler(rendition.width, rendition.height).reformat(
+        frame,
+        width=rendition.width,
+        height=rendition.height,
+        format="yuv420p",
+        interpolation=Interpolation.BICUBIC,
+    )
+    scaled.pts, scaled.time_base = pts, time_base
+    return scaled
+
+
 def _audio_output(container: Any, audio_in: Any, source: SourceInfo | None) -> Any:
     """The rendition's audio stream (packets are copied into it). With the source's parameters
     when it is AAC (what the segmenter always delivers, unless the source has none): a short
@@ -163,15 +177,7 @@ class _Output:
 
     def encode(self, frame: av.VideoFrame | None) -> None:
         if frame is not None:
-            pts, time_base = frame.pts, frame.time_base
-            frame = _scaler(self.rendition.width, self.rendition.height).reformat(
-                frame,
-                width=self.rendition.width,
-                height=self.rendition.height,
-                format="yuv420p",
-                interpolation=Interpolation.BICUBIC,
-            )
-            frame.pts, frame.time_base = pts, time_base
+            frame = _scaled(frame, self.rendition)
         stream = cast(Any, self.video)
         for packet in stream.encode(frame):
             self.container.mux(packet)
@@ -376,15 +382,7 @@ class _CmafOutput:
 
     def encode(self, frame: av.VideoFrame | None) -> None:
         if frame is not None:
-            pts, time_base = frame.pts, frame.time_base
-            frame = _scaler(self.rendition.width, self.rendition.height).reformat(
-                frame,
-                width=self.rendition.width,
-                height=self.rendition.height,
-                format="yuv420p",
-                interpolation=Interpolation.BICUBIC,
-            )
-            frame.pts, frame.time_base = pts, time_base
+            frame = _scaled(frame, self.rendition)
         for packet in self.codec.encode(frame):
             self.video_packet(bytes(packet), int(packet.pts), int(packet.dts), key=bool(packet.is_keyframe))
 

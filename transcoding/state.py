@@ -1456,8 +1456,9 @@ def _partials(raw: list[Any]) -> Partials:
 
 @dataclass(frozen=True)
 class LiveEdge:
-    """What an LL media playlist is rendered from, read in one round trip: the live window,
-    the parts of chunks ``seqs`` in every rendition, and the assembler's next chunk."""
+    """What an LL media playlist is rendered from (``live_edge``: two pipelined reads): the
+    live window, the parts of its last chunks and the next one in every rendition, the
+    assembler's next chunk."""
 
     window: Window
     next_seq: int

@@ -206,8 +206,11 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         lease.release()
     if epoch is not None and state.epoch(session_id) != epoch:
         return "stale"
-    ts_codecs = {name: c for name, out in outputs.items() if sink is None and (c := mpegts.avc_codec_string(out))}
-    codecs = sink.codecs if sink is not None else ts_codecs
+    codecs = (
+        sink.codecs
+        if sink is not None
+        else {name: c for name, out in outputs.items() if (c := mpegts.avc_codec_string(out))}
+    )
     state.set_codecs(session_id, codecs)
     transcoded = time.monotonic()
     # Progressive: what counts is the time after the chunk's last byte arrived.
