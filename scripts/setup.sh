@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp postgresql redis-server chromium nodejs npm python3-venv curl)
+APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp libnginx-mod-stream srt-tools postgresql redis-server chromium nodejs npm python3-venv curl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
