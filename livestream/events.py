@@ -16,7 +16,10 @@ transaction commits, an event goes to:
 
 Event names: public ``stream.live``, ``stream.ready``, ``stream.offline``, ``replay.ready``,
 ``viewers.count``, ``chat.*`` (chat uses its own group fan-out but the same group name);
-owner-only ``analytics.ingest``, ``analytics.viewers``, ``analytics.session`` (any ``analytics.*``).
+owner-only ``analytics.ingest``, ``analytics.viewers``, ``analytics.session`` (any ``analytics.*``),
+``simulcast.status`` (a restream target's status), ``ingest.findings`` (the ingest doctor's advice)
+and ``clip.suggested`` (a highlight offered to the streamer). ``clip.created`` and
+``clip.deleted`` are public.
 
 ``stream.live`` says a publish was accepted; ``stream.ready`` says the session is playable (the
 first segment of every rendition is listed at the edge; sent once per session by
@@ -35,10 +38,21 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 # stream.ready is socket-only (players); see the module doc.
-WEBHOOK_EVENTS = frozenset({"stream.live", "stream.offline", "replay.ready"})
+WEBHOOK_EVENTS = frozenset(
+    {
+        "stream.live",
+        "stream.offline",
+        "replay.ready",
+        "clip.created",
+        "clip.deleted",
+        "clip.suggested",
+        "simulcast.status",
+        "ingest.findings",
+    }
+)
 # Events only the stream's owner (and staff) may see: the analytics API answers 404 to anybody
 # else for the same data.
-OWNER_ONLY_PREFIXES = ("analytics.",)
+OWNER_ONLY_PREFIXES = ("analytics.", "simulcast.", "ingest.", "clip.suggested")
 
 Audience = Literal["public", "owner"]
 

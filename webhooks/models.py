@@ -20,6 +20,11 @@ class Event(models.TextChoices):
     STREAM_LIVE = "stream.live", "Stream went live"
     STREAM_OFFLINE = "stream.offline", "Stream went offline"
     REPLAY_READY = "replay.ready", "Replay is ready"
+    CLIP_CREATED = "clip.created", "Clip is ready"
+    CLIP_DELETED = "clip.deleted", "Clip was deleted"
+    CLIP_SUGGESTED = "clip.suggested", "Highlight suggested as a clip"
+    SIMULCAST_STATUS = "simulcast.status", "Simulcast target changed status"
+    INGEST_FINDINGS = "ingest.findings", "Ingest doctor found a problem"
 
 
 # Sent only by the "send test event" action, whatever the endpoint subscribes to.
