@@ -10,6 +10,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import Me, ObtainToken, Register
 from analytics.api import views as analytics_views
+from highlights.api import views as highlights_views
 from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 
@@ -46,6 +47,21 @@ urlpatterns += [
         "streams/<int:stream_pk>/replays/<int:pk>/",
         StreamReplayViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="stream-replay-detail",
+    ),
+]
+
+# --- Highlight suggestions ---
+urlpatterns += [
+    path("streams/<int:stream_id>/highlights/", highlights_views.HighlightListView.as_view(), name="stream-highlights"),
+    path(
+        "streams/<int:stream_id>/highlights/<int:pk>/dismiss/",
+        highlights_views.HighlightDismissView.as_view(),
+        name="stream-highlight-dismiss",
+    ),
+    path(
+        "streams/<int:stream_id>/highlights/<int:pk>/clipped/",
+        highlights_views.HighlightClippedView.as_view(),
+        name="stream-highlight-clipped",
     ),
 ]
 

@@ -20,6 +20,7 @@ whole source, in-process 5%. The libraries load once per worker and the scalers 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import threading
@@ -35,6 +36,7 @@ from django.conf import settings
 
 from transcoding import fmp4
 from transcoding.ladder import Rendition, SourceInfo
+from transcoding.loudness import AudioTap
 
 logger = logging.getLogger(__name__)
 
@@ -195,16 +197,17 @@ def transcode(
     threads: int,
     gop_s: float = 10.0,
     media: SourceInfo | None = None,
+    tap: AudioTap | None = None,
 ) -> dict[str, bytes]:
     """Transcode the MPEG-TS chunk read from ``source`` into every rendition: name -> TS bytes.
     ``threads`` for the decoder and each encoder (``transcoding.cores`` decides; 0 = FFmpeg's
     automatic count). ``media``: the probed source of the chunk's connection, whose audio
-    parameters the outputs get (without it, what the chunk's short probe found). Raises
+    parameters the outputs get (without it, what the chunk's short probe found). ``tap`` gets a
+    copy of every audio packet (loudness, measured by the caller afterwards). Raises
     ``TranscodeError`` for input or encoder failures; exceptions of ``source`` propagate."""
     try:
-        return _transcode(
-            source, renditions, threads=threads, make=_output_factory(fps, threads=threads, gop_s=gop_s, media=media)
-        )
+        make = _output_factory(fps, threads=threads, gop_s=gop_s, media=media)
+        return _transcode(source, renditions, threads=threads, make=make, tap=tap)
     except av.error.FFmpegError as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -220,8 +223,22 @@ def _output_factory(fps: float, *, threads: int, gop_s: float, media: SourceInfo
     return make
 
 
+def _audio_sinks(outputs: list[_Out], audio_in: Any, tap: AudioTap | None) -> list[Callable[[Any], None]]:
+    """Where each audio packet goes: every output, and the loudness tap first (copying into an
+    output re-assigns the packet's stream)."""
+    sinks: list[Callable[[Any], None]] = [o.copy_audio for o in outputs]
+    if tap is not None and audio_in is not None:
+        sinks.insert(0, functools.partial(tap.add, audio_in.codec_context.name))
+    return sinks
+
+
 def _transcode(
-    source: IO[bytes] | io.RawIOBase, renditions: list[Rendition], *, threads: int, make: _Make
+    source: IO[bytes] | io.RawIOBase,
+    renditions: list[Rendition],
+    *,
+    threads: int,
+    make: _Make,
+    tap: AudioTap | None = None,
 ) -> dict[str, bytes]:
     with av.open(source, "r", format="mpegts", options=PROBE) as chunk:
         if not chunk.streams.video:
@@ -234,12 +251,13 @@ def _transcode(
         encoded = [o for o in outputs if not o.rendition.copy]
         copied = [o for o in outputs if o.rendition.copy]
         wanted: list[Any] = [video_in] if audio_in is None else [video_in, audio_in]
+        audio_sinks = _audio_sinks(outputs, audio_in, tap)
         frames = 0
         for packet in chunk.demux(wanted):
             if packet.stream is audio_in:
                 if packet.size:
-                    for output in outputs:
-                        output.copy_audio(packet)
+                    for copy in audio_sinks:
+                        copy(packet)
                 continue
             if packet.size:
                 for output in copied:
@@ -440,6 +458,7 @@ def transcode_cmaf(
     sink: PartSink,
     gop_s: float = 10.0,
     media: SourceInfo | None = None,
+    tap: AudioTap | None = None,
 ) -> dict[str, bytes]:
     """Like ``transcode``, into CMAF: every ``part_s`` of video each rendition's newest part goes
     to ``sink`` (in the calling thread, while the chunk encodes); returns each rendition's whole
@@ -459,6 +478,6 @@ def transcode_cmaf(
         )
 
     try:
-        return _transcode(source, renditions, threads=threads, make=make)
+        return _transcode(source, renditions, threads=threads, make=make, tap=tap)
     except av.error.FFmpegError as exc:
         raise TranscodeError(f"{type(exc).__name__}: {exc}") from exc

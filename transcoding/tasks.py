@@ -32,7 +32,20 @@ from django.utils import timezone
 from livestream import metrics
 from streams import playback, sessions
 from streams.models import SessionStatus, StreamSession
-from transcoding import assembler, cores, encoder, ffmpeg, fmp4, metadata, mpegts, services, shedding, state, storage
+from transcoding import (
+    assembler,
+    cores,
+    encoder,
+    ffmpeg,
+    fmp4,
+    loudness,
+    metadata,
+    mpegts,
+    services,
+    shedding,
+    state,
+    storage,
+)
 from transcoding.ladder import Rendition, SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -185,6 +198,8 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
     started = time.monotonic()
     threads = 0
     lease = state.Lease(session_id, seq, part)
+    # Loudness for highlight suggestions: one task per chunk copies its audio packets.
+    tap = loudness.AudioTap() if part == 0 and settings.HIGHLIGHTS_LOUDNESS else None
     try:
         data, ladder, source = _input(stream_id, meta, feed, ctx)
         renditions = ladder[part::parts]
@@ -194,7 +209,7 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         shed = shedding.plan(session_id, ladder, waited_s=time.time() - meta.queued, observe=part == 0)
         encode = [r for r in renditions if r.name not in shed]
         reader = io.BytesIO(data) if data is not None else encoder.FeedReader(iter(feed))
-        outputs, sink, threads = _encode(reader, encode, source, layout, seq)
+        outputs, sink, threads = _encode(reader, encode, source, layout, seq, tap=tap)
         if sink is not None:
             sink.end([r.name for r in renditions])  # shed rungs have no parts either
         outputs.update({r.name: b"" for r in renditions if r.name in shed})
@@ -229,7 +244,24 @@ def _transcode_chunk(session_id: int, seq: int, part: int, parts: int, epoch: in
         " after its last byte (progressive)" if feed.finished_at is not None else "",
         extra={**ctx, "ctx": {"publish_ms": publish_ms, "threads": threads}},
     )
+    _record_loudness(session_id, tap)
     return "done"
+
+
+def _record_loudness(session_id: int, tap: loudness.AudioTap | None) -> None:
+    """Measure the published chunk's loudness (its audio decoded once, after publication: off
+    the latency path) and keep it with the segment's times for highlight suggestions. Best
+    effort: a failure is logged, the chunk is published anyway."""
+    from highlights import keys as highlight_keys
+
+    meta = tap.chunk if tap is not None else None
+    if tap is None or not isinstance(meta, state.ChunkMeta):
+        return
+    try:
+        measured = tap.measure()
+        highlight_keys.record_segment(session_id, meta.seq, wall=meta.wall, duration=meta.duration, loudness=measured)
+    except Exception as exc:
+        logger.warning("loudness not recorded: %s", _describe(exc), extra={"session": session_id, "seq": meta.seq})
 
 
 def _encode(
@@ -238,10 +270,27 @@ def _encode(
     source: SourceInfo,
     layout: assembler.Layout,
     seq: int,
+    *,
+    tap: loudness.AudioTap | None = None,
 ) -> tuple[dict[str, bytes], _PartSink | None, int]:
     """The chunk's segments in ``renditions`` (none: nothing to encode, every rung is shed):
     MPEG-TS, or CMAF cut into partial segments for a low-latency session (ADR 0031). Returns
-    the segments, the part sink of a low-latency session, and the encoder threads used."""
+    the segments, the part sink of a low-latency session, and the encoder threads used.
+    ``tap`` gets the chunk's audio packets and, once it is read whole, its meta (loudness)."""
+    encoded = _encode_with(reader, renditions, source, layout, seq, tap)
+    if tap is not None:  # the chunk is read whole now: its start, end and wall clock are known
+        tap.chunk = state.chunk_meta(layout.session_id, seq)
+    return encoded
+
+
+def _encode_with(  # noqa: PLR0917 - _encode's arguments, passed on
+    reader: io.RawIOBase | io.BytesIO,
+    renditions: list[Rendition],
+    source: SourceInfo,
+    layout: assembler.Layout,
+    seq: int,
+    tap: loudness.AudioTap | None,
+) -> tuple[dict[str, bytes], _PartSink | None, int]:
     part_target = state.low_latency(layout.session_id)
     sink = _PartSink(layout, seq) if part_target else None
     if not renditions:
@@ -249,9 +298,9 @@ def _encode(
     fps = source.fps or 30
     with cores.core_share() as threads:
         if sink is None or not part_target:
-            return encoder.transcode(reader, renditions, fps, threads=threads, media=source), None, threads
+            return encoder.transcode(reader, renditions, fps, threads=threads, media=source, tap=tap), None, threads
         outputs = encoder.transcode_cmaf(
-            reader, renditions, fps, threads=threads, part_s=part_target, sink=sink, media=source
+            reader, renditions, fps, threads=threads, part_s=part_target, sink=sink, media=source, tap=tap
         )
         return outputs, sink, threads
 

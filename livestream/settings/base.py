@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "chat",
     "analytics",
     "webhooks",
+    "highlights",
 ]
 
 MIDDLEWARE = [
@@ -667,3 +668,29 @@ METRICS_PORT = env.int("METRICS_PORT", default=0)
 METRICS_DIR = env.str("METRICS_DIR", default=str(BASE_DIR / "var" / "metrics"))
 # A live session without a new segment for this long counts in livestream_live_stalled_sessions.
 METRICS_STALL_SECONDS = env.float("METRICS_STALL_SECONDS", default=10.0)
+
+# --- Highlight suggestions (highlights/, docs/highlights.md, ADR 0037) ---------------------
+# Measure each chunk's EBU R128 loudness in the transcode worker (after it is published).
+HIGHLIGHTS_LOUDNESS = env.bool("HIGHLIGHTS_LOUDNESS", default=True)
+# Seconds between scoring runs of the live broadcasts (Celery beat, default queue).
+HIGHLIGHTS_INTERVAL_SECONDS = env.float("HIGHLIGHTS_INTERVAL_SECONDS", default=10.0)
+# A moment is offered when its peak segment scores at least this (sum of capped robust z-scores).
+HIGHLIGHTS_MIN_SCORE = env.float("HIGHLIGHTS_MIN_SCORE", default=4.0)
+# Segments per suggested window (centred on the peak), and most suggestions per broadcast.
+HIGHLIGHTS_WINDOW_SEGMENTS = env.int("HIGHLIGHTS_WINDOW_SEGMENTS", default=3)
+HIGHLIGHTS_MAX_PER_SESSION = env.int("HIGHLIGHTS_MAX_PER_SESSION", default=5)
+# No suggestion while live before this many segments make a baseline (the final run has no minimum).
+HIGHLIGHTS_MIN_SEGMENTS = env.int("HIGHLIGHTS_MIN_SEGMENTS", default=8)
+# Weights of the three signals in the score.
+HIGHLIGHTS_WEIGHT_CHAT = env.float("HIGHLIGHTS_WEIGHT_CHAT", default=1.0)
+HIGHLIGHTS_WEIGHT_LOUDNESS = env.float("HIGHLIGHTS_WEIGHT_LOUDNESS", default=1.0)
+HIGHLIGHTS_WEIGHT_JOINS = env.float("HIGHLIGHTS_WEIGHT_JOINS", default=1.0)
+# How long the per-segment loudness stays in Redis after the last write, and a run's lock.
+HIGHLIGHTS_SIGNAL_TTL_S = env.int("HIGHLIGHTS_SIGNAL_TTL_S", default=6 * 3600)
+HIGHLIGHTS_LOCK_S = env.int("HIGHLIGHTS_LOCK_S", default=60)
+# Sessions that ended less than this long ago get their final scoring.
+HIGHLIGHTS_FINAL_WITHIN_S = env.int("HIGHLIGHTS_FINAL_WITHIN_S", default=3600)
+CELERY_BEAT_SCHEDULE["highlights-score-sessions"] = {
+    "task": "highlights.tasks.score_sessions",
+    "schedule": HIGHLIGHTS_INTERVAL_SECONDS,
+}
