@@ -29,7 +29,7 @@ class Scales:
 
     chat: float = 0.5  # messages per second
     loudness: float = 2.0  # LU
-    joins: float = 0.25  # joins per second
+    joins: float = 0.5  # joins per second (a viewer or two arriving together is no event)
 
 
 @dataclass(frozen=True)
