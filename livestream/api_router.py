@@ -34,7 +34,7 @@ urlpatterns += [
         name="stream-sessions",
     ),
     path(
-        "streams/<int:stream_pk>/sessions/<int:pk>/",
+        "streams/<int:stream_pk>/sessions/<int:suggestion_id>/",
         StreamSessionViewSet.as_view({"get": "retrieve"}),
         name="stream-session-detail",
     ),
@@ -44,7 +44,7 @@ urlpatterns += [
         name="stream-replays",
     ),
     path(
-        "streams/<int:stream_pk>/replays/<int:pk>/",
+        "streams/<int:stream_pk>/replays/<int:suggestion_id>/",
         StreamReplayViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="stream-replay-detail",
     ),
@@ -54,12 +54,12 @@ urlpatterns += [
 urlpatterns += [
     path("streams/<int:stream_id>/highlights/", highlights_views.HighlightListView.as_view(), name="stream-highlights"),
     path(
-        "streams/<int:stream_id>/highlights/<int:pk>/dismiss/",
+        "streams/<int:stream_id>/highlights/<int:suggestion_id>/dismiss/",
         highlights_views.HighlightDismissView.as_view(),
         name="stream-highlight-dismiss",
     ),
     path(
-        "streams/<int:stream_id>/highlights/<int:pk>/clipped/",
+        "streams/<int:stream_id>/highlights/<int:suggestion_id>/clipped/",
         highlights_views.HighlightClippedView.as_view(),
         name="stream-highlight-clipped",
     ),
@@ -74,7 +74,7 @@ urlpatterns += [
         name="webhook-deliveries",
     ),
     path(
-        "webhooks/<int:endpoint_pk>/deliveries/<int:pk>/",
+        "webhooks/<int:endpoint_pk>/deliveries/<int:suggestion_id>/",
         DeliveryViewSet.as_view({"get": "retrieve"}),
         name="webhook-delivery-detail",
     ),

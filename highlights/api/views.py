@@ -23,7 +23,7 @@ from streams import selectors
 from streams.models import Stream
 
 STREAM_ID = OpenApiParameter("stream_id", int, OpenApiParameter.PATH, description="Id of the stream.")
-SUGGESTION_ID = OpenApiParameter("pk", int, OpenApiParameter.PATH, description="Id of the suggestion.")
+SUGGESTION_ID = OpenApiParameter("suggestion_id", int, OpenApiParameter.PATH, description="Id of the suggestion.")
 ERRORS = {code: OpenApiResponse(OpenApiTypes.OBJECT, description="Error body") for code in (400, 401, 403, 404)}
 
 
@@ -36,9 +36,9 @@ class _OwnerView(APIView):
         except Http404:
             raise NotFound("No such stream.") from None
 
-    def suggestion(self, request: Request, stream_id: int, pk: int) -> Suggestion:
+    def suggestion(self, request: Request, stream_id: int, suggestion_id: int) -> Suggestion:
         stream = self.stream(request, stream_id)
-        found = Suggestion.objects.filter(stream=stream, pk=pk).first()
+        found = Suggestion.objects.filter(stream=stream, pk=suggestion_id).first()
         if found is None:
             raise NotFound("No such suggestion.")
         return found
@@ -67,8 +67,8 @@ class HighlightListView(_OwnerView):
 class _StatusView(_OwnerView):
     status_value = SuggestionStatus.DISMISSED
 
-    def post(self, request: Request, stream_id: int, pk: int) -> Response:
-        suggestion = services.set_status(self.suggestion(request, stream_id, pk), self.status_value)
+    def post(self, request: Request, stream_id: int, suggestion_id: int) -> Response:
+        suggestion = services.set_status(self.suggestion(request, stream_id, suggestion_id), self.status_value)
         return Response(SuggestionSerializer(suggestion).data)
 
 
@@ -81,8 +81,8 @@ class HighlightDismissView(_StatusView):
         responses={200: SuggestionSerializer, **ERRORS},
         summary="Dismiss a highlight suggestion (owner or staff)",
     )
-    def post(self, request: Request, stream_id: int, pk: int) -> Response:
-        return super().post(request, stream_id, pk)
+    def post(self, request: Request, stream_id: int, suggestion_id: int) -> Response:
+        return super().post(request, stream_id, suggestion_id)
 
 
 class HighlightClippedView(_StatusView):
@@ -94,5 +94,5 @@ class HighlightClippedView(_StatusView):
         responses={200: SuggestionSerializer, **ERRORS},
         summary="Mark a highlight suggestion as clipped (owner or staff)",
     )
-    def post(self, request: Request, stream_id: int, pk: int) -> Response:
-        return super().post(request, stream_id, pk)
+    def post(self, request: Request, stream_id: int, suggestion_id: int) -> Response:
+        return super().post(request, stream_id, suggestion_id)

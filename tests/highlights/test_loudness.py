@@ -14,14 +14,17 @@ from transcoding.ladder import Rendition
 
 
 def _ffmpeg(*args: str) -> str:
-    done = subprocess.run([ffmpeg.FFMPEG, "-hide_banner", "-nostdin", *args], capture_output=True, check=True, timeout=60)
+    done = subprocess.run(
+        [ffmpeg.FFMPEG, "-hide_banner", "-nostdin", *args], capture_output=True, check=True, timeout=60
+    )
     return done.stderr.decode(errors="replace")
 
 
 def ebur128_momentary(path: Path, tmp: Path) -> list[float]:
     """ffmpeg's momentary loudness every 100 ms (value k: the 400 ms window ending at (k+1)/10 s)."""
     out = tmp / "m.txt"
-    _ffmpeg("-i", str(path), "-map", "0:a:0", "-af", f"ebur128=metadata=1,ametadata=print:key=lavfi.r128.M:file={out}", "-f", "null", "-")  # fmt: skip
+    graph = f"ebur128=metadata=1,ametadata=print:key=lavfi.r128.M:file={out}"
+    _ffmpeg("-i", str(path), "-map", "0:a:0", "-af", graph, "-f", "null", "-")
     return [float(line.split("=", 1)[1]) for line in out.read_text().splitlines() if "lavfi.r128.M=" in line]
 
 
@@ -78,7 +81,8 @@ def test_aac_chunk_through_the_transcode_tap(tmp_path: Path):
     _ffmpeg(
         "-y", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=15:duration=6",
         "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=6",
-        "-filter_complex", "[1:a]volume=-30dB:enable='lt(t,3)',volume=-6dB:enable='gte(t,3)',aformat=channel_layouts=stereo[a]",
+        "-filter_complex",
+        "[1:a]volume=-30dB:enable='lt(t,3)',volume=-6dB:enable='gte(t,3)',aformat=channel_layouts=stereo[a]",
         "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
         "-c:a", "aac", "-b:a", "96k", "-f", "mpegts", str(chunk),
     )  # fmt: skip
@@ -103,7 +107,8 @@ def test_silence_and_nothing():
     assert silent.momentary_max == silent.mean == loudness.FLOOR_LUFS
     assert loudness.measure(np.zeros((2, 0)), 48000) is None
     short = loudness.measure(np.full((1, 4800), 0.5), 48000)  # 100 ms: shorter than a window
-    assert short is not None and short.momentary == []
+    assert short is not None
+    assert short.momentary == []
     assert short.momentary_max == short.mean
     assert loudness.AudioTap().measure() is None
     broken = loudness.AudioTap()

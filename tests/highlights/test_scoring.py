@@ -8,7 +8,14 @@ from highlights.scoring import SegmentSignals
 T0 = 1_800_000_000.0
 
 
-def broadcast(n: int = 20, *, messages: dict[int, int] | None = None, loud: dict[int, float] | None = None, joins: dict[int, int] | None = None, base_lufs: float = -40.0) -> list[SegmentSignals]:  # fmt: skip
+def broadcast(
+    n: int = 20,
+    *,
+    messages: dict[int, int] | None = None,
+    loud: dict[int, float] | None = None,
+    joins: dict[int, int] | None = None,
+    base_lufs: float = -40.0,
+) -> list[SegmentSignals]:
     """``n`` segments of 2 s: quiet chat (one message every other segment), loudness around
     ``base_lufs`` (+-0.2 LU), no joins; ``messages``/``loud``/``joins`` override segments."""
     messages, loud, joins = messages or {}, loud or {}, joins or {}
@@ -49,7 +56,8 @@ def test_scores_against_the_broadcasts_own_baseline():
     segments = broadcast(messages={7: 24}, loud={14: -8.0})
     scored, bases = scoring.score(segments)
     chat, loud = bases["chat"], bases["loudness"]
-    assert chat is not None and loud is not None
+    assert chat is not None
+    assert loud is not None
     # Chat: rates 0 and 0.5 msg/s alternate (and 12 msg/s once): median 0.25... of 20 values
     # (10 zeros, 9 halves, one 12): the 10th and 11th sorted are 0 and 0.5.
     assert chat.median == pytest.approx(0.25)
@@ -82,7 +90,8 @@ def test_top_moments_are_the_burst_and_the_loud_passage():
 def test_joins_count():
     segments = broadcast(joins={10: 12})  # 6 joins/s when nobody usually joins
     scored, bases = scoring.score(segments)
-    assert bases["joins"] is not None and bases["joins"].median == 0
+    assert bases["joins"] is not None
+    assert bases["joins"].median == 0
     assert scored[10].z["joins"] == pytest.approx(scoring.Z_CAP)
     found = scoring.moments(scored, threshold=4.0, window=3, limit=5)
     assert [m.peak.segment.seq for m in found] == [10]
@@ -92,7 +101,9 @@ def test_a_quiet_broadcast_gets_nothing():
     scored, _ = scoring.score(broadcast(40))
     assert scoring.moments(scored, threshold=4.0, window=3, limit=5) == []
     # Nor one whose chat and sound are steadily busy: busy is its baseline.
-    busy = [SegmentSignals(start=T0 + 2 * i, duration=2, messages=10 + i % 3, loudness=-12 - (i % 2)) for i in range(30)]
+    busy = [
+        SegmentSignals(start=T0 + 2 * i, duration=2, messages=10 + i % 3, loudness=-12 - (i % 2)) for i in range(30)
+    ]
     scored, _ = scoring.score(busy)
     assert scoring.moments(scored, threshold=4.0, window=3, limit=5) == []
 
