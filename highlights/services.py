@@ -80,9 +80,9 @@ def join_times(session_id: int, start: float, end: float) -> list[float]:
         return []
 
 
-def signals(session: StreamSession) -> list[scoring.SegmentSignals]:
-    """Every recorded segment of the session with its three signals."""
-    segments = keys.segments(session.pk)
+def signals(session: StreamSession, segments: list[keys.Segment] | None = None) -> list[scoring.SegmentSignals]:
+    """Every recorded segment of the session (``segments``: already read) with its three signals."""
+    segments = keys.segments(session.pk) if segments is None else segments
     if not segments:
         return []
     start, end = segments[0].wall, max(s.end for s in segments)
@@ -102,9 +102,11 @@ def _weights() -> scoring.Weights:
     )
 
 
-def candidates(session: StreamSession) -> tuple[list[scoring.Moment], dict[str, scoring.Baseline | None]]:
+def candidates(
+    session: StreamSession, segments: list[keys.Segment] | None = None
+) -> tuple[list[scoring.Moment], dict[str, scoring.Baseline | None]]:
     """The session's top moments above ``HIGHLIGHTS_MIN_SCORE`` (best first), and the baselines."""
-    scored, bases = scoring.score(signals(session), weights=_weights())
+    scored, bases = scoring.score(signals(session, segments), weights=_weights())
     found = scoring.moments(
         scored,
         threshold=settings.HIGHLIGHTS_MIN_SCORE,
@@ -152,9 +154,10 @@ def score_session(session_id: int, *, final: bool = False) -> list[Suggestion] |
     if session is None or not keys.claim_run(session_id):
         return None
     try:
-        moments, bases = candidates(session)
-        if not final and len(keys.segments(session_id)) < settings.HIGHLIGHTS_MIN_SEGMENTS:
+        segments = keys.segments(session_id)
+        if not final and len(segments) < settings.HIGHLIGHTS_MIN_SEGMENTS:
             return []
+        moments, bases = candidates(session, segments)
         return _offer(session, moments, bases, final=final)
     finally:
         keys.release_run(session_id)

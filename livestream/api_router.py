@@ -34,7 +34,7 @@ urlpatterns += [
         name="stream-sessions",
     ),
     path(
-        "streams/<int:stream_pk>/sessions/<int:suggestion_id>/",
+        "streams/<int:stream_pk>/sessions/<int:pk>/",
         StreamSessionViewSet.as_view({"get": "retrieve"}),
         name="stream-session-detail",
     ),
@@ -44,7 +44,7 @@ urlpatterns += [
         name="stream-replays",
     ),
     path(
-        "streams/<int:stream_pk>/replays/<int:suggestion_id>/",
+        "streams/<int:stream_pk>/replays/<int:pk>/",
         StreamReplayViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
         name="stream-replay-detail",
     ),
@@ -74,7 +74,7 @@ urlpatterns += [
         name="webhook-deliveries",
     ),
     path(
-        "webhooks/<int:endpoint_pk>/deliveries/<int:suggestion_id>/",
+        "webhooks/<int:endpoint_pk>/deliveries/<int:pk>/",
         DeliveryViewSet.as_view({"get": "retrieve"}),
         name="webhook-delivery-detail",
     ),
