@@ -40,12 +40,13 @@ def is_open(session: StreamSession) -> bool:
     return session.status != SessionStatus.ENDED
 
 
-def _segments(session: StreamSession, entries: list[hls.Entry]) -> list[Segment]:
+def _segments(session: StreamSession, entries: list[hls.Entry], *, sized: bool) -> list[Segment]:
+    """``sized``: the entries carry object sizes (the published log; a parsed playlist has 0)."""
     prefix = _rendition_prefix(session)
     out: list[Segment] = []
     previous: hls.Entry | None = None
     for entry in entries:
-        if entry.sizes.get(RENDITION, 1) == 0 and entry.sizes:  # no object (shed): a hole
+        if sized and entry.sizes.get(RENDITION, 1) == 0:  # no object (shed): a hole
             previous = None
             continue
         init = entry.init(RENDITION)
@@ -73,11 +74,11 @@ def segments(session: StreamSession, *, last_seconds: float | None = None) -> li
         else:
             entries = state.published(session.pk)
         if entries:
-            return _segments(session, entries)
+            return _segments(session, entries, sized=True)
     text = storage.get_bytes(f"{_rendition_prefix(session)}/index.m3u8")
     if text is None:
         return []
-    return _segments(session, hls.parse_media(text.decode("utf-8", "replace"), [RENDITION]))
+    return _segments(session, hls.parse_media(text.decode("utf-8", "replace"), [RENDITION]), sized=False)
 
 
 def covering(all_segments: list[Segment], start: float, end: float) -> list[Segment]:

@@ -78,7 +78,7 @@ class StreamClipsView(generics.ListCreateAPIView[Clip]):
         if "session" in data:
             session = stream.sessions.filter(pk=data["session"]).first()
             if session is None:
-                raise ValidationError({"session": ["No such broadcast on this stream."]})
+                raise NotFound("No such broadcast on this stream.")
         try:
             clip = services.create_clip(
                 requested_by=request_user(request),
@@ -90,10 +90,6 @@ class StreamClipsView(generics.ListCreateAPIView[Clip]):
                 end=data.get("end"),
                 trim=data.get("trim", False),
             )
-        except services.ClipNotAllowedError as exc:
-            if "session" in data:
-                raise ValidationError({"session": [str(exc)]}) from None
-            raise api_error(exc) from None
         except services.ClipError as exc:
             raise api_error(exc) from None
         return Response(ClipSerializer(clip).data, status=status.HTTP_202_ACCEPTED)

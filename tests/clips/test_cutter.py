@@ -18,7 +18,9 @@ FRAME = 1 / FPS
 
 
 def decode_errors(path: Path) -> str:
-    done = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True)
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True, check=False
+    )
     return done.stderr.strip()
 
 
