@@ -81,9 +81,14 @@ def segments(session: StreamSession, *, last_seconds: float | None = None) -> li
     return _segments(session, hls.parse_media(text.decode("utf-8", "replace"), [RENDITION]), sized=False)
 
 
+# Program date-times are the ingest's wall-clock estimates: consecutive segments may overlap by
+# a few milliseconds. A segment that holds less than this of the range is not part of it.
+OVERLAP_S = 0.02
+
+
 def covering(all_segments: list[Segment], start: float, end: float) -> list[Segment]:
-    """The segments that hold any of ``[start, end)``."""
-    return [s for s in all_segments if s.wall < end and s.end > start]
+    """The segments that hold any of ``[start, end)`` (more than ``OVERLAP_S`` of it)."""
+    return [s for s in all_segments if s.wall < end - OVERLAP_S and s.end > start + OVERLAP_S]
 
 
 def max_seconds() -> int:
