@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from clips import tasks
 from clips.models import Clip, ClipStatus
 from streams import services as stream_services
-from streams.models import SessionStatus, StreamSession
+from streams.models import SessionStatus, Stream, StreamSession
 from tests.api.conftest import assert_error
 from tests.clips.media import BASE_WALL, FPS, expected_frames, frame_numbers, store_replay
 from tests.factories import UserFactory, make_stream
@@ -287,3 +287,19 @@ def storage_url(clip: Clip) -> str:
     from clips.services import video_url
 
     return video_url(clip)
+
+
+def test_watch_page_clip_button_for_signed_in_viewers_of_a_live_stream(replay, user, other_user, client):
+    stream, _, _ = replay
+    assert b"clip-live" not in client.get(f"/s/{stream.slug}/").content  # offline
+    Stream.objects.filter(pk=stream.pk).update(status="live")
+    assert b"clip-live" not in client.get(f"/s/{stream.slug}/").content  # anonymous
+    client.force_login(other_user)
+    page = client.get(f"/s/{stream.slug}/").content.decode()
+    assert f'action="/s/{stream.slug}/clip/"' in page
+    assert 'name="seconds"' in page
+    assert 'value="30"' in page
+    # Live, but nothing of a broadcast published: a clear message, no clip.
+    response = client.post(f"/s/{stream.slug}/clip/", {"title": "x", "seconds": "30"}, follow=True)
+    assert "not live" in response.content.decode() or "published" in response.content.decode()
+    assert not Clip.objects.exists()
