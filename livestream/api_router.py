@@ -11,6 +11,7 @@ from rest_framework.routers import DefaultRouter
 from accounts.api.views import Me, ObtainToken, Register
 from analytics.api import views as analytics_views
 from highlights.api import views as highlights_views
+from clips.api.views import ClipDetailView, StreamClipsView
 from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 
@@ -98,6 +99,12 @@ urlpatterns += [
         analytics_views.SessionAnalyticsView.as_view(),
         name="stream-session-analytics",
     ),
+]
+
+# --- Clips (clips/api) ---
+urlpatterns += [
+    path("streams/<int:stream_pk>/clips/", StreamClipsView.as_view(), name="stream-clips"),
+    path("clips/<slug:slug>/", ClipDetailView.as_view(), name="clip-detail"),
 ]
 
 urlpatterns += router.urls

@@ -6,6 +6,7 @@ from livestream import health
 
 urlpatterns = [
     path("", include("streams.urls")),
+    path("", include("clips.urls")),
     path("accounts/", include("accounts.urls")),
     path("analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),

@@ -21,6 +21,8 @@ from livestream import metrics
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
@@ -216,3 +218,26 @@ def read_log(prefix: str) -> list[str]:
         raw = get_bytes(name) or b""
         lines += [line for line in raw.decode().splitlines() if line.strip()]
     return lines
+
+
+def put_file(key: str, path: "Path", *, content_type: str, cache: str = SEGMENT_CACHE) -> None:
+    """Upload a local file (multipart when large): a clip's MP4 (``clips/tasks.py``). Callers
+    use a key of its own per content: objects are never written again with other bytes."""
+    client().upload_file(
+        str(path),
+        settings.S3_BUCKET,
+        key,
+        ExtraArgs={"ContentType": content_type, "CacheControl": cache},
+    )
+
+
+def download_file(key: str, path: "Path") -> bool:
+    """Download an object into a local file; False when there is no such object."""
+    s3 = client()
+    try:
+        s3.download_file(settings.S3_BUCKET, key, str(path))
+    except s3.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return False
+        raise
+    return True

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "analytics",
     "webhooks",
     "highlights",
+    "clips",
 ]
 
 MIDDLEWARE = [
@@ -344,6 +345,13 @@ MAX_STREAMS_PER_USER = env.int("MAX_STREAMS_PER_USER", default=10)
 # Streams of one user that may be live at the same time; a publish beyond it is refused by
 # on_publish with the reason in the log and on the stream's dashboard page. 0 = no limit.
 MAX_LIVE_PER_USER = env.int("MAX_LIVE_PER_USER", default=2)
+
+# --- Clips (clips/, docs/clips.md) ----------------------------------------------------------
+# Longest clip in seconds (the last N seconds of a live stream, or a replay range).
+CLIP_MAX_SECONDS = env.int("CLIP_MAX_SECONDS", default=60)
+# Clips one user may create per minute (429 beyond) and per day (403 clip_quota_reached; 0 = no limit).
+CLIP_RATE_PER_MINUTE = env.int("CLIP_RATE_PER_MINUTE", default=6)
+CLIPS_PER_USER_PER_DAY = env.int("CLIPS_PER_USER_PER_DAY", default=100)
 
 # --- Auth and security --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
