@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import CursorPagination
@@ -289,6 +289,7 @@ class ReplayChatMessagesView(ReplayChatView):
     @extend_schema(
         responses=cursor_page("ReplayMessagePage", ReplayMessageSerializer(many=True)),
         summary="Chat of a replay, in the order sent (cursor pages)",
+        operation_id="replay_chat_list",
         description="Visible messages sent during the replayed broadcast, each with its program "
         "date-time (`pdt`) and its offset in the replay (`offset_s`). Deleted messages never appear.",
     )
@@ -303,6 +304,7 @@ class ReplayChatJSONView(ReplayChatView):
     @extend_schema(
         responses=ReplayChatExportSerializer,
         summary="Export a replay's chat as JSON",
+        operation_id="replay_chat_export_json",
         description="The whole chat of the replay in one document (a download).",
     )
     def get(self, request: Request, stream_pk: int, session_pk: int) -> Response:
@@ -318,6 +320,10 @@ class ReplayChatWebVTTView(ReplayChatView):
     @extend_schema(
         responses={(200, "text/vtt"): OpenApiTypes.STR},
         summary="Export a replay's chat as WebVTT",
+        operation_id="replay_chat_export_vtt",
+        parameters=[
+            OpenApiParameter("download", str, OpenApiParameter.QUERY, description="Any value: as an attachment.")
+        ],
         description="One cue per message (identifier: the message id), from its offset in the replay "
         "for CHAT_REPLAY_CUE_S seconds, text `name: message` escaped per WebVTT. Attach it to the "
         "replay's video as a `<track>`.",
