@@ -6,7 +6,6 @@ would get (``{"error": {"code": "banned", "message": ...}}``). Session-authentic
 need the CSRF token (DRF SessionAuthentication), as the chat panel sends it.
 """
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import CursorPagination
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -261,17 +260,6 @@ class OldestFirst(CursorPagination):
     max_page_size = 1000
 
 
-class WebVTTRenderer(BaseRenderer):
-    """``text/vtt`` (the export itself is a streaming response; errors are JSON text)."""
-
-    media_type = "text/vtt"
-    format = "vtt"
-    charset = "utf-8"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return data.encode() if isinstance(data, str) else json.dumps(data).encode()
-
-
 class ReplayChatView(APIView):
     """Public like the replay itself; 404 for a session that is not (or no longer) a replay."""
 
@@ -315,7 +303,14 @@ class ReplayChatJSONView(ReplayChatView):
 
 
 class ReplayChatWebVTTView(ReplayChatView):
-    renderer_classes = (JSONRenderer, WebVTTRenderer)
+    """The export is ``text/vtt`` whatever the request accepts (players' track loaders send
+    ``*/*``, some ``text/vtt``); errors are the API's JSON body."""
+
+    renderer_classes = (JSONRenderer,)
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:  # noqa: FBT001, FBT002
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
 
     @extend_schema(
         responses={(200, "text/vtt"): OpenApiTypes.STR},

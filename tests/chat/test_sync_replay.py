@@ -192,3 +192,18 @@ def test_bad_cursor_is_a_clear_4xx(replay, api_client):
     response = api_client.get(api(stream, session, "chat/"), {"cursor": "not-a-cursor"})
     assert response.status_code == 404
     assert api_client.get(api(stream, session, "chat/"), {"page_size": "x"}).status_code == 200
+
+
+def test_webvtt_whatever_the_request_accepts_and_errors_in_json(replay, api_client):
+    stream, session = replay
+    for headers, query in (({"HTTP_ACCEPT": "text/vtt"}, {}), ({"HTTP_ACCEPT": "*/*"}, {"format": "vtt"})):
+        response = api_client.get(api(stream, session, "chat.vtt"), query, **headers)
+        assert response.status_code == 200
+        assert response["Content-Type"] == "text/vtt; charset=utf-8"
+        assert b"".join(response.streaming_content).startswith(b"WEBVTT")
+    missing = api_client.get(
+        f"/api/v1/streams/{stream.pk}/replays/0/chat.vtt", {"format": "vtt"}, HTTP_ACCEPT="text/vtt"
+    )
+    assert missing.status_code == 404
+    assert missing["Content-Type"].startswith("application/json")
+    assert missing.json()["error"]["code"] == "not_found"
