@@ -10,7 +10,7 @@ import pytest
 import webvtt
 from rest_framework.test import APIClient
 
-from chat import services
+from chat import selectors, services
 from chat.models import Message
 from chat.replay import vtt_text, vtt_time
 from streams.models import SessionStatus, StreamSession
@@ -207,3 +207,13 @@ def test_webvtt_whatever_the_request_accepts_and_errors_in_json(replay, api_clie
     assert missing.status_code == 404
     assert missing["Content-Type"].startswith("application/json")
     assert missing.json()["error"]["code"] == "not_found"
+
+
+def test_the_socket_history_carries_the_program_date_time(user):
+    stream, _ = make_stream(user)
+    poster = UserFactory()
+    message = services.post_message(stream_id=stream.pk, user=poster, text="hello")
+    state = selectors.join_state(stream.pk, poster, 10)
+    assert state is not None
+    assert [m["pdt"] for m in state["messages"]] == [message.pdt.isoformat(timespec="milliseconds")]
+    assert message.pdt.microsecond % 1000 == 0  # milliseconds, like EXT-X-PROGRAM-DATE-TIME
