@@ -132,7 +132,7 @@ def test_live_chat_waits_for_each_viewers_playback(
     stream, key = make_stream(user, title=f"Synced chat {latency_mode}", latency_mode=latency_mode)
     viewer, talker = _user(f"viewer-{latency_mode}"), _user(f"talker-{latency_mode}")
     talk, owner_api = Api(web, talker, stream.pk), Api(web, user, stream.pk)
-    publisher = live_stack.publish(key, duration_s=90, gop_s=1.0 if latency_mode == "low" else 2.0)
+    publisher = live_stack.publish(key, duration_s=90, gop_s=2.0)
     try:
         live_stack.wait_live(stream.pk)
         live_stack.wait_segments(stream.pk, 6, timeout=90)
