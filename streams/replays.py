@@ -153,7 +153,10 @@ class ReplayTimeline:
         return None
 
 
-JUMP_S = 0.05  # program date-times further apart than this from the previous segment's end start a new span
+# A segment whose program date-time is not the previous one's end (within the playlists' ms
+# precision) starts a new span: the ingest clock of each chunk has some jitter, and players
+# (hls.js playingDate) read each segment's own date-time, so offsets must too.
+JUMP_S = 0.0015
 
 
 def timeline_from_playlist(text: str) -> ReplayTimeline | None:
