@@ -217,3 +217,13 @@ def test_the_socket_history_carries_the_program_date_time(user):
     assert state is not None
     assert [m["pdt"] for m in state["messages"]] == [message.pdt.isoformat(timespec="milliseconds")]
     assert message.pdt.microsecond % 1000 == 0  # milliseconds, like EXT-X-PROGRAM-DATE-TIME
+
+
+def test_offsets_follow_each_segments_own_date_time():
+    """Chunks' ingest clocks jitter by a few ms; players read each segment's own date-time."""
+    start = T0.timestamp()
+    entries = [Entry(0, 0, 2.0, start, False), Entry(1, 1, 2.0, start + 2.011, False)]
+    timeline = timeline_from_playlist(hls.render_media(entries, 0, 0, target=2, kind="event", ended=True))
+    assert timeline is not None
+    assert timeline.offset_of(at(3.011)) == 3.0
+    assert timeline.offset_of(at(2.005)) == 2.0  # between the two: where the second starts
