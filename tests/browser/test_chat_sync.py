@@ -19,6 +19,7 @@ date-time or offset (outcomes), not how long anything took.
 import io
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +75,23 @@ class Api:
     def delete(self, message_id: int) -> None:
         response = requests.delete(f"{self.base}messages/{message_id}/", headers=self.headers, timeout=10)
         assert response.status_code == 204, response.text
+
+
+@contextmanager
+def _chromium() -> Iterator[Any]:
+    """Headless Chromium (as harness.chromium launches it) with room for several contexts: the
+    viewers' and the streamer's pages need different session cookies."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=harness.CHROMIUM, headless=True, args=harness.CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def _user(username: str) -> User:
@@ -137,7 +155,8 @@ def test_live_chat_waits_for_each_viewers_playback(
         live_stack.wait_live(stream.pk)
         live_stack.wait_segments(stream.pk, 6, timeout=90)
         watch = web + stream.get_absolute_url()
-        with harness.chromium() as viewers, harness.chromium() as streamer:
+        with _chromium() as browser:
+            viewers, streamer = browser.new_context(), browser.new_context()  # two users' cookies
             _login(viewers, web, viewer)
             _login(streamer, web, user)
             near, behind, owner = _open_watch(viewers, watch), _open_watch(viewers, watch), _open_watch(streamer, watch)
