@@ -122,7 +122,7 @@ def _row(page: Any, message_id: int) -> str:
 
 
 def _shown(page: Any, message_id: int) -> dict[str, Any] | None:
-    return page.evaluate(f"window.__shown[{message_id!r}.toString()] || null")
+    return page.evaluate(f"window.__shown[String({str(message_id)!r})] || null")
 
 
 def _held(page: Any, message_id: int) -> bool:
