@@ -37,6 +37,11 @@ class Message(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages")
     text = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
+    # The stream's program date-time when the message was sent: the ingest wall clock of the
+    # moment (what EXT-X-PROGRAM-DATE-TIME carries for the frames ingested then). Watch pages
+    # show the message when the viewer's playback reaches it; replays place it by it (ADR 0035).
+    # Messages older than the field got their ``created_at`` (migration 0003).
+    pdt = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -47,7 +52,11 @@ class Message(models.Model):
         indexes = [
             models.Index(
                 fields=["stream", "-id"], name="chat_msg_live_idx", condition=models.Q(deleted_at__isnull=True)
-            )
+            ),
+            # A replay's chat: the stream's visible messages between two program date-times.
+            models.Index(
+                fields=["stream", "pdt"], name="chat_msg_pdt_idx", condition=models.Q(deleted_at__isnull=True)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -99,6 +99,9 @@ def message_payload(message: Message, stream: Stream, moderators: set[int]) -> d
         "badges": badges_for(message.user, stream, moderators),
         "text": message.text,
         "sent_at": message.created_at.isoformat(),
+        # The stream's program date-time when it was sent (ADR 0035): players show it when
+        # their playingDate reaches it.
+        "pdt": message.pdt.isoformat(timespec="milliseconds"),
     }
 
 

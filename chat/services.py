@@ -13,7 +13,8 @@ Redis keys (all with TTLs): ``chat:slow:<stream>:<user>`` (slow mode), ``chat:du
 import hashlib
 import logging
 import re
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -74,6 +75,15 @@ def _rate_limit() -> ratelimit.Limit:
     return ratelimit.Limit(CHAT_LIMIT_SCOPE, settings.CHAT_RATE_LIMIT, settings.CHAT_RATE_WINDOW_S)
 
 
+def program_date_time() -> datetime:
+    """The stream's program date-time of this moment: the ingest wall clock, which is what
+    EXT-X-PROGRAM-DATE-TIME carries for the frames ingested now (docs/pipeline.md; the
+    segmenter stamps chunks with ``time.time()`` of the ingest host, NTP-synced with this one).
+    A message sent now is about what the streamer showed until now (ADR 0035). Milliseconds,
+    like the playlists' date-times."""
+    return datetime.fromtimestamp(round(time.time(), 3), UTC)
+
+
 def post_message(*, stream_id: int, user: User, text: object) -> Message:
     """Store a message from ``user`` and broadcast it as ``chat.message`` after commit.
 
@@ -106,7 +116,7 @@ def post_message(*, stream_id: int, user: User, text: object) -> Message:
     if slow and not privileged and not r.set(f"chat:slow:{stream.pk}:{user.pk}", 1, nx=True, ex=slow):
         wait = max(1, int(r.ttl(f"chat:slow:{stream.pk}:{user.pk}")))
         raise ChatError("slow_mode", f"Slow mode is on: wait {wait} s before your next message.", status=429)
-    message = Message.objects.create(stream=stream, user=user, text=cleaned)
+    message = Message.objects.create(stream=stream, user=user, text=cleaned, pdt=program_date_time())
     r.set(dup_key, digest, ex=settings.CHAT_DUPLICATE_WINDOW_S)
     send_event_on_commit(stream.pk, "chat.message", selectors.message_payload(message, stream, moderators))
     return message

@@ -83,6 +83,7 @@ urlpatterns += [
 
 # --- Chat (chat/api) ---
 urlpatterns += [path("streams/<int:stream_pk>/chat/", include("chat.api.urls"))]
+urlpatterns += [path("streams/<int:stream_pk>/replays/<int:session_pk>/", include("chat.api.replay_urls"))]
 
 # --- Analytics (analytics/api) ---
 urlpatterns += [

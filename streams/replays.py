@@ -8,6 +8,8 @@ object store (``transcoding.tasks.purge_session_objects``).
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
@@ -104,3 +106,96 @@ def session_metadata(session_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         logger.exception("could not read session metadata")
         return {}
     return result
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of a replay without a jump in its program date-times."""
+
+    offset_s: float  # where it starts in the replay (sum of the EXTINF durations before it)
+    wall: float  # its program date-time there (ingest wall clock, epoch seconds)
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class ReplayTimeline:
+    """How a replay's playback position maps to the stream's program date-times: what a
+    player's ``playingDate`` shows at ``currentTime``. Gaps and reconnects are jumps between
+    spans (the replay plays on, the clock jumped)."""
+
+    spans: tuple[Span, ...]
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.spans[0].wall, UTC)
+
+    @property
+    def end(self) -> datetime:
+        last = self.spans[-1]
+        return datetime.fromtimestamp(last.wall + last.duration_s, UTC)
+
+    @property
+    def duration_s(self) -> float:
+        last = self.spans[-1]
+        return last.offset_s + last.duration_s
+
+    def offset_of(self, when: datetime) -> float | None:
+        """The replay position showing ``when``; a moment in a jump maps to the start of the
+        span after it; None outside the replay."""
+        t = when.timestamp()
+        if t < self.spans[0].wall:
+            return None
+        for span in self.spans:
+            if t < span.wall:
+                return span.offset_s
+            if t <= span.wall + span.duration_s:
+                return round(span.offset_s + (t - span.wall), 3)
+        return None
+
+
+# A segment whose program date-time is not the previous one's end (within the playlists' ms
+# precision) starts a new span: the ingest clock of each chunk has some jitter, and players
+# (hls.js playingDate) read each segment's own date-time, so offsets must too.
+JUMP_S = 0.0015
+
+
+def timeline_from_playlist(text: str) -> ReplayTimeline | None:
+    """The timeline of a replay media playlist (``index.m3u8``, as transcoding.hls writes it
+    with an EXT-X-PROGRAM-DATE-TIME on every segment); None without segments."""
+    from transcoding import hls
+
+    spans: list[Span] = []
+    offset = 0.0
+    for entry in hls.parse_media(text, []):
+        last = spans[-1] if spans else None
+        if last is not None and not entry.disc and abs(entry.wall - (last.wall + last.duration_s)) <= JUMP_S:
+            spans[-1] = Span(last.offset_s, last.wall, last.duration_s + entry.duration)
+        else:
+            spans.append(Span(offset, entry.wall, entry.duration))
+        offset += entry.duration
+    return ReplayTimeline(tuple(spans)) if spans else None
+
+
+def replay_timeline(session: StreamSession) -> ReplayTimeline:
+    """The replay's timeline from its stored playlists (the master's first rendition: all
+    renditions list the same segments). When they cannot be read: one span from the session's
+    start for its duration (what the session row knows)."""
+    from streams.playback import session_prefix
+    from transcoding import storage
+
+    prefix = session.storage_prefix or session_prefix(session.stream_id, session.pk)
+    try:
+        master = storage.get_bytes(f"{prefix}/master.m3u8")
+        uri = next(
+            (line.strip() for line in (master or b"").decode().splitlines() if line.strip() and line[0] != "#"), ""
+        )
+        media = storage.get_bytes(f"{prefix}/{uri}") if uri and ".." not in uri else None
+        timeline = timeline_from_playlist(media.decode()) if media else None
+    except Exception:
+        logger.exception("could not read the replay's playlist", extra={"session": session.pk})
+        timeline = None
+    if timeline is not None:
+        return timeline
+    end = session.ended_at or session.started_at
+    duration = session.duration_s or max(0.0, (end - session.started_at).total_seconds())
+    return ReplayTimeline((Span(0.0, session.started_at.timestamp(), duration),))

@@ -10,15 +10,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import selectors, services
+from chat import replay, selectors, services
 from chat.api.serializers import (
     BanRequestSerializer,
     BanSerializer,
@@ -29,9 +32,10 @@ from chat.api.serializers import (
     UserRefSerializer,
 )
 from chat.models import ModerationAction
+from chat.replay import ReplayChat
 from livestream.auth import request_user
 from streams.models import Stream
-from streams.selectors import get_public_stream_by_id
+from streams.selectors import get_public_stream_by_id, replays_of
 
 
 class ChatAPIError(APIException):
@@ -227,3 +231,101 @@ class ModerationLogView(StreamChatView):
         queryset: QuerySet[ModerationAction] = selectors.moderation_log(stream)
         page = paginator.paginate_queryset(queryset, request, view=self) or []
         return paginator.get_paginated_response(ModerationActionSerializer(page, many=True).data)
+
+
+# --- The chat of a replay (ADR 0035) ---
+
+
+class ReplayMessageSerializer(MessageSerializer):
+    """A replay's chat message: the ``chat.message`` object with ``pdt`` and ``offset_s``."""
+
+    pdt = serializers.DateTimeField(read_only=True, help_text="Program date-time when it was sent.")
+    offset_s = serializers.FloatField(read_only=True, help_text="Seconds into the replay where it was sent.")
+
+
+class ReplayChatExportSerializer(serializers.Serializer[Any]):
+    stream = serializers.IntegerField()
+    session = serializers.IntegerField()
+    start = serializers.DateTimeField(help_text="Program date-time of the replay's first frame (offset 0).")
+    duration_s = serializers.FloatField()
+    messages = ReplayMessageSerializer(many=True)
+
+
+class OldestFirst(CursorPagination):
+    """Opaque cursors in the order messages were sent; ``?page_size=`` up to 1000 (default 500)."""
+
+    ordering = ("pdt", "id")
+    page_size = 500
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class ReplayChatView(APIView):
+    """Public like the replay itself; 404 for a session that is not (or no longer) a replay."""
+
+    permission_classes = (permissions.AllowAny,)
+
+    def replay_chat(self) -> ReplayChat:
+        stream = get_public_stream_by_id(int(self.kwargs["stream_pk"]))
+        session = replays_of(stream).filter(pk=int(self.kwargs["session_pk"])).first()
+        if session is None:
+            raise NotFound("No such replay.")
+        return replay.replay_chat(stream, session)
+
+
+class ReplayChatMessagesView(ReplayChatView):
+    @extend_schema(
+        responses=cursor_page("ReplayMessagePage", ReplayMessageSerializer(many=True)),
+        summary="Chat of a replay, in the order sent (cursor pages)",
+        operation_id="replay_chat_list",
+        description="Visible messages sent during the replayed broadcast, each with its program "
+        "date-time (`pdt`) and its offset in the replay (`offset_s`). Deleted messages never appear.",
+    )
+    def get(self, request: Request, stream_pk: int, session_pk: int) -> Response:
+        chat = self.replay_chat()
+        paginator = OldestFirst()
+        page = paginator.paginate_queryset(chat.messages(), request, view=self) or []
+        return paginator.get_paginated_response(list(chat.payloads(page)))
+
+
+class ReplayChatJSONView(ReplayChatView):
+    @extend_schema(
+        responses=ReplayChatExportSerializer,
+        summary="Export a replay's chat as JSON",
+        operation_id="replay_chat_export_json",
+        description="The whole chat of the replay in one document (a download).",
+    )
+    def get(self, request: Request, stream_pk: int, session_pk: int) -> Response:
+        chat = self.replay_chat()
+        response = Response(replay.export_json(chat))
+        response["Content-Disposition"] = f'attachment; filename="chat-{stream_pk}-{session_pk}.json"'
+        return response
+
+
+class ReplayChatWebVTTView(ReplayChatView):
+    """The export is ``text/vtt`` whatever the request accepts (players' track loaders send
+    ``*/*``, some ``text/vtt``); errors are the API's JSON body."""
+
+    renderer_classes = (JSONRenderer,)
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:  # noqa: FBT001, FBT002
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    @extend_schema(
+        responses={(200, "text/vtt"): OpenApiTypes.STR},
+        summary="Export a replay's chat as WebVTT",
+        operation_id="replay_chat_export_vtt",
+        parameters=[
+            OpenApiParameter("download", str, OpenApiParameter.QUERY, description="Any value: as an attachment.")
+        ],
+        description="One cue per message (identifier: the message id), from its offset in the replay "
+        "for CHAT_REPLAY_CUE_S seconds, text `name: message` escaped per WebVTT. Attach it to the "
+        "replay's video as a `<track>`.",
+    )
+    def get(self, request: Request, stream_pk: int, session_pk: int) -> StreamingHttpResponse:
+        chat = self.replay_chat()
+        response = StreamingHttpResponse(replay.export_webvtt(chat), content_type="text/vtt; charset=utf-8")
+        if request.query_params.get("download"):
+            response["Content-Disposition"] = f'attachment; filename="chat-{stream_pk}-{session_pk}.vtt"'
+        return response

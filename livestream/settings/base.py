@@ -534,6 +534,8 @@ CHAT_RATE_WINDOW_S = env.int("CHAT_RATE_WINDOW_S", default=30)
 CHAT_DUPLICATE_WINDOW_S = env.int("CHAT_DUPLICATE_WINDOW_S", default=30)
 # Messages sent to a socket when it joins (and the API's page size).
 CHAT_HISTORY_SIZE = env.int("CHAT_HISTORY_SIZE", default=50)
+# Seconds a replay chat message stays on screen as a WebVTT cue (chat.vtt export, ADR 0035).
+CHAT_REPLAY_CUE_S = env.float("CHAT_REPLAY_CUE_S", default=5.0)
 # Fan-out tick: chat messages arriving within this window go out as one frame (chat.batch).
 CHAT_BATCH_TICK_MS = env.int("CHAT_BATCH_TICK_MS", default=100)
 # Budget of chat frame writes per second per room and web process; bigger rooms stretch the

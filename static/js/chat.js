@@ -16,6 +16,14 @@
  * reconnects like after any drop and the history frame catches it up.
  * The page's other scripts may also wait for document event "livesocket:ready" (detail.socket).
  *
+ * Latency-synced chat (ADR 0035, docs/chat.md): every message carries "pdt", the stream's
+ * program date-time when it was sent. With sync on (the default; the panel's "Sync to video"
+ * toggle, remembered in localStorage "chat.sync"), a message is held until the viewer's own
+ * playback reaches that moment (window.livePlayer.playingDate(), i.e. hls.js playingDate), also
+ * while the video is paused. Shown at once: to the streamer and moderators, the sender's own
+ * messages, and whenever the player knows no program date-time (not started, offline, a stream
+ * without date-times). Deletions and clears remove held messages too.
+ *
  * Safety: every piece of server text goes into the DOM through textContent / createTextNode,
  * never innerHTML (tests/chat/test_panel.py checks this file for HTML sinks).
  */
@@ -169,6 +177,17 @@
   /* ---------------------------------------------------------------- chat panel */
 
   var MAX_ROWS = 500;
+  var SYNC_KEY = "chat.sync";
+  var SYNC_TICK_MS = 100;
+  var MAX_HELD = 2000;
+
+  function storedSync() {
+    try {
+      return window.localStorage.getItem(SYNC_KEY) !== "off";
+    } catch (e) {
+      return true; // storage disabled: sync stays on for this page
+    }
+  }
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -203,6 +222,12 @@
     this.socket = window.LiveSocket.forStream(this.streamId);
     this.lastText = "";
     this.fresh = new Set(); // ids received live on the current connection
+    this.held = new Map(); // id -> message waiting for the viewer's playback to reach its pdt
+    this.heldEl = root.querySelector("[data-role=held]");
+    this.syncInput = root.querySelector("[data-role=sync]");
+    this.sync = storedSync();
+    this.syncTimer = null;
+    this.root.dataset.sync = this.sync ? "on" : "off";
     this.bind();
   }
 
@@ -226,6 +251,8 @@
     s.on("chat.clear", function (f) {
       self.rows.forEach(function (li) { li.remove(); });
       self.rows.clear();
+      self.held.clear();
+      self.updateHeld();
       self.system("Chat was cleared" + (f.by ? " by " + f.by : "") + ".");
     });
     s.on("chat.settings", function (f) { self.setSlowMode(f.slow_mode_s); });
@@ -246,6 +273,7 @@
       if (f.user === self.meName) {
         self.me.can_moderate = !!f.moderator;
         self.modbar.hidden = !self.me.can_moderate;
+        self.release();
       }
     });
     s.on("viewers.count", function (f) {
@@ -253,6 +281,10 @@
     });
     s.on("error", function (f) { self.onError(f); });
     if (s.isOpen()) this.setStatus("live", "is-open");
+    if (this.syncInput) {
+      this.syncInput.checked = this.sync;
+      this.syncInput.addEventListener("change", function () { self.setSync(self.syncInput.checked); });
+    }
 
     if (this.form) {
       this.form.addEventListener("submit", function (event) {
@@ -305,7 +337,11 @@
     this.rows.forEach(function (li, id) {
       if (id >= oldest && !ids.has(id) && !fresh.has(id)) self.remove(id);
     });
+    this.held.forEach(function (m, id) {
+      if (id >= oldest && !ids.has(id) && !fresh.has(id)) self.remove(id);
+    });
     messages.forEach(function (m) { self.add(m); });
+    this.release(); // "me" may have changed (a moderator now): their held messages show
   };
 
   ChatPanel.prototype.atBottom = function () {
@@ -317,11 +353,88 @@
     this.moreEl.hidden = true;
   };
 
+  /* ---- latency sync (ADR 0035) ---- */
+
+  // The viewer's playback position as a program date-time (ms), or null when unknown.
+  ChatPanel.prototype.playingDate = function () {
+    var player = window.livePlayer;
+    if (!player || typeof player.playingDate !== "function") return null;
+    try {
+      var date = player.playingDate();
+      return typeof date === "number" && isFinite(date) ? date : null;
+    } catch (e) {
+      return null;
+    }
+  };
+
+  // True while ``m`` is ahead of what this viewer has seen.
+  ChatPanel.prototype.ahead = function (m) {
+    if (!this.sync || this.me.can_moderate) return false;
+    if (this.meName && m.user === this.meName) return false;
+    var pdt = Date.parse(m.pdt);
+    if (!isFinite(pdt)) return false;
+    var playing = this.playingDate();
+    return playing !== null && playing < pdt;
+  };
+
   ChatPanel.prototype.add = function (m) {
-    if (!m || typeof m.id !== "number" || this.rows.has(m.id)) return; // dedupe by id
+    if (!m || typeof m.id !== "number" || this.rows.has(m.id) || this.held.has(m.id)) return; // dedupe by id
+    if (this.ahead(m)) {
+      this.held.set(m.id, m);
+      while (this.held.size > MAX_HELD) this.held.delete(this.held.keys().next().value); // paused for ages
+      this.updateHeld();
+      return;
+    }
+    this.show(m);
+  };
+
+  // Show every held message the viewer's playback has reached (all of them when sync is off
+  // or the position is unknown), in id order.
+  ChatPanel.prototype.release = function () {
+    var self = this;
+    var due = [];
+    this.held.forEach(function (m) {
+      if (!self.ahead(m)) due.push(m);
+    });
+    due.sort(function (a, b) { return a.id - b.id; });
+    due.forEach(function (m) {
+      self.held.delete(m.id);
+      self.show(m);
+    });
+    this.updateHeld();
+  };
+
+  ChatPanel.prototype.updateHeld = function () {
+    var self = this;
+    var count = this.held.size;
+    if (this.heldEl) {
+      this.heldEl.hidden = !count;
+      this.heldEl.textContent = count ? count + (count === 1 ? " message waits" : " messages wait") + " for your video to catch up" : "";
+    }
+    this.root.dataset.held = String(count);
+    if (count && !this.syncTimer) {
+      this.syncTimer = window.setInterval(function () { self.release(); }, SYNC_TICK_MS);
+    } else if (!count && this.syncTimer) {
+      window.clearInterval(this.syncTimer);
+      this.syncTimer = null;
+    }
+  };
+
+  ChatPanel.prototype.setSync = function (on) {
+    this.sync = !!on;
+    if (this.syncInput) this.syncInput.checked = this.sync;
+    try {
+      window.localStorage.setItem(SYNC_KEY, this.sync ? "on" : "off");
+    } catch (e) { /* storage disabled: this page only */ }
+    this.root.dataset.sync = this.sync ? "on" : "off";
+    this.release();
+  };
+
+  ChatPanel.prototype.show = function (m) {
     var stick = this.atBottom();
     var li = el("li", "chat-row");
     li.dataset.id = String(m.id);
+    if (m.pdt) li.dataset.pdt = m.pdt;
     li.dataset.user = m.user;
     (m.badges || []).forEach(function (b) {
       li.appendChild(el("span", "chat-badge chat-badge-" + String(b).replace(/[^a-z]/g, ""), b));
@@ -351,6 +464,7 @@
   };
 
   ChatPanel.prototype.remove = function (id) {
+    if (this.held.delete(id)) this.updateHeld();
     var li = this.rows.get(id);
     if (li) li.remove();
     this.rows.delete(id);
@@ -470,9 +584,129 @@
     }
   };
 
+  /* ------------------------------------------------------- chat of a replay (ADR 0035) */
+
+  // The replay page's chat (templates/chat/replay_panel.html): every visible message of the
+  // session, loaded page by page from the API, shown up to the replay's position: the
+  // player's playingDate against each message's "pdt" (or, without date-times, currentTime
+  // against "offset_s"). Seeking either way re-renders; the WebVTT export is attached to the
+  // video as a hidden "Chat" captions track.
+  var REPLAY_ROWS = 300;
+  var REPLAY_PAGES = 200; // at most 200 pages of 1000 messages
+
+  function ReplayChatPanel(root) {
+    this.root = root;
+    this.list = root.querySelector("[data-role=messages]");
+    this.statusEl = root.querySelector("[data-role=status]");
+    this.messages = []; // in the order sent, each with .at (pdt, ms) and .offsetMs
+    this.shown = -1; // how many of them are on screen (the first ``shown``)
+    this.loaded = false;
+    this.load(root.getAttribute("data-api") + "?page_size=1000", 0);
+    this.attachTrack(root.getAttribute("data-vtt"));
+    var self = this;
+    window.setInterval(function () { self.tick(); }, SYNC_TICK_MS);
+    var player = window.livePlayer;
+    if (player && player.video) {
+      ["seeked", "seeking", "timeupdate"].forEach(function (type) {
+        player.video.addEventListener(type, function () { self.tick(); });
+      });
+    }
+  }
+
+  ReplayChatPanel.prototype.load = function (url, pages) {
+    var self = this;
+    window.fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(String(response.status));
+        return response.json();
+      })
+      .then(function (data) {
+        (data.results || []).forEach(function (m) {
+          m.at = Date.parse(m.pdt);
+          m.offsetMs = Math.round(Number(m.offset_s) * 1000);
+          self.messages.push(m);
+        });
+        if (data.next && pages + 1 < REPLAY_PAGES) {
+          self.load(data.next, pages + 1);
+          return;
+        }
+        self.loaded = true;
+        self.statusEl.textContent = self.messages.length + (self.messages.length === 1 ? " message" : " messages");
+        self.shown = -1;
+        self.tick();
+      })
+      .catch(function () {
+        self.statusEl.textContent = "chat unavailable";
+      });
+  };
+
+  ReplayChatPanel.prototype.attachTrack = function (src) {
+    var player = window.livePlayer;
+    if (!src || !player || !player.video) return;
+    var track = document.createElement("track");
+    track.kind = "captions";
+    track.label = "Chat";
+    track.srclang = "und";
+    track.src = src;
+    player.video.appendChild(track);
+    if (track.track) track.track.mode = "hidden"; // loaded, off screen until the viewer picks it
+  };
+
+  // How many messages the replay has reached: sent at or before the moment on screen.
+  ReplayChatPanel.prototype.reached = function () {
+    var player = window.livePlayer;
+    if (!player || !player.video) return 0;
+    var date = typeof player.playingDate === "function" ? player.playingDate() : null;
+    var key = date !== null ? "at" : "offsetMs";
+    var now = date !== null ? date : Math.round(player.video.currentTime * 1000);
+    var lo = 0;
+    var hi = this.messages.length;
+    while (lo < hi) { // first message after ``now`` (sorted by pdt, offsets follow pdt)
+      var mid = (lo + hi) >> 1;
+      if (this.messages[mid][key] <= now) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+
+  ReplayChatPanel.prototype.tick = function () {
+    if (!this.loaded) return;
+    var count = this.reached();
+    if (count === this.shown) return;
+    var i;
+    if (this.shown >= 0 && count > this.shown && count - this.shown <= REPLAY_ROWS) {
+      for (i = this.shown; i < count; i++) this.list.appendChild(this.row(this.messages[i]));
+      while (this.list.children.length > REPLAY_ROWS) this.list.removeChild(this.list.firstChild);
+    } else { // a seek (back, or far ahead): render the last rows up to the new position
+      this.list.textContent = "";
+      for (i = Math.max(0, count - REPLAY_ROWS); i < count; i++) this.list.appendChild(this.row(this.messages[i]));
+    }
+    this.shown = count;
+    this.root.dataset.shown = String(count);
+    this.list.scrollTop = this.list.scrollHeight;
+  };
+
+  ReplayChatPanel.prototype.row = function (m) {
+    var li = el("li", "chat-row");
+    li.dataset.id = String(m.id);
+    li.dataset.pdt = m.pdt;
+    li.dataset.offset = String(m.offset_s);
+    (m.badges || []).forEach(function (b) {
+      li.appendChild(el("span", "chat-badge chat-badge-" + String(b).replace(/[^a-z]/g, ""), b));
+    });
+    var name = el("span", "chat-name", m.display_name || m.user);
+    name.title = m.user;
+    li.appendChild(name);
+    li.appendChild(el("span", "chat-text", m.text));
+    return li;
+  };
+
   function init() {
     document.querySelectorAll("[data-chat-panel]").forEach(function (root) {
       if (!root.chatPanel) root.chatPanel = new ChatPanel(root);
+    });
+    document.querySelectorAll("[data-replay-chat]").forEach(function (root) {
+      if (!root.replayChat) root.replayChat = new ReplayChatPanel(root);
     });
   }
 

@@ -5,7 +5,8 @@
 //
 // Contract for other scripts (static/js/qoe.js and the browser tests rely on it):
 // - window.livePlayer is this page's player: .hls (the current hls.js instance, or null with
-//   native HLS / while offline), .video, .config, .jumpToLive(), .setQuality(index).
+//   native HLS / while offline), .video, .config, .jumpToLive(), .setQuality(index),
+//   .playingDate() (the program date-time on screen, ms, or null; the chat syncs to it).
 // - document fires "live-player-ready" (detail: the player) each time a new hls.js instance is
 //   attached, e.g. after the stream goes live again.
 // - Live/offline and viewer counts arrive over the page's one WebSocket (window.LiveSocket,
@@ -715,6 +716,22 @@
       if (this.hls && this.hls.liveSyncPosition != null) return this.hls.liveSyncPosition;
       const seekable = this.video.seekable;
       if (seekable.length) return Math.max(seekable.start(0), seekable.end(seekable.length - 1) - 3);
+      return null;
+    }
+
+    // The program date-time on screen, in ms since the epoch (the playing segment's
+    // EXT-X-PROGRAM-DATE-TIME plus the position in it), or null when unknown: not started,
+    // offline, a playlist without date-times. The chat shows messages by it (ADR 0035).
+    playingDate() {
+      if (this.root.dataset.state === "offline" || this.video.hidden) return null;
+      if (this.hls) {
+        const date = this.hls.playingDate;
+        return date ? date.getTime() : null;
+      }
+      if (this.native && typeof this.video.getStartDate === "function") {
+        const start = this.video.getStartDate().getTime();
+        return Number.isFinite(start) && start > 0 ? start + this.video.currentTime * 1000 : null;
+      }
       return null;
     }
 
