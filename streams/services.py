@@ -114,6 +114,7 @@ def update_stream(
     keep_recordings: bool,
     next_broadcast_at: datetime | _Unset | None = UNSET,
     latency_mode: str | None = None,
+    start_in_preview: bool | None = None,
 ) -> Stream:
     """Edit the stream's details. ``next_broadcast_at`` is left as it is unless given (None
     clears the announcement); so is ``latency_mode`` (it applies from the next publish: a
@@ -125,6 +126,9 @@ def update_stream(
     if latency_mode is not None:
         stream.latency_mode = latency_mode
         fields.append("latency_mode")
+    if start_in_preview is not None:  # applies from the next broadcast (ADR 0034)
+        stream.start_in_preview = start_in_preview
+        fields.append("start_in_preview")
     if not isinstance(next_broadcast_at, _Unset):
         stream.next_broadcast_at = next_broadcast_at
         fields.append("next_broadcast_at")

@@ -140,7 +140,7 @@ def directory(request: HttpRequest) -> HttpResponse:
 
 def watch(request: HttpRequest, slug: str) -> HttpResponse:
     """The watch page: player (live) or offline card, chat panel, replays, embed code."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     embed_url = playback.embed_url(stream)
     replays = [
         {"session": r, "url": reverse("streams:replay", args=[stream.slug, r.pk])}
@@ -169,7 +169,7 @@ def _embed_code(stream: Stream, embed_url: str) -> str:
 
 def replay(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
     """One past broadcast played as VOD (seekable), if the stream kept it as a replay."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     session = selectors.replays_of(stream).filter(pk=session_id).first()
     if session is None:
         raise Http404("No such replay.")
@@ -187,7 +187,7 @@ def replay(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
 def status(request: HttpRequest, slug: str) -> JsonResponse:
     """Live status for the watch page: read once after its socket connects (to close the gap
     between rendering the page and subscribing) and polled only when no socket is available."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     return JsonResponse(
         {"status": stream.status, "viewer_count": viewer_count(stream.pk), "src": playback.playback_url(stream)},
         headers={"Cache-Control": "no-store"},
@@ -197,7 +197,7 @@ def status(request: HttpRequest, slug: str) -> JsonResponse:
 @xframe_options_exempt
 def embed(request: HttpRequest, slug: str) -> HttpResponse:
     """The player alone (no site chrome), framable by other sites."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     context = {
         "stream": stream,
         "player_config": _player_config(stream, live=stream.is_live),
