@@ -54,6 +54,7 @@ def create_stream(
     description: str = "",
     keep_recordings: bool = True,
     latency_mode: str = LatencyMode.LOW,
+    start_in_preview: bool = False,
 ) -> StreamWithKey:
     """Create an offline stream with a new secret key. Retries on the rare slug race.
 
@@ -73,6 +74,7 @@ def create_stream(
                     description=description,
                     keep_recordings=keep_recordings,
                     latency_mode=latency_mode,
+                    start_in_preview=start_in_preview,
                     slug=_unique_slug(title),
                     key_hash=keys.hash_key(key),
                     key_hint=keys.key_hint(key),

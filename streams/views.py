@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import User
 from chat.presence import viewer_count, viewer_counts
 from livestream.auth import request_user
-from streams import playback, quotas, selectors, services
+from streams import ingest_report, playback, quotas, selectors, services, sessions
 from streams.forms import StreamForm
 from streams.models import SessionStatus, Stream, StreamSession
 from transcoding import shedding, thumbnails
@@ -43,6 +43,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 description=form.cleaned_data["description"],
                 keep_recordings=form.cleaned_data["keep_recordings"],
                 latency_mode=form.cleaned_data["latency_mode"],
+                start_in_preview=bool(form.cleaned_data.get("start_in_preview")),
             )
         except quotas.StreamLimitReachedError as exc:
             form.add_error(None, str(exc))
@@ -72,6 +73,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
             keep_recordings=form.cleaned_data["keep_recordings"],
             next_broadcast_at=form.cleaned_data.get("next_broadcast_at"),
             latency_mode=form.cleaned_data["latency_mode"],
+            start_in_preview=form.cleaned_data.get("start_in_preview"),
         )
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
@@ -85,8 +87,23 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         "playback_url": playback.playback_url(stream),
         "watch_url": playback.watch_url(stream),
         "embed_url": playback.embed_url(stream),
+        "ingest": ingest_report.for_stream(stream),
     }
     return render(request, "streams/manage.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def go_public(request: HttpRequest, stream_id: int) -> HttpResponse:
+    """End the private preview: the broadcast becomes public and followers are told (ADR 0034)."""
+    stream = selectors.get_stream_for_owner(_user(request), stream_id)
+    try:
+        sessions.go_public(stream.pk)
+    except sessions.NotInPreview as exc:
+        messages.error(request, str(exc).capitalize() + ".")
+        return redirect("streams:manage", stream_id=stream.pk)
+    messages.success(request, "You are public: the stream is in the directory and followers were told.")
+    return redirect("streams:manage", stream_id=stream.pk)
 
 
 @login_required

@@ -33,6 +33,7 @@ files.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -168,7 +169,7 @@ def loudness(blocks: list[float]) -> tuple[float, float]:
 
 
 # --- one chunk -------------------------------------------------------------------------------------
-def analyse_chunk(path: str | Path, *, start: float = 0.0, end: float = 0.0) -> ChunkStats:
+def analyse_chunk(path: str | Path, *, start: float = 0.0, end: float = 0.0) -> ChunkStats:  # noqa: PLR0912
     """Demux a chunk (any container PyAV reads) and decode its audio."""
     stats = ChunkStats(start=start, end=end)
     with av.open(str(path)) as container:
@@ -207,6 +208,8 @@ def analyse_chunk(path: str | Path, *, start: float = 0.0, end: float = 0.0) -> 
                 except av.FFmpegError:
                     continue
                 for frame in frames:
+                    if not isinstance(frame, av.AudioFrame):
+                        continue
                     for out in resampler.resample(frame):
                         rate = out.sample_rate
                         pcm.append(out.to_ndarray())
@@ -262,7 +265,7 @@ class Window:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".") if value == value else "?"
+    return f"{value:.1f}".rstrip("0").rstrip(".") if math.isfinite(value) else "?"
 
 
 def _fps(durations: list[float]) -> float:
@@ -272,12 +275,12 @@ def _fps(durations: list[float]) -> float:
     return round(len(durations) / total, 2) if total > 0 else 30.0
 
 
-def diagnose(window: Window, ctx: Context) -> list[Finding]:  # noqa: C901, PLR0912, PLR0915 - one check after the other
+def diagnose(window: Window, ctx: Context) -> list[Finding]:  # noqa: PLR0912, PLR0915 - one check after the other
     """The findings of a window, most severe first."""
     chunks = list(window.chunks)
     findings: list[Finding] = []
     pts = sorted(p for c in chunks for p in c.video_pts)
-    durations = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
+    durations = [b - a for a, b in itertools.pairwise(pts) if b > a]
     fps = _fps(durations)
     chunk_s = max(ctx.chunk_seconds, 0.5)
     gop_frames = max(1, round(fps * chunk_s))
@@ -285,7 +288,7 @@ def diagnose(window: Window, ctx: Context) -> list[Finding]:  # noqa: C901, PLR0
     # Keyframe interval: the longest distance between keyframes, or from the last one to the end.
     keys = sorted({round(k, 3) for c in chunks for k in c.keyframes})
     if pts and keys:
-        gaps = [b - a for a, b in zip(keys, keys[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(keys)]
         gaps.append(pts[-1] + (durations[-1] if durations else 0) - keys[-1])
         interval = max(gaps)
         if interval > chunk_s + KEYFRAME_SLACK_S:

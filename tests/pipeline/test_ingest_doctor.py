@@ -104,7 +104,8 @@ def test_ten_second_gop_is_flagged_against_the_chunk_duration(tmp_path):
     finding = found["keyframe_interval"]
     assert finding.measured["interval_s"] == pytest.approx(10.0, abs=0.1)
     assert finding.severity == "error"
-    assert "10 s" in finding.detail and "2 s segments" in finding.detail
+    assert "10 s" in finding.detail
+    assert "2 s segments" in finding.detail
     assert "Keyframe Interval = 2" in finding.obs
     assert "-g 60" in finding.ffmpeg
 
