@@ -600,7 +600,9 @@ def report(session_id: int, stream_id: int, findings: list[Finding], *, final: b
         "findings": [f.to_dict() for f in findings],
     }
     previous = state.get_json(session_id, "doctor")
-    changed = previous is None or codes(previous.get("findings", [])) != codes(findings)
+    # Nothing reported yet counts as "no findings": a clean source sends no event.
+    before = codes(previous.get("findings", [])) if isinstance(previous, dict) else []
+    changed = before != codes(findings)
     state.set_json(session_id, "doctor", payload)
     if changed or final:
         persist(session_id, stream_id, payload, announce=changed)

@@ -43,9 +43,9 @@ SOURCES: dict[str, list[str]] = {
            "-tune", "zerolatency", "-g", "5", "-c:a", "aac"],
     "quiet": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "8", "-af", "volume=-30dB", *X264, *ONE_S_GOP, "-c:a", "aac"],
     "clipping": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "8", "-af", "volume=30dB", *X264, *ONE_S_GOP, "-c:a", "aac"],
-    "b-frames-mp3": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "30", *X264, "-bf", "3", "-g", "30", "-keyint_min", "30",
+    "b-frames-mp3": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "16", *X264, "-bf", "3", "-g", "30", "-keyint_min", "30",
                      "-sc_threshold", "0", "-c:a", "libmp3lame", "-ar", "44100"],
-    "clean-long": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "30", *X264, *ONE_S_GOP, "-c:a", "aac"],
+    "clean-long": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "16", *X264, *ONE_S_GOP, "-c:a", "aac"],
 }  # fmt: skip
 
 
@@ -198,3 +198,109 @@ def test_bitrate_spikes():
     assert set(found) == {"bitrate_spikes"}
     assert found["bitrate_spikes"].measured == {"peak_kbps": 3200, "median_kbps": 800}
     assert "CBR" in found["bitrate_spikes"].obs
+
+
+# --- end to end ----------------------------------------------------------------------------------
+def _report(client, stream_id: int) -> dict:
+    response = client.get(f"/api/v1/streams/{stream_id}/ingest-report/")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def _wait_report(client, stream_id: int, predicate, what: str, timeout: float = 60) -> dict:
+    from livestream import devstack
+
+    found: dict = {}
+
+    def ready() -> bool:
+        nonlocal found
+        found = _report(client, stream_id)
+        return bool(predicate(found))
+
+    devstack.wait_until(ready, timeout, what)
+    return found
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_live_b_frames_and_mp3_reach_api_dashboard_and_webhook(live_stack, user, other_user, settings):
+    """Two sources published over RTMP at once: B-frames + MP3 get exactly those two findings,
+    on the API (owner only), the dashboard and a real webhook receiver; a clean source gets none
+    and sends no ``ingest.findings``."""
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    from streams.models import StreamSession
+    from tests.factories import make_stream
+    from tests.pipeline.media import publish_file
+    from tests.webhooks.servers import http_receiver
+    from webhooks import services as webhooks
+    from webhooks.models import Delivery
+    from webhooks.tasks import deliver_webhook
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.INGEST_DOCTOR_EVERY_CHUNKS = 2
+    bad, bad_key = make_stream(user, title="Doctor bad")
+    clean, clean_key = make_stream(user, title="Doctor clean")
+    owner = APIClient()
+    owner.force_authenticate(user)
+    with http_receiver() as receiver:
+        webhooks.create_endpoint(user, url=receiver.url, events=["ingest.findings"])
+        publishers = [
+            publish_file(f"{live_stack.rtmp_url}/{bad_key}", source_file("b-frames-mp3")),
+            publish_file(f"{live_stack.rtmp_url}/{clean_key}", source_file("clean-long")),
+        ]
+        try:
+            live_stack.wait_live(bad.pk)
+            live_stack.wait_live(clean.pk)
+            report = _wait_report(
+                owner, bad.pk, lambda r: {f["code"] for f in r["findings"]} >= {"b_frames", "audio_codec"}, "findings"
+            )
+            assert report["live"] is True
+            assert {f["code"] for f in report["findings"]} == {"b_frames", "audio_codec"}
+            mp3 = next(f for f in report["findings"] if f["code"] == "audio_codec")
+            assert mp3["measured"]["codec"] == "mp3"
+            assert "-c:a aac" in mp3["ffmpeg"]
+            assert "OBS" in mp3["obs"]
+            # The clean source, analysed as long: a report without findings.
+            clean_report = _wait_report(owner, clean.pk, lambda r: r["session"] is not None, "clean report")
+            assert clean_report["findings"] == []
+
+            # Owner only: others and anonymous get 404.
+            other = APIClient()
+            other.force_authenticate(other_user)
+            assert other.get(f"/api/v1/streams/{bad.pk}/ingest-report/").status_code == 404
+            assert APIClient().get(f"/api/v1/streams/{bad.pk}/ingest-report/").status_code == 404
+
+            # The dashboard shows them.
+            page = Client()
+            page.force_login(user)
+            html = page.get(f"/dashboard/streams/{bad.pk}/").content.decode()
+            assert 'data-code="b_frames"' in html
+            assert 'data-code="audio_codec"' in html
+            assert "-bf 0" in html
+        finally:
+            for proc in publishers:
+                proc.wait(timeout=60)
+
+        # The webhook: one ingest.findings for the bad stream (the codes changed once), none for
+        # the clean one; delivered by the webhooks task to the real receiver.
+        deliveries = list(Delivery.objects.filter(event="ingest.findings"))
+        assert deliveries
+        for delivery in deliveries:
+            deliver_webhook.apply(args=(delivery.pk,))
+        received = receiver.wait_for(len(deliveries))
+        bodies = [r.json() for r in received]
+        assert {b["data"]["stream"]["id"] for b in bodies} == {bad.pk}
+        assert any(set(b["data"]["codes"]) == {"audio_codec", "b_frames"} for b in bodies)
+        assert all(r.headers["X-Livestream-Event"] == "ingest.findings" for r in received)
+
+    # Persisted with the session: the dashboard shows the last broadcast's after it ended.
+    live_stack.wait_live(bad.pk, live=False, timeout=20)
+    session = StreamSession.objects.filter(stream=bad).latest("started_at")
+    devstack_wait = _wait_report(owner, bad.pk, lambda r: r["session"] == session.pk, "persisted report")
+    assert {f["code"] for f in devstack_wait["findings"]} == {"b_frames", "audio_codec"}
+    session.refresh_from_db()
+    assert {f["code"] for f in session.ingest_findings["findings"]} == {"b_frames", "audio_codec"}
+    clean_session = StreamSession.objects.filter(stream=clean).latest("started_at")
+    assert clean_session.ingest_findings["findings"] == []
