@@ -193,3 +193,19 @@ def test_public_socket_hears_nothing_until_go_public(user):
     session_id, first, second = async_to_sync(scenario)()
     assert first["type"] == "marker"
     assert (second["event"], second["data"]["session"]) == ("stream.live", session_id)
+
+
+def test_chat_socket_of_a_preview_is_the_owners_only(user, other_user):
+    """The watch page's socket joins through ``chat.selectors.join_state``: a private preview does
+    not exist for others there either (so no frame of it, ``stream.ready`` included, reaches them)."""
+    from django.contrib.auth.models import AnonymousUser
+
+    from chat.selectors import join_state
+
+    stream, key = make_stream(user, title="Chat preview", start_in_preview=True)
+    sessions.start_publish(key)
+    assert join_state(stream.pk, user, 10) is not None
+    assert join_state(stream.pk, other_user, 10) is None
+    assert join_state(stream.pk, AnonymousUser(), 10) is None
+    sessions.go_public(stream.pk)
+    assert join_state(stream.pk, other_user, 10) is not None
