@@ -298,9 +298,12 @@ def test_live_b_frames_and_mp3_reach_api_dashboard_and_webhook(live_stack, user,
     # Persisted with the session: the dashboard shows the last broadcast's after it ended.
     live_stack.wait_live(bad.pk, live=False, timeout=20)
     session = StreamSession.objects.filter(stream=bad).latest("started_at")
-    devstack_wait = _wait_report(owner, bad.pk, lambda r: r["session"] == session.pk, "persisted report")
-    assert {f["code"] for f in devstack_wait["findings"]} == {"b_frames", "audio_codec"}
+    persisted = _wait_report(owner, bad.pk, lambda r: r["session"] == session.pk, "persisted report")
+    assert {f["code"] for f in persisted["findings"]} == {"b_frames", "audio_codec"}
     session.refresh_from_db()
     assert {f["code"] for f in session.ingest_findings["findings"]} == {"b_frames", "audio_codec"}
-    clean_session = StreamSession.objects.filter(stream=clean).latest("started_at")
+    # The clean broadcast's final report (written when its connection ended): no findings.
+    clean_report = _wait_report(owner, clean.pk, lambda r: not r["live"] and r["session"], "clean final report")
+    assert clean_report["findings"] == []
+    clean_session = StreamSession.objects.get(pk=clean_report["session"])
     assert clean_session.ingest_findings["findings"] == []
