@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts.models import User
 from chat.models import Ban, ChatSettings, Message, ModerationAction, Moderator
 from streams.models import Stream
+from streams.selectors import can_see
 
 Viewer = User | AnonymousUser
 
@@ -117,7 +118,7 @@ def join_state(stream_id: int, user: Viewer, limit: int) -> dict[str, Any] | Non
     """Everything a socket needs when it joins, as the ``chat.history`` frame; None if the
     stream does not exist. One call, so the consumer makes a single trip to the database."""
     stream = Stream.objects.select_related("owner").filter(pk=stream_id).first()
-    if stream is None:
+    if stream is None or not can_see(user, stream):  # someone else's private preview (ADR 0034)
         return None
     me: dict[str, Any] = {"user": None, "can_moderate": False, "banned": False, "banned_until": None}
     if user.is_authenticated:

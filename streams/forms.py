@@ -10,12 +10,16 @@ from streams.models import LatencyMode, Stream
 class StreamForm(forms.ModelForm[Stream]):
     class Meta:
         model = Stream
-        fields = ("title", "description", "keep_recordings", "latency_mode", "next_broadcast_at")
+        fields = ("title", "description", "keep_recordings", "latency_mode", "start_in_preview", "next_broadcast_at")
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),
             "next_broadcast_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         }
-        labels = {"next_broadcast_at": "Next broadcast (UTC)", "latency_mode": "Latency"}
+        labels = {
+            "next_broadcast_at": "Next broadcast (UTC)",
+            "latency_mode": "Latency",
+            "start_in_preview": "Start in private preview",
+        }
         help_texts = {"next_broadcast_at": "Shown on your offline watch page. Leave empty for none."}
 
     def clean_next_broadcast_at(self) -> datetime | None:

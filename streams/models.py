@@ -59,6 +59,14 @@ class Stream(TimestampedModel):
     # pipeline cannot handle, no keyframes...), shown on the dashboard; cleared on a good publish.
     publish_problem = models.CharField(max_length=300, blank=True, editable=False)
     publish_problem_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Private preview (ADR 0034): broadcasts start visible to the owner only, until "Go public".
+    start_in_preview = models.BooleanField(
+        default=False,
+        help_text="Start each broadcast as a private preview: only you can watch it (check your picture, sound "
+        "and the ingest doctor's advice), followers and webhooks hear nothing until you press Go public.",
+    )
+    # The current broadcast is a private preview (set when a publish starts, cleared by go_public).
+    in_preview = models.BooleanField(default=False, editable=False, db_index=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -98,6 +106,11 @@ class StreamSession(TimestampedModel):
     is_replay = models.BooleanField(default=False, db_index=True)
     # Object-store prefix holding this session's HLS output, e.g. "live/<stream>/<session>".
     storage_prefix = models.CharField(max_length=200, blank=True)
+    # Started as a private preview (ADR 0034); ``went_public_at`` when the owner made it public.
+    is_preview = models.BooleanField(default=False)
+    went_public_at = models.DateTimeField(null=True, blank=True)
+    # The ingest doctor's last report (transcoding/doctor.py): {"updated_at", "findings": [...]}.
+    ingest_findings = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ("-started_at",)

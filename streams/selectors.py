@@ -2,7 +2,8 @@
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -26,15 +27,42 @@ def get_stream_for_owner(user: User, stream_id: int) -> Stream:
         raise Http404("No such stream.") from None
 
 
-def get_public_stream(slug: str) -> Stream:
+def can_see(user: User | AnonymousUser | None, stream: Stream) -> bool:
+    """A stream in private preview (ADR 0034) exists for its owner and staff only."""
+    if not stream.in_preview:
+        return True
+    return user is not None and user.is_authenticated and (user.pk == stream.owner_id or bool(user.is_staff))
+
+
+def visible_streams(user: User | AnonymousUser | None) -> QuerySet[Stream]:
+    """Every stream ``user`` may see: all but other people's private previews."""
+    qs = Stream.objects.all()
+    if user is not None and user.is_authenticated and user.is_staff:
+        return qs
+    hidden = Q(in_preview=True)
+    if user is not None and user.is_authenticated:
+        hidden &= ~Q(owner_id=user.pk)
+    return qs.exclude(hidden)
+
+
+def get_public_stream(slug: str, user: User | AnonymousUser | None = None) -> Stream:
+    """The stream of ``slug``; 404 when there is none or it is someone else's private preview."""
     try:
-        return Stream.objects.select_related("owner").get(slug=slug)
+        stream = Stream.objects.select_related("owner").get(slug=slug)
     except Stream.DoesNotExist:
         raise Http404("No such stream.") from None
+    if not can_see(user, stream):
+        raise Http404("No such stream.")
+    return stream
 
 
 def live_streams() -> QuerySet[Stream]:
-    return Stream.objects.filter(status=StreamStatus.LIVE).select_related("owner").order_by("-last_live_at")
+    """The directory's live streams: private previews are never listed (not even to their owner)."""
+    return (
+        Stream.objects.filter(status=StreamStatus.LIVE, in_preview=False)
+        .select_related("owner")
+        .order_by("-last_live_at")
+    )
 
 
 def recent_streams(limit: int = 24) -> QuerySet[Stream]:
@@ -53,11 +81,14 @@ def open_session(stream: Stream) -> StreamSession | None:
     return stream.sessions.exclude(status=SessionStatus.ENDED).first()
 
 
-def get_public_stream_by_id(stream_id: int) -> Stream:
+def get_public_stream_by_id(stream_id: int, user: User | AnonymousUser | None = None) -> Stream:
     try:
-        return Stream.objects.select_related("owner").get(pk=stream_id)
+        stream = Stream.objects.select_related("owner").get(pk=stream_id)
     except Stream.DoesNotExist:
         raise Http404("No such stream.") from None
+    if not can_see(user, stream):
+        raise Http404("No such stream.")
+    return stream
 
 
 def upcoming_broadcast(stream: Stream) -> datetime | None:

@@ -54,6 +54,7 @@ def create_stream(
     description: str = "",
     keep_recordings: bool = True,
     latency_mode: str = LatencyMode.LOW,
+    start_in_preview: bool = False,
 ) -> StreamWithKey:
     """Create an offline stream with a new secret key. Retries on the rare slug race.
 
@@ -73,6 +74,7 @@ def create_stream(
                     description=description,
                     keep_recordings=keep_recordings,
                     latency_mode=latency_mode,
+                    start_in_preview=start_in_preview,
                     slug=_unique_slug(title),
                     key_hash=keys.hash_key(key),
                     key_hint=keys.key_hint(key),
@@ -114,6 +116,7 @@ def update_stream(
     keep_recordings: bool,
     next_broadcast_at: datetime | _Unset | None = UNSET,
     latency_mode: str | None = None,
+    start_in_preview: bool | None = None,
 ) -> Stream:
     """Edit the stream's details. ``next_broadcast_at`` is left as it is unless given (None
     clears the announcement); so is ``latency_mode`` (it applies from the next publish: a
@@ -125,6 +128,9 @@ def update_stream(
     if latency_mode is not None:
         stream.latency_mode = latency_mode
         fields.append("latency_mode")
+    if start_in_preview is not None:  # applies from the next broadcast (ADR 0034)
+        stream.start_in_preview = start_in_preview
+        fields.append("start_in_preview")
     if not isinstance(next_broadcast_at, _Unset):
         stream.next_broadcast_at = next_broadcast_at
         fields.append("next_broadcast_at")

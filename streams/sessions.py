@@ -134,18 +134,62 @@ def _start_publish(digest: str, ingest_dead: Callable[[StreamSession], bool] | N
             if session is not None:
                 _begin_ending(session, now)
                 superseded.append(session.pk)
-            session = StreamSession.objects.create(stream=stream, status=SessionStatus.LIVE, started_at=now)
+            session = StreamSession.objects.create(
+                stream=stream, status=SessionStatus.LIVE, started_at=now, is_preview=stream.start_in_preview
+            )
             session.storage_prefix = playback.session_prefix(stream.pk, session.pk)
             session.save(update_fields=["storage_prefix"])
             resumed = False
+        # A private preview (ADR 0034) stays one across reconnects until the owner goes public.
+        preview = session.is_preview and session.went_public_at is None
+        if stream.in_preview != preview:
+            stream.in_preview = preview
+            stream.save(update_fields=["in_preview"])
         _set_stream_status(stream, StreamStatus.LIVE)
         problems.clear(stream.pk)
-        send_event_on_commit(
-            stream.pk,
-            "stream.live",
-            {"stream": stream.pk, "session": session.pk, "playback_url": playback.playback_url(stream)},
-        )
+        if not preview:
+            _announce_live(stream, session)
     return PublishGrant(session, session.connections, resumed, tuple(superseded))
+
+
+def _announce_live(stream: Stream, session: StreamSession) -> None:
+    send_event_on_commit(
+        stream.pk,
+        "stream.live",
+        {"stream": stream.pk, "session": session.pk, "playback_url": playback.playback_url(stream)},
+    )
+
+
+class NotInPreview(Exception):  # noqa: N818 - a refusal, not a programming error
+    """``go_public`` on a stream whose broadcast is not a private preview."""
+
+
+def go_public(stream_id: int) -> StreamSession:
+    """Make the private preview on air public (ADR 0034): the stream shows in the directory, its
+    watch page and playback open to everybody, and ``stream.live`` goes out now (followers,
+    webhooks). Raises ``NotInPreview`` when no preview is on air."""
+    with transaction.atomic():
+        stream = Stream.objects.select_for_update().get(pk=stream_id)
+        session = (
+            StreamSession.objects.select_for_update()
+            .filter(stream=stream, status__in=[SessionStatus.LIVE, SessionStatus.RECONNECTING])
+            .first()
+        )
+        if not stream.in_preview or session is None or not session.is_preview or session.went_public_at:
+            raise NotInPreview("this stream has no private preview on air")
+        session.went_public_at = timezone.now()
+        session.save(update_fields=["went_public_at", "updated_at"])
+        stream.in_preview = False
+        stream.save(update_fields=["in_preview", "updated_at"])
+        if session.status == SessionStatus.LIVE:
+            _announce_live(stream, session)
+    logger.info("preview went public", extra={"stream": stream.pk, "session": session.pk})
+    return session
+
+
+def private_preview(session: StreamSession) -> bool:
+    """The session is a private preview that was never made public."""
+    return session.is_preview and session.went_public_at is None
 
 
 def disconnect(session_id: int, connection: int) -> StreamSession | None:
@@ -162,7 +206,8 @@ def disconnect(session_id: int, connection: int) -> StreamSession | None:
         session.save(update_fields=["status", "disconnected_at", "duration_s", "updated_at"])
         stream = Stream.objects.select_for_update().get(pk=session.stream_id)
         _set_stream_status(stream, StreamStatus.OFFLINE)
-        send_event_on_commit(stream.pk, "stream.offline", {"stream": stream.pk, "session": session.pk})
+        if not private_preview(session):  # nobody was told it was live
+            send_event_on_commit(stream.pk, "stream.offline", {"stream": stream.pk, "session": session.pk})
     logger.info("publisher left; waiting for reconnect", extra={"stream": stream.pk, "session": session.pk})
     return session
 
@@ -205,7 +250,12 @@ def end_session(session_id: int, *, duration_s: float) -> StreamSession | None:
         if session is None or session.status != SessionStatus.ENDING:
             return None
         session.status = SessionStatus.ENDED
-        session.is_replay = session.stream.keep_recordings and duration_s > 0
+        # A preview never made public is not kept (its objects are deleted, ADR 0034).
+        session.is_replay = session.stream.keep_recordings and duration_s > 0 and not private_preview(session)
+        if session.is_preview:
+            Stream.objects.filter(pk=session.stream_id, in_preview=True).exclude(
+                sessions__status__in=[SessionStatus.LIVE, SessionStatus.RECONNECTING]
+            ).update(in_preview=False)
         if duration_s > 0:
             session.duration_s = duration_s
         session.save(update_fields=["status", "is_replay", "duration_s", "updated_at"])

@@ -9,6 +9,7 @@ urlpatterns = [
     path("dashboard/streams/<int:stream_id>/", views.manage, name="manage"),
     path("dashboard/streams/<int:stream_id>/regenerate-key/", views.regenerate_key, name="regenerate_key"),
     path("dashboard/streams/<int:stream_id>/delete/", views.delete, name="delete"),
+    path("dashboard/streams/<int:stream_id>/go-public/", views.go_public, name="go_public"),
     path("s/<slug:slug>/", views.watch, name="watch"),
     path("s/<slug:slug>/status/", views.status, name="status"),
     path("s/<slug:slug>/replays/<int:session_id>/", views.replay, name="replay"),

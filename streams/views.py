@@ -16,7 +16,7 @@ from accounts.models import User
 from chat.presence import viewer_count, viewer_counts
 from highlights import services as highlight_services
 from livestream.auth import request_user
-from streams import playback, quotas, selectors, services
+from streams import ingest_report, playback, quotas, selectors, services, sessions
 from streams.forms import StreamForm
 from streams.models import SessionStatus, Stream, StreamSession
 from transcoding import shedding, thumbnails
@@ -44,6 +44,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 description=form.cleaned_data["description"],
                 keep_recordings=form.cleaned_data["keep_recordings"],
                 latency_mode=form.cleaned_data["latency_mode"],
+                start_in_preview=bool(form.cleaned_data.get("start_in_preview")),
             )
         except quotas.StreamLimitReachedError as exc:
             form.add_error(None, str(exc))
@@ -73,6 +74,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
             keep_recordings=form.cleaned_data["keep_recordings"],
             next_broadcast_at=form.cleaned_data.get("next_broadcast_at"),
             latency_mode=form.cleaned_data["latency_mode"],
+            start_in_preview=form.cleaned_data.get("start_in_preview"),
         )
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
@@ -87,8 +89,23 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         "watch_url": playback.watch_url(stream),
         "embed_url": playback.embed_url(stream),
         "highlights": highlight_services.offered(stream.pk),
+        "ingest": ingest_report.for_stream(stream),
     }
     return render(request, "streams/manage.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def go_public(request: HttpRequest, stream_id: int) -> HttpResponse:
+    """End the private preview: the broadcast becomes public and followers are told (ADR 0034)."""
+    stream = selectors.get_stream_for_owner(_user(request), stream_id)
+    try:
+        sessions.go_public(stream.pk)
+    except sessions.NotInPreview as exc:
+        messages.error(request, str(exc).capitalize() + ".")
+        return redirect("streams:manage", stream_id=stream.pk)
+    messages.success(request, "You are public: the stream is in the directory and followers were told.")
+    return redirect("streams:manage", stream_id=stream.pk)
 
 
 @login_required
@@ -142,7 +159,7 @@ def directory(request: HttpRequest) -> HttpResponse:
 
 def watch(request: HttpRequest, slug: str) -> HttpResponse:
     """The watch page: player (live) or offline card, chat panel, replays, embed code."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     embed_url = playback.embed_url(stream)
     replays = [
         {"session": r, "url": reverse("streams:replay", args=[stream.slug, r.pk])}
@@ -171,7 +188,7 @@ def _embed_code(stream: Stream, embed_url: str) -> str:
 
 def replay(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
     """One past broadcast played as VOD (seekable), if the stream kept it as a replay."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     session = selectors.replays_of(stream).filter(pk=session_id).first()
     if session is None:
         raise Http404("No such replay.")
@@ -189,7 +206,7 @@ def replay(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
 def status(request: HttpRequest, slug: str) -> JsonResponse:
     """Live status for the watch page: read once after its socket connects (to close the gap
     between rendering the page and subscribing) and polled only when no socket is available."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     return JsonResponse(
         {"status": stream.status, "viewer_count": viewer_count(stream.pk), "src": playback.playback_url(stream)},
         headers={"Cache-Control": "no-store"},
@@ -199,7 +216,7 @@ def status(request: HttpRequest, slug: str) -> JsonResponse:
 @xframe_options_exempt
 def embed(request: HttpRequest, slug: str) -> HttpResponse:
     """The player alone (no site chrome), framable by other sites."""
-    stream = selectors.get_public_stream(slug)
+    stream = selectors.get_public_stream(slug, request.user)
     context = {
         "stream": stream,
         "player_config": _player_config(stream, live=stream.is_live),

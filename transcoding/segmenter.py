@@ -55,7 +55,7 @@ from django.conf import settings
 from django.db import connection
 
 from streams import playback, problems
-from transcoding import ffmpeg, flv, metadata, recording, rtmp_control, state, storage
+from transcoding import doctor, ffmpeg, flv, metadata, recording, rtmp_control, state, storage
 from transcoding.ladder import SourceInfo, ladder_for
 
 logger = logging.getLogger(__name__)
@@ -282,6 +282,8 @@ class Segmenter(threading.Thread):
         self._bytes_since_sample = 0
         self._durations: deque[float] = deque(maxlen=10)
         self._stderr: deque[str] = deque(maxlen=20)
+        # The ingest doctor (transcoding/doctor.py): analyses finished chunks beside this thread.
+        self.doctor: doctor.Doctor | None = None
 
     @property
     def ctx(self) -> dict[str, object]:
@@ -322,6 +324,8 @@ class Segmenter(threading.Thread):
         except Exception:
             logger.exception("segmenter crashed", extra=self.ctx)
         finally:
+            if self.doctor is not None:
+                self.doctor.close()  # it reports what it has, then ends
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()  # never leave an ffmpeg behind a crashed segmenter
             try:
@@ -620,6 +624,7 @@ class Segmenter(threading.Thread):
         if self._queued_seq != seq:
             self._queue(seq)
         # Redis has the chunk: from here on nothing must fail for Redis (a retry would repeat it).
+        self._examine(path, start, end)
         self._current = None
         self._disc_next = False
         self._first_start = None
@@ -669,6 +674,26 @@ class Segmenter(threading.Thread):
             metadata.record_source(self.stream_id, self.session_id, source, renditions)
         self._probed = True
         return True
+
+    def _examine(self, path: Path, start: float, end: float) -> None:
+        """Hand the finished chunk to the ingest doctor (a hard link; never blocks, never fails)."""
+        if not settings.INGEST_DOCTOR:
+            return
+        try:
+            if self.doctor is None:
+                self.doctor = doctor.Doctor(
+                    session_id=self.session_id,
+                    stream_id=self.stream_id,
+                    conn=self.conn,
+                    chunk_seconds=self.chunk_seconds,
+                    work_root=str(path.parent.parent),
+                )
+                self.doctor.start()
+            # The chunk's audio may be AAC encoded here: the doctor judges what the publisher sends.
+            self.doctor.source_audio_codec = self._feed.audio_codec or ""
+            self.doctor.submit(path, start, end)
+        except Exception:
+            logger.warning("ingest doctor unavailable", extra=self.ctx, exc_info=True)
 
     def _queue(self, seq: int) -> None:
         from transcoding.tasks import transcode_chunk

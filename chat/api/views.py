@@ -72,7 +72,7 @@ class StreamChatView(APIView):
     permission_classes = (permissions.IsAuthenticatedOrReadOnly,)
 
     def stream(self) -> Stream:
-        return get_public_stream_by_id(int(self.kwargs["stream_pk"]))
+        return get_public_stream_by_id(int(self.kwargs["stream_pk"]), self.request.user)
 
     def moderated_stream(self) -> Stream:
         """The stream, if the requesting user may moderate it (403 otherwise)."""

@@ -618,6 +618,11 @@ CHUNK_MAX_MB = env.int("CHUNK_MAX_MB", default=64)
 PROGRESSIVE_TRANSCODE = env.bool("PROGRESSIVE_TRANSCODE", default=True)
 # Sources whose audio is not AAC get it encoded once, by the segmenter, at this bitrate.
 SEGMENTER_AUDIO_KBPS = env.int("SEGMENTER_AUDIO_KBPS", default=128)
+# Ingest doctor (transcoding/doctor.py, ADR 0034): analyse each live source beside its segmenter;
+# findings over the last INGEST_DOCTOR_WINDOW_SECONDS of media, refreshed every N chunks.
+INGEST_DOCTOR = env.bool("INGEST_DOCTOR", default=True)
+INGEST_DOCTOR_EVERY_CHUNKS = env.int("INGEST_DOCTOR_EVERY_CHUNKS", default=3)
+INGEST_DOCTOR_WINDOW_SECONDS = env.float("INGEST_DOCTOR_WINDOW_SECONDS", default=20.0)
 # Seconds between IngestSample health documents while live.
 INGEST_SAMPLE_SECONDS = env.float("INGEST_SAMPLE_SECONDS", default=5.0)
 # Tasks per chunk. 1 (default): one task decodes the chunk once and encodes every rendition

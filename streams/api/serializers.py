@@ -77,11 +77,23 @@ class StreamSerializer(StrictModelSerializer[Stream]):
 
 
 class OwnerStreamSerializer(StreamSerializer):
-    """What the owner sees: also the key hint (never the key, which is not stored)."""
+    """What the owner sees: also the key hint (never the key, which is not stored) and the
+    private preview settings (ADR 0034)."""
 
     class Meta(StreamSerializer.Meta):
-        fields = (*StreamSerializer.Meta.fields, "key_hint", "key_rotated_at")  # type: ignore[assignment]
-        read_only_fields = (*StreamSerializer.Meta.read_only_fields, "key_hint", "key_rotated_at")  # type: ignore[assignment]
+        fields = (  # type: ignore[assignment]
+            *StreamSerializer.Meta.fields,
+            "key_hint",
+            "key_rotated_at",
+            "start_in_preview",
+            "in_preview",
+        )
+        read_only_fields = (  # type: ignore[assignment]
+            *StreamSerializer.Meta.read_only_fields,
+            "key_hint",
+            "key_rotated_at",
+            "in_preview",
+        )
 
 
 class StreamWithKeySerializer(OwnerStreamSerializer):
@@ -168,3 +180,38 @@ class StreamSessionSerializer(serializers.ModelSerializer[StreamSession]):
     def get_metadata(self, obj: StreamSession) -> Any:
         found: dict[int, dict[str, Any]] = self.context.get("session_metadata", {})
         return found.get(obj.pk)
+
+
+class IngestFindingSerializer(serializers.Serializer[dict[str, Any]]):
+    """One piece of the ingest doctor's advice (transcoding/doctor.py, ADR 0034)."""
+
+    code = serializers.ChoiceField(
+        choices=[
+            "keyframe_interval",
+            "b_frames",
+            "variable_frame_rate",
+            "av_offset",
+            "loudness_low",
+            "loudness_high",
+            "bitrate_spikes",
+            "resolution_above_ladder",
+            "audio_codec",
+        ]
+    )
+    severity = serializers.ChoiceField(choices=["info", "warning", "error"])
+    title = serializers.CharField()
+    detail = serializers.CharField(help_text="What was measured, with the numbers.")
+    obs = serializers.CharField(help_text="What to change in OBS.")
+    ffmpeg = serializers.CharField(help_text="What to change in an ffmpeg command line.")
+    measured = serializers.DictField(help_text="The measured values behind the finding.")
+
+
+class IngestReportSerializer(serializers.Serializer[dict[str, Any]]):
+    """The ingest doctor's report: the broadcast on air (from Redis, updated every few chunks)
+    or, when offline, the last broadcast's (kept with its session)."""
+
+    stream = serializers.IntegerField()
+    session = serializers.IntegerField(allow_null=True, help_text="The analysed broadcast (null: never analysed).")
+    live = serializers.BooleanField(help_text="The session is on air (the report is still being updated).")
+    updated_at = serializers.DateTimeField(allow_null=True)
+    findings = IngestFindingSerializer(many=True)

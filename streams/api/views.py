@@ -2,11 +2,12 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.filters import OrderingFilter
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,8 +17,9 @@ from chat.presence import viewer_counts
 from livestream.api import BoundedJSONParser, StrictBooleanFilter
 from livestream.auth import request_user
 from livestream.permissions import IsOwnerOrStaffOrReadOnly, IsStreamOwnerOrStaffOrReadOnly
-from streams import quotas, replays, selectors, services
+from streams import ingest_report, quotas, replays, selectors, services, sessions
 from streams.api.serializers import (
+    IngestReportSerializer,
     OwnerStreamSerializer,
     StreamLiveStatusSerializer,
     StreamSerializer,
@@ -33,6 +35,14 @@ class StreamLimitReached(PermissionDenied):
     """403 ``stream_limit_reached``: the user owns as many streams as their quota allows."""
 
     default_code = "stream_limit_reached"
+
+
+class NotInPreviewConflict(APIException):
+    """409 ``not_in_preview``: go-public on a stream with no private preview on air."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "not_in_preview"
+    default_detail = "This stream has no private preview on air."
 
 
 class StreamFilter(django_filters.FilterSet):
@@ -64,6 +74,10 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
     search_fields = ("title", "description", "owner__username")
     ordering_fields = ("created_at", "last_live_at", "title")
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Stream]:
+        # Other people's private previews do not exist here (404, not listed; ADR 0034).
+        return selectors.visible_streams(self.request.user).select_related("owner").order_by("-created_at")
 
     def get_serializer_class(self) -> type[BaseSerializer[Stream]]:
         return StreamSerializer
@@ -125,6 +139,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
             keep_recordings=data.get("keep_recordings", stream.keep_recordings),
             next_broadcast_at=data.get("next_broadcast_at", services.UNSET),
             latency_mode=data.get("latency_mode"),
+            start_in_preview=data.get("start_in_preview"),
         )
 
     def perform_destroy(self, instance: Stream) -> None:
@@ -140,6 +155,46 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
             rotated.stream, context={**self.get_serializer_context(), "stream_key": rotated.key}
         )
         return Response(body.data)
+
+    def _owned(self, request: Request, pk: str | None) -> Stream:
+        """The stream if the requester owns it (or is staff); 404 to anybody else."""
+        user = request.user
+        if not user.is_authenticated or pk is None or not pk.isdigit():
+            raise NotFound("No such stream.")
+        try:
+            return selectors.get_stream_for_owner(request_user(request), int(pk))
+        except Http404:
+            raise NotFound("No such stream.") from None
+
+    @extend_schema(
+        summary="The ingest doctor's report (owner only)",
+        description="What is wrong with the source being published (keyframe interval, B-frames, variable frame "
+        "rate, audio/video offset, loudness, bitrate spikes, resolution above the ladder, audio codec) and what "
+        "to change in OBS or ffmpeg. While live: updated every few chunks; offline: the last broadcast's. "
+        "404 to anybody but the owner (and staff).",
+        responses={200: IngestReportSerializer},
+    )
+    @action(detail=True, methods=["get"], url_path="ingest-report")
+    def ingest_report(self, request: Request, pk: str | None = None) -> Response:
+        stream = self._owned(request, pk)
+        return Response(IngestReportSerializer(ingest_report.for_stream(stream)).data)
+
+    @extend_schema(
+        summary="Make the private preview on air public (owner only)",
+        description="The stream appears in the directory, its watch page and API open to everybody and "
+        "`stream.live` is sent (webhooks, followers). 409 `not_in_preview` when no preview is on air.",
+        request=None,
+        responses={200: OwnerStreamSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="go-public")
+    def go_public(self, request: Request, pk: str | None = None) -> Response:
+        stream = self._owned(request, pk)
+        try:
+            sessions.go_public(stream.pk)
+        except sessions.NotInPreview as exc:
+            raise NotInPreviewConflict(str(exc)) from None
+        stream.refresh_from_db()
+        return Response(OwnerStreamSerializer(stream, context=self.get_serializer_context()).data)
 
     @extend_schema(responses={200: StreamLiveStatusSerializer})
     @action(detail=True, methods=["get"], url_path="live")
@@ -181,7 +236,7 @@ class _SessionsOfStream(viewsets.GenericViewSet[StreamSession]):
 
     def stream(self) -> Stream:
         if not hasattr(self, "_stream"):
-            self._stream = selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]))
+            self._stream = selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]), self.request.user)
         return self._stream
 
     def get_serializer_context(self) -> dict[str, Any]:
