@@ -10,6 +10,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import Me, ObtainToken, Register
 from analytics.api import views as analytics_views
+from simulcast.api.views import TargetViewSet
 from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 
@@ -81,6 +82,20 @@ urlpatterns += [
         "streams/<int:stream_id>/sessions/<int:session_id>/analytics/",
         analytics_views.SessionAnalyticsView.as_view(),
         name="stream-session-analytics",
+    ),
+]
+
+# --- Simulcast (simulcast/api) ---
+urlpatterns += [
+    path(
+        "streams/<int:stream_pk>/simulcast/targets/",
+        TargetViewSet.as_view({"get": "list", "post": "create"}),
+        name="stream-simulcast-targets",
+    ),
+    path(
+        "streams/<int:stream_pk>/simulcast/targets/<int:pk>/",
+        TargetViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="stream-simulcast-target-detail",
     ),
 ]
 

@@ -29,6 +29,7 @@ def good_env() -> dict[str, str]:
         "S3_ACCESS_KEY": "livestream-app",
         "S3_SECRET_KEY": secrets.token_urlsafe(40),
         "RTMP_CALLBACK_SECRET": secrets.token_urlsafe(24),
+        "SIMULCAST_KEY_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": f"postgres://livestream:{secrets.token_hex(16)}@127.0.0.1:5432/livestream",
     }
 
