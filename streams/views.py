@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import User
 from chat.presence import viewer_count, viewer_counts
 from livestream.auth import request_user
+from simulcast.views import section_context
 from streams import playback, quotas, selectors, services
 from streams.forms import StreamForm
 from streams.models import SessionStatus, Stream, StreamSession
@@ -85,6 +86,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         "playback_url": playback.playback_url(stream),
         "watch_url": playback.watch_url(stream),
         "embed_url": playback.embed_url(stream),
+        "simulcast": section_context(stream),
     }
     return render(request, "streams/manage.html", context, status=400 if form.errors else 200)
 
