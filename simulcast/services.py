@@ -273,7 +273,7 @@ class TargetStatus:
 def statuses(targets: list[Target]) -> dict[int, TargetStatus]:
     """Each target's status: the relay's record in Redis while one runs, else the last status
     PostgreSQL kept (a relay that was connecting or live without a record any more has stopped:
-    its node went away)."""
+    its node went away; a failure stays shown with its reason)."""
     if not targets:
         return {}
     live = state.read_statuses(targets[0].stream_id, [t.pk for t in targets])
@@ -291,8 +291,8 @@ def statuses(targets: list[Target]) -> dict[int, TargetStatus]:
             )
             continue
         status = target.last_status
-        if status in (RelayStatus.CONNECTING, RelayStatus.LIVE, RelayStatus.FAILED):
-            status = RelayStatus.STOPPED  # nothing pushes it now
+        if status in (RelayStatus.CONNECTING, RelayStatus.LIVE):
+            status = RelayStatus.STOPPED  # nothing pushes it now (its node went away)
         found[target.pk] = TargetStatus(
             status=status,
             reason=target.last_reason,
