@@ -116,11 +116,12 @@ def _remote_host() -> str:
 
 
 def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
-    simulcast_stack: ProcessStack, user, settings, tmp_path: Path
+    simulcast_stack: ProcessStack, user, settings
 ) -> None:
     stack = simulcast_stack
     settings.SIMULCAST_ALLOW_PRIVATE = True  # this process validates the targets' URLs
-    with remote_rtmp(tmp_path, _remote_host()) as remote, http_receiver() as hooks:
+    # In the stack's directory: nginx's workers (unprivileged) cannot enter pytest's tmp_path.
+    with remote_rtmp(stack.var, _remote_host()) as remote, http_receiver() as hooks:
         stream, key = make_stream(user, title="Simulcast")
         create_endpoint(user, url=hooks.url, events=["simulcast.status"])
         remote_key = "remote-key-5f3a9c"
