@@ -1,13 +1,14 @@
 """Simulcast end to end, with real processes (``process_stack``) and a second nginx-rtmp on a
 loopback address of its own acting as the remote service (``tests/simulcast/remote.py``).
 
-One broadcast, three targets:
+One broadcast, four targets:
 - ``Remote`` (the second nginx-rtmp, application ``live``): receives the stream, which decodes,
   with as many frames as the publisher sent minus the relay's start-up; its status goes
   connecting -> live -> stopped, each change delivered as a ``simulcast.status`` webhook;
 - ``Nobody`` (a port nobody listens on): retried (its attempt count grows) and reported failed
   with "connection refused by <host:port>", the failure delivered as a webhook;
-- ``Closed`` (application ``closed``, which denies every publish): reported failed as rejected.
+- ``Closed`` (application ``closed``, which denies every publish): reported failed as rejected,
+  then disabled mid-broadcast (stopped); ``Late``, added mid-broadcast, goes live.
 Meanwhile the main stream's live playlist keeps advancing. No stream key appears in any webhook.
 """
 
@@ -28,6 +29,7 @@ from simulcast.models import RelayStatus, Target
 from streams.models import SessionStatus
 from tests.factories import make_stream
 from tests.fixtures.stack import PY, ProcessStack, latest_session, playlist_count, stream_status, wait_for
+from tests.pipeline.media import decode_errors
 from tests.simulcast.remote import remote_rtmp
 from tests.webhooks.servers import http_receiver
 from webhooks.services import create_endpoint
@@ -153,20 +155,30 @@ def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
         assert closed.last_reason.startswith(f"publish rejected by {remote.host}:{remote.port}"), closed.last_reason
         assert _status(good).status == RelayStatus.LIVE  # the failing targets change nothing for it
 
+        # Targets changed during the broadcast take effect: one disabled, one added.
+        services.update_target(closed, enabled=False)
+        late = services.create_target(stream, name="Late", url=f"{remote.base}/live", key="late-key-93c0")
+        wait_for(lambda: _status(closed).status == RelayStatus.STOPPED, 15, "the disabled target stopped")
+        closed.refresh_from_db()
+        assert closed.last_reason.startswith("the target was disabled or removed"), closed.last_reason
+        wait_for(lambda: _status(late).status == RelayStatus.LIVE, 20, "the target added while live")
+
         assert publisher.wait(timeout=DURATION_S + 30) == 0
         wait_for(lambda: latest_session(stream.pk).status == SessionStatus.ENDED, 60, "session ended")
-        for target in (good, refused, closed):
+        for target in (good, refused, late):
             wait_for(lambda t=target: _status(t).status == RelayStatus.STOPPED, 30, f"{target.name} stopped")
         refused.refresh_from_db()
         assert refused.last_attempt >= 3
         assert refused.last_reason.startswith("the broadcast ended; last failure: connection refused")
 
-        # What the remote service received: one publish, the stream as sent, decodable.
-        recordings = remote.recordings()
-        assert len(recordings) == 1, recordings
-        received = _video_frames(recordings[0])
+        # What the remote service received: one publish per key, the stream as sent, decodable.
+        recordings = {path.name.split("-")[0]: path for path in remote.recordings()}
+        assert sorted(recordings) == ["late", "remote"], remote.recordings()
+        received = _video_frames(recordings["remote"])
         sent = DURATION_S * FPS
         assert sent - STARTUP_GAP_S * FPS <= received <= sent, (received, sent)
+        assert decode_errors(recordings["remote"]) == ""
+        assert 0 < _video_frames(recordings["late"]) < received
 
         # Webhooks: each change of each target, once, in order; never a key.
         def events_of(target: Target) -> list[dict]:
@@ -174,16 +186,17 @@ def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
             assert all(b["type"] == "simulcast.status" for b in bodies)
             return [b["data"] for b in bodies if b["data"]["target_id"] == target.pk]
 
-        for target in (good, refused):
+        for target in (good, refused, late):
             wait_for(
                 lambda t=target: [e["status"] for e in events_of(t)][-1:] == ["stopped"], 30, f"{target.name} webhooks"
             )
         assert [e["status"] for e in events_of(good)] == ["connecting", "live", "stopped"]
         assert [e["status"] for e in events_of(refused)] == ["connecting", "failed", "stopped"]
+        assert [e["status"] for e in events_of(late)] == ["connecting", "live", "stopped"]
         failed = events_of(refused)[1]
         assert failed["reason"] == f"connection refused by 127.0.0.1:{refused_port}"
         assert (failed["target_name"], failed["attempt"], failed["stream"]["id"]) == ("Nobody", 1, stream.pk)
         for request in hooks.requests:
             body = request.body.decode()
-            for secret in (remote_key, "refused-key-7d1e", "closed-key-2b8c", key):
+            for secret in (remote_key, "refused-key-7d1e", "closed-key-2b8c", "late-key-93c0", key):
                 assert secret not in body
