@@ -109,6 +109,10 @@ TOO_SHORT = "is too short"
         ("DJANGO_DEBUG", "true", "DJANGO_DEBUG must be off"),
         ("DJANGO_ALLOWED_HOSTS", "*", "not '*'"),
         ("WEBHOOK_ALLOW_PRIVATE", "true", "WEBHOOK_ALLOW_PRIVATE must be off"),
+        ("SIMULCAST_KEY_SECRET", None, "SIMULCAST_KEY_SECRET is required"),
+        ("SIMULCAST_KEY_SECRET", "local-dev-only-simulcast-key-secret-7b2e41", PLACEHOLDER),
+        ("SIMULCAST_KEY_SECRET", secrets.token_hex(12), TOO_SHORT),
+        ("SIMULCAST_ALLOW_PRIVATE", "true", "SIMULCAST_ALLOW_PRIVATE must be off"),
     ],
 )
 def test_bad_configuration_is_refused_at_startup(name, value, says):
