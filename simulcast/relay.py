@@ -180,7 +180,6 @@ class Relay(threading.Thread):
             if last_reason and self.status == RelayStatus.FAILED:
                 reason = f"{reason}; last failure: {last_reason}"
             self._report(RelayStatus.STOPPED, reason, announce=True)
-            django.db.connections.close_all()
 
     def _wait(self, delay: float) -> None:
         """Sleep ``delay`` seconds (until stopped), renewing the Redis record meanwhile."""
@@ -280,7 +279,9 @@ class Relay(threading.Thread):
             services.report_status(report, changed=announce)
         except Exception:  # the database or Redis is down: the relay itself goes on
             logger.warning("restream status not stored", exc_info=True, extra=self.ctx)
-            django.db.close_old_connections()
+        finally:
+            # Back to the process's pool (DATABASE_POOL_MAX is small): relays write rarely.
+            django.db.connection.close()
 
 
 class RelayManager:

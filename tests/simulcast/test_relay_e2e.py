@@ -57,8 +57,13 @@ def simulcast_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def simulcast_stack(simulcast_env: None, process_stack: ProcessStack) -> Iterator[ProcessStack]:
-    """``process_stack`` plus a webhooks Celery worker (queue ``webhooks``), as in production."""
+    """``process_stack`` plus a webhooks Celery worker (queue ``webhooks``), as in production,
+    and the ingest supervisor restarted with production's database pool (2 connections; its
+    relay threads must give theirs back)."""
     stack = process_stack
+    stack.role_env["ingest"] = {"DATABASE_POOL_MAX": "2"}
+    stack.kill("ingest")
+    stack.start("ingest")
     stack._starters["webhooks"] = [
         str(Path(PY).parent / "celery"), "-A", "livestream", "worker", "-n", f"hooks{stack.redis_port}@%h",
         "-Q", "webhooks", "--pool", "solo", "--without-gossip", "--without-mingle", "-l", "INFO",
@@ -134,7 +139,7 @@ def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
         )
         closed = services.create_target(stream, name="Closed", url=f"{remote.base}/closed", key="closed-key-2b8c")
 
-        publisher = stack.publish(key, duration_s=DURATION_S)
+        publisher = stack.publish_accepted(key, within_s=20, duration_s=DURATION_S)
         wait_for(lambda: stream_status(stream.pk) == "live", 30, "stream live")
         url = _live_url(stack, stream.pk)
 
