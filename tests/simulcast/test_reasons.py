@@ -35,6 +35,11 @@ def test_unknown_host():
     assert got == ("output", "the host name nosuchhost.invalid does not resolve")
 
 
+def test_a_target_that_accepts_and_never_answers_times_out():
+    lines = ["[rtmp @ 0x563ad64e7a40] Cannot read RTMP handshake response", f"{TARGET}: Connection timed out"]
+    assert reason(lines) == ("output", "no answer from a.example:1935 (timed out)")
+
+
 def test_publish_denied_by_the_service():
     lines = [
         "av_interleaved_write_frame(): Broken pipe",
