@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 LIVE_AFTER_TICKS = 2  # progress reports with growing output before a relay counts as live
 INPUT_RETRY_S = 1.0  # the local stream ended or is not there yet: look again this soon
+INPUT_FAILURES_REPORTED = 10  # ... but this many times in a row is reported (local play broken)
 STDERR_LINES = 40
 MASK = "••••"
 # Output errors after which ffmpeg keeps running without delivering anything: end it.
@@ -147,7 +148,7 @@ class Relay(threading.Thread):
 
     # --- the relay thread -----------------------------------------------------------------
     def run(self) -> None:
-        failures = 0
+        failures = input_failures = 0
         last_reason = ""
         try:
             while not self._stop_event.is_set():
@@ -160,11 +161,16 @@ class Relay(threading.Thread):
                     failures = 0
                 if side == "input":
                     # The local stream ended or is not ready: the supervisor stops this relay when
-                    # the broadcast is over; otherwise try again soon, without a failure.
+                    # the broadcast is over; otherwise try again soon, without a failure, unless
+                    # it never becomes readable (this node's nginx-rtmp refuses the local play).
+                    input_failures = 0 if went_live else input_failures + 1
+                    if input_failures == INPUT_FAILURES_REPORTED:
+                        last_reason = f"{reason} (the ingest node cannot play it locally)"
+                        self._report(RelayStatus.FAILED, last_reason, announce=True)
                     self.attempt -= 1 if not went_live else 0
                     self._stop_event.wait(INPUT_RETRY_S)
                     continue
-                failures += 1
+                failures, input_failures = failures + 1, 0
                 last_reason = reason
                 metrics.simulcast_relay_failed()
                 delay = backoff_s(failures)
