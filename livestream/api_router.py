@@ -12,6 +12,7 @@ from accounts.api.views import Me, ObtainToken, Register
 from analytics.api import views as analytics_views
 from highlights.api import views as highlights_views
 from clips.api.views import ClipDetailView, StreamClipsView
+from simulcast.api.views import TargetViewSet
 from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 
@@ -106,6 +107,20 @@ urlpatterns += [
 urlpatterns += [
     path("streams/<int:stream_pk>/clips/", StreamClipsView.as_view(), name="stream-clips"),
     path("clips/<slug:slug>/", ClipDetailView.as_view(), name="clip-detail"),
+]
+
+# --- Simulcast (simulcast/api) ---
+urlpatterns += [
+    path(
+        "streams/<int:stream_pk>/simulcast/targets/",
+        TargetViewSet.as_view({"get": "list", "post": "create"}),
+        name="stream-simulcast-targets",
+    ),
+    path(
+        "streams/<int:stream_pk>/simulcast/targets/<int:pk>/",
+        TargetViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="stream-simulcast-target-detail",
+    ),
 ]
 
 urlpatterns += router.urls

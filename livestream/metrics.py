@@ -319,6 +319,15 @@ class _Metrics:
             ["kind", "outcome"],
             buckets=(0.01, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 6),
         )
+        self.simulcast: Gauge = Gauge(
+            "livestream_simulcast_targets",
+            "Restream relays run by ingest supervisors, per status (simulcast/relay.py)",
+            ["status"],
+            multiprocess_mode="livesum",
+        )
+        self.simulcast_failures: Counter = Counter(
+            "livestream_simulcast_relay_failures", "Restream relay attempts that failed (each retry counts)"
+        )
 
 
 @cache
@@ -422,6 +431,19 @@ def ll_hold_ended(kind: str, outcome: str, seconds: float) -> None:
 def ingest_segmenters(running: int) -> None:
     """Segmenters this ingest supervisor runs now (its loop)."""
     _m().segmenters.set(running)
+
+
+@_safe
+def simulcast_relays(by_status: dict[str, int]) -> None:
+    """Restream relays this ingest supervisor runs now, per status (connecting, live, failed)."""
+    gauge = _m().simulcast
+    for status in ("connecting", "live", "failed"):
+        gauge.labels(status).set(by_status.get(status, 0))
+
+
+@_safe
+def simulcast_relay_failed() -> None:
+    _m().simulcast_failures.inc()
 
 
 @_safe

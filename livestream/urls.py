@@ -11,6 +11,7 @@ urlpatterns = [
     path("analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
     path("dashboard/webhooks/", include("webhooks.urls")),
+    path("dashboard/streams/<int:stream_id>/simulcast/", include("simulcast.urls")),
     path("api/v1/", include("livestream.api_router")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -16,6 +16,7 @@ from accounts.models import User
 from chat.presence import viewer_count, viewer_counts
 from highlights import services as highlight_services
 from livestream.auth import request_user
+from simulcast.views import section_context
 from streams import ingest_report, playback, quotas, selectors, services, sessions
 from streams.forms import StreamForm
 from streams.models import SessionStatus, Stream, StreamSession
@@ -90,6 +91,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         "embed_url": playback.embed_url(stream),
         "highlights": highlight_services.offered(stream.pk),
         "ingest": ingest_report.for_stream(stream),
+        "simulcast": section_context(stream),
     }
     return render(request, "streams/manage.html", context, status=400 if form.errors else 200)
 

@@ -18,6 +18,8 @@ Argument builders:
 - ``raw_strip_args``: a strip of the first video frame of a file or URL as raw grey pixels (the
   burnt-in clock of ``transcoding.golive``).
 - ``probe``: ffprobe of a chunk into a ``SourceInfo`` (``probe_json``: ffprobe's whole answer).
+- ``relay_args`` / ``spawn_relay``: a restream relay (simulcast): the live stream played from
+  this node's nginx-rtmp, stream copied to a remote RTMP(S) server, progress on stdout.
 """
 
 from __future__ import annotations
@@ -243,3 +245,26 @@ def probe_json(path: Path, *, context: dict[str, Any]) -> dict[str, Any]:
 
 def probe(path: Path, *, context: dict[str, Any]) -> SourceInfo:
     return parse_probe(probe_json(path, context=context))
+
+
+def relay_args(source_url: str, target_url: str, *, timeout_s: float = 10.0) -> list[str]:
+    """Push ``source_url`` (the live stream played from this node's nginx-rtmp) to ``target_url``
+    (server URL + key) unchanged: ``-c copy`` into FLV, no re-encoding. ``timeout_s``: a
+    connection silent that long (either side) ends ffmpeg. Progress (``total_size=...``) goes
+    to stdout once a second, warnings and errors to stderr (``simulcast.relay`` reads both)."""
+    rw_timeout = str(int(timeout_s * 1_000_000))
+    return [
+        FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
+        "-progress", "pipe:1", "-stats_period", "1",
+        "-rw_timeout", rw_timeout, "-rtmp_live", "live", "-i", source_url,
+        "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
+        "-rw_timeout", rw_timeout, "-flvflags", "no_duration_filesize", "-f", "flv", target_url,
+    ]  # fmt: skip
+
+
+def spawn_relay(args: list[str]) -> subprocess.Popen[bytes]:
+    """Start a relay ffmpeg (``relay_args``): stdin closed, stdout and stderr pipes. Like
+    ``spawn``, it gets SIGTERM when the thread that started it dies."""
+    return subprocess.Popen(
+        dies_with_caller(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )

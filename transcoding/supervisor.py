@@ -19,6 +19,9 @@ publisher connected to this node's nginx-rtmp, through every fault it can outliv
   nobody owns, if the database still has session S live on connection C: a restarted supervisor
   (or one whose command Redis lost) picks up every publisher still connected. A publish the
   database no longer has as live is dropped, so the publisher comes back through on_publish.
+- **Simulcast**: every pass hands the broadcasts it segments to ``simulcast.relay.RelayManager``,
+  which runs one restream relay (a separate ffmpeg) per enabled target while the broadcast is
+  on this node (ADR 0033); relays never hold up this loop or a segmenter.
 - **Outages**: Redis errors (BLPOP, heartbeats) and database errors are logged once and waited
   out; nothing here exits because a dependency restarted.
 
@@ -45,6 +48,7 @@ import redis.exceptions
 from django.conf import settings
 
 from livestream import metrics
+from simulcast.relay import RelayManager
 from transcoding import rtmp_control, state
 from transcoding.segmenter import Segmenter
 
@@ -107,6 +111,7 @@ class Supervisor:
         self.next_check = time.monotonic() + CHECK_SESSIONS_EVERY_S
         self.not_live: set[tuple[int, int]] = set()  # seen not live at the last check
         self.outage_since: float | None = None
+        self.relays = RelayManager()
 
     # --- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
@@ -192,6 +197,14 @@ class Supervisor:
         if now >= self.next_check:
             self.next_check = now + CHECK_SESSIONS_EVERY_S
             self._check_sessions()
+        self.relays.sync(self._broadcasts())
+
+    def _broadcasts(self) -> dict[int, tuple[int, str]]:
+        """Session -> (stream, publish name) of what this node segments: what simulcast pushes."""
+        return {
+            slot.ident[0]: (int(slot.command["stream"]), str(slot.command["name"]))  # type: ignore[call-overload]
+            for slot in self.slots.values()
+        }
 
     def _check_sessions(self) -> None:
         """A session the reconciler ended while this supervisor still segments it (its heartbeats
@@ -303,6 +316,7 @@ class Supervisor:
         self._start(command, resumed=True)
 
     def _shutdown(self) -> None:
+        self.relays.stop_all()
         for slot in self.slots.values():
             slot.segmenter.stop()
         for slot in self.slots.values():

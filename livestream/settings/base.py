@@ -40,6 +40,7 @@ DEV_ONLY_SECRETS = {
     "DJANGO_SECRET_KEY": "local-dev-only-not-secret-5c1f0e9d",
     "S3_ACCESS_KEY": "livestream",
     "S3_SECRET_KEY": "livestream-local-secret",
+    "SIMULCAST_KEY_SECRET": "local-dev-only-simulcast-key-secret-7b2e41",
 }
 
 # --- Core -------------------------------------------------------------------------------
@@ -88,6 +89,7 @@ INSTALLED_APPS = [
     "webhooks",
     "highlights",
     "clips",
+    "simulcast",
 ]
 
 MIDDLEWARE = [
@@ -709,3 +711,17 @@ CELERY_BEAT_SCHEDULE["highlights-score-sessions"] = {
     "task": "highlights.tasks.score_sessions",
     "schedule": HIGHLIGHTS_INTERVAL_SECONDS,
 }
+# --- Simulcast (simulcast/, docs/adr/0033-simulcast.md) ------------------------------------
+# Secret the restream targets' stream keys are encrypted with at rest (Fernet, key derived by
+# SHA-256). Production requires a real one; changing it makes the stored keys unreadable.
+SIMULCAST_KEY_SECRET = env.str("SIMULCAST_KEY_SECRET", default=DEV_ONLY_SECRETS["SIMULCAST_KEY_SECRET"])
+# Allow target URLs on loopback/private addresses (as WEBHOOK_ALLOW_PRIVATE). Off in production.
+SIMULCAST_ALLOW_PRIVATE = env.bool("SIMULCAST_ALLOW_PRIVATE", default=False)
+# Restream targets one stream may have.
+SIMULCAST_MAX_TARGETS = env.int("SIMULCAST_MAX_TARGETS", default=5)
+# A failing relay is retried after 2, 4, 8 ... seconds, at most this long apart.
+SIMULCAST_RETRY_MIN_S = env.float("SIMULCAST_RETRY_MIN_S", default=2.0)
+SIMULCAST_RETRY_MAX_S = env.float("SIMULCAST_RETRY_MAX_S", default=60.0)
+# How often the ingest supervisor re-reads the targets of its live streams (added, removed,
+# disabled or edited targets take effect within this).
+SIMULCAST_REFRESH_S = env.float("SIMULCAST_REFRESH_S", default=2.0)

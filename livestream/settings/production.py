@@ -12,7 +12,15 @@ from urllib.parse import urlparse
 from django.core.exceptions import ImproperlyConfigured
 
 from livestream.settings.base import *  # noqa: F403
-from livestream.settings.base import ALLOWED_HOSTS, DATABASES, DEBUG, DEV_ONLY_SECRETS, WEBHOOK_ALLOW_PRIVATE, env
+from livestream.settings.base import (
+    ALLOWED_HOSTS,
+    DATABASES,
+    DEBUG,
+    DEV_ONLY_SECRETS,
+    SIMULCAST_ALLOW_PRIVATE,
+    WEBHOOK_ALLOW_PRIVATE,
+    env,
+)
 
 # Substrings that mark a value someone meant to replace (compared case-insensitively).
 PLACEHOLDER_MARKERS = (
@@ -73,6 +81,8 @@ S3_ACCESS_KEY = required_secret("S3_ACCESS_KEY", min_length=3)
 S3_SECRET_KEY = required_secret("S3_SECRET_KEY", min_length=32)
 # nginx-rtmp's callbacks carry it; without it only loopback callers would be trusted.
 RTMP_CALLBACK_SECRET = required_secret("RTMP_CALLBACK_SECRET", min_length=16, url_safe=True)
+# Encrypts the restream targets' stream keys at rest (simulcast/crypto.py).
+SIMULCAST_KEY_SECRET = required_secret("SIMULCAST_KEY_SECRET", min_length=32)
 # Optional bearer token of the web's /metrics (ADR 0020): when set, a real secret.
 METRICS_TOKEN = required_secret("METRICS_TOKEN", min_length=32) if env.str("METRICS_TOKEN", default="") else ""
 
@@ -91,6 +101,8 @@ if "*" in ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list the site's host names, not '*'")
 if WEBHOOK_ALLOW_PRIVATE:
     raise ImproperlyConfigured("WEBHOOK_ALLOW_PRIVATE must be off in production (SSRF)")
+if SIMULCAST_ALLOW_PRIVATE:
+    raise ImproperlyConfigured("SIMULCAST_ALLOW_PRIVATE must be off in production (SSRF)")
 if urlparse(env.str("S3_ENDPOINT_URL", default="")).username:
     raise ImproperlyConfigured("S3_ENDPOINT_URL must not carry credentials; use S3_ACCESS_KEY/S3_SECRET_KEY")
 

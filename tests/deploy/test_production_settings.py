@@ -29,6 +29,7 @@ def good_env() -> dict[str, str]:
         "S3_ACCESS_KEY": "livestream-app",
         "S3_SECRET_KEY": secrets.token_urlsafe(40),
         "RTMP_CALLBACK_SECRET": secrets.token_urlsafe(24),
+        "SIMULCAST_KEY_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": f"postgres://livestream:{secrets.token_hex(16)}@127.0.0.1:5432/livestream",
     }
 
@@ -108,6 +109,10 @@ TOO_SHORT = "is too short"
         ("DJANGO_DEBUG", "true", "DJANGO_DEBUG must be off"),
         ("DJANGO_ALLOWED_HOSTS", "*", "not '*'"),
         ("WEBHOOK_ALLOW_PRIVATE", "true", "WEBHOOK_ALLOW_PRIVATE must be off"),
+        ("SIMULCAST_KEY_SECRET", None, "SIMULCAST_KEY_SECRET is required"),
+        ("SIMULCAST_KEY_SECRET", "local-dev-only-simulcast-key-secret-7b2e41", PLACEHOLDER),
+        ("SIMULCAST_KEY_SECRET", secrets.token_hex(12), TOO_SHORT),
+        ("SIMULCAST_ALLOW_PRIVATE", "true", "SIMULCAST_ALLOW_PRIVATE must be off"),
     ],
 )
 def test_bad_configuration_is_refused_at_startup(name, value, says):
