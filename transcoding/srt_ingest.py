@@ -26,7 +26,6 @@ import subprocess
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
 
 import django.db
 from django.conf import settings
@@ -101,17 +100,6 @@ def parse_stream_id(stream_id: str) -> str:
     if text.startswith(("read:", "play:")):
         raise StreamIdError("this listener takes publishers only", srt.REJECT_BAD_MODE)
     return _resource_key(text)
-
-
-def public_url(key: str | None = None) -> str:
-    """The SRT URL a streamer gives OBS or ffmpeg (``SRT_PUBLIC_URL``): the stream id (the key,
-    or ``<stream key>`` as a placeholder), the latency and the passphrase reminder. OBS and
-    ffmpeg take ``latency`` in microseconds."""
-    params = {"streamid": key or "<stream key>", "latency": str(settings.SRT_LATENCY_MS * 1000)}
-    query = urlencode(params, safe="<> ", quote_via=quote)
-    if settings.SRT_PASSPHRASE:
-        query += "&passphrase=<passphrase>"
-    return f"{settings.SRT_PUBLIC_URL}?{query}"
 
 
 def relay_base() -> str:

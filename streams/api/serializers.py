@@ -76,12 +76,34 @@ class StreamSerializer(StrictModelSerializer[Stream]):
         return counts.get(obj.pk, 0)
 
 
+class IngestUrlsSerializer(serializers.Serializer[dict[str, Any]]):
+    """Where the owner publishes (OBS: Settings -> Stream -> Custom), ADR 0032."""
+
+    rtmp_url = serializers.CharField(help_text="RTMP server URL; the stream key is OBS's Stream Key.")
+    rtmps_url = serializers.CharField(help_text="RTMPS (TLS) server URL; the same stream key.")
+    srt_url = serializers.CharField(
+        help_text="Full SRT URL for OBS's Server field (stream key as streamid, latency in microseconds); "
+        "'<stream key>' stands for the key except in the create and regenerate-key responses."
+    )
+    srt_latency_ms = serializers.IntegerField()
+    srt_passphrase_required = serializers.BooleanField(
+        help_text="The SRT listener is encrypted: add &passphrase=... (ask the operator)."
+    )
+
+
 class OwnerStreamSerializer(StreamSerializer):
-    """What the owner sees: also the key hint (never the key, which is not stored)."""
+    """What the owner sees: also the key hint (never the key, which is not stored) and the
+    ingest URLs (RTMP, RTMPS, SRT)."""
+
+    ingest = serializers.SerializerMethodField()
 
     class Meta(StreamSerializer.Meta):
-        fields = (*StreamSerializer.Meta.fields, "key_hint", "key_rotated_at")  # type: ignore[assignment]
+        fields = (*StreamSerializer.Meta.fields, "key_hint", "key_rotated_at", "ingest")  # type: ignore[assignment]
         read_only_fields = (*StreamSerializer.Meta.read_only_fields, "key_hint", "key_rotated_at")  # type: ignore[assignment]
+
+    @extend_schema_field(IngestUrlsSerializer)
+    def get_ingest(self, obj: Stream) -> dict[str, object]:
+        return playback.ingest_urls(self.context.get("stream_key"))
 
 
 class StreamWithKeySerializer(OwnerStreamSerializer):

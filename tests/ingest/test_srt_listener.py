@@ -29,12 +29,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def call(url: str, clip: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-re", "-i", str(clip), "-c", "copy", "-f", "mpegts", url],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-re", "-i", str(clip), "-c", "copy"]
+    return subprocess.run([*argv, "-f", "mpegts", url], capture_output=True, timeout=60, check=False)
 
 
 def receive_all(listener: srt.Listener, out: list[bytes], ids: list[str]) -> None:

@@ -4,7 +4,8 @@ SRT URL streamers are shown carries it (``public_url``)."""
 import pytest
 
 from transcoding import srt
-from transcoding.srt_ingest import StreamIdError, parse_stream_id, public_url
+from streams.playback import srt_url as public_url
+from transcoding.srt_ingest import StreamIdError, parse_stream_id
 
 KEY = "live_Ab3-_xYz0123456789abcdefghijklmn"
 

@@ -227,3 +227,41 @@ def test_srt_refuses_at_the_handshake(live_stack, doors, user, caplog, stream_id
     assert f"SRT caller refused: {says}" in caplog.text or says in caplog.text, caplog.text
     assert not doors.srt.relays
     assert_nothing_happened(stream)
+
+
+@pytest.mark.faults
+def test_the_procfile_roles_take_srt_and_rtmps_publishes_at_once(process_stack, user):
+    """``manage.py run_srt`` and the RTMPS nginx as separate processes of the stack (the roles
+    ``make run`` starts): an SRT and an RTMPS publisher at once, each a live stream whose
+    playlists advance at the edge; the publishers leaving end both sessions."""
+    from tests.fixtures.stack import latest_session, playlist_count, stream_status, wait_for
+    from transcoding.golive import PublishOptions, publish_args
+
+    stack = process_stack
+    stack.start("srt")
+    stack.start("rtmps")
+    rtmps_port = int(stack.rtmps_url.rsplit(":", 1)[1].split("/")[0])
+    devstack.wait_until(lambda: devstack.port_open(rtmps_port), 10, "RTMPS listener")
+    devstack.wait_until(lambda: "SRT listener ready" in (stack.var / "srt.log").read_text(errors="replace"), 60, "srt")
+    over_srt, srt_key = make_stream(user, title="SRT process")
+    over_rtmps, rtmps_key = make_stream(user, title="RTMPS process")
+    urls = {over_srt.pk: f"{stack.srt_url}?streamid={srt_key}", over_rtmps.pk: f"{stack.rtmps_url}/{rtmps_key}"}
+    publishers = {
+        stream_id: subprocess.Popen(
+            publish_args(PublishOptions(url=url, duration_s=14, width=640, height=360)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for stream_id, url in urls.items()
+    }
+    for stream_id in urls:
+        wait_for(lambda s=stream_id: stream_status(s) == "live", 30, f"stream {stream_id} live")
+        url = f"{stack.edge_url}/live/{stream_id}/{latest_session(stream_id).pk}/source/index.m3u8"
+        wait_for(lambda u=url: playlist_count(u) >= 3, 60, f"stream {stream_id} segments at the edge")
+    for publisher in publishers.values():
+        assert publisher.wait(timeout=60) == 0, publisher.stderr.read() if publisher.stderr else ""
+    for stream_id in urls:
+        wait_for(lambda s=stream_id: latest_session(s).status == "ended", 60, f"session of {stream_id} ended")
+        assert stream_status(stream_id) == "offline"
+    assert stack.alive("srt")
+    assert stack.alive("rtmps")
