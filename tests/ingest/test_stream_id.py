@@ -1,10 +1,10 @@
 """The SRT stream id names the stream key (``transcoding.srt_ingest.parse_stream_id``), and the
-SRT URL streamers are shown carries it (``public_url``)."""
+SRT URL streamers are shown carries it (``streams.playback.srt_url``)."""
 
 import pytest
 
-from transcoding import srt
 from streams.playback import srt_url as public_url
+from transcoding import srt
 from transcoding.srt_ingest import StreamIdError, parse_stream_id
 
 KEY = "live_Ab3-_xYz0123456789abcdefghijklmn"
