@@ -218,7 +218,8 @@ class SrtIngest:
     # --- one publisher -----------------------------------------------------------------
     def _relay(self, relay: Relay) -> None:
         connection = relay.connection
-        extra = {"addr": connection.address, "ctx": {"key": keys.key_hint(relay.key)}}
+        ctx = {"key": keys.key_hint(relay.key)}
+        extra: dict[str, object] = {"addr": connection.address, "ctx": ctx}
         logger.info("SRT publisher connected; relaying to nginx-rtmp", extra=extra)
         proc = ffmpeg.spawn(ffmpeg.srt_relay_args(f"{self.relay_url}/{relay.key}"))
         reader = threading.Thread(target=_drain, args=(proc, relay.stderr), daemon=True)
@@ -255,7 +256,7 @@ class SrtIngest:
             level,
             "SRT publish ended: %s (%s bytes relayed, ffmpeg exit %s)",
             why, relay.received, proc.returncode,
-            extra={**extra, "ctx": {**extra["ctx"], "ffmpeg": " | ".join(relay.stderr)[-500:]}},
+            extra={**extra, "ctx": {**ctx, "ffmpeg": " | ".join(relay.stderr)[-500:]}},
         )  # fmt: skip
 
 
