@@ -22,7 +22,6 @@ import functools
 import ipaddress
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -238,7 +237,6 @@ class Listener:
         except BaseException:
             self.close()
             raise
-        self._lock = threading.Lock()
 
     def _on_caller(
         self, opaque: int | None, sock: int, hs_version: int, peer: int | None, stream_id: bytes | None

@@ -194,6 +194,21 @@ def test_srt_access_control_stream_id_and_several_publishers_at_once(live_stack,
     devstack.wait_until(lambda: not doors.srt.relays, 15, "the relays to end")
 
 
+def test_an_srt_publish_of_a_stream_already_live_is_closed_and_the_live_one_goes_on(live_stack, doors, user):
+    """Past the handshake on_publish decides, as for RTMP: the key is in use, nginx-rtmp refuses
+    the relay, the SRT connection is closed; the live publish is untouched."""
+    stream, key = make_stream(user, title="Busy")
+    live = live_stack.publish(key, duration_s=10, width=640, height=360)
+    live_stack.wait_live(stream.pk, timeout=30)
+    second = publish(source_file(SOURCE), srt_url(doors, key), "mpegts")
+    assert second.wait(timeout=30) != 0
+    assert live.poll() is None  # still publishing
+    assert live.wait(timeout=30) == 0
+    session = live_stack.wait_session_ended(stream.pk, timeout=60)
+    assert session.connections == 1
+    devstack.wait_until(lambda: not doors.srt.relays, 15, "the refused relay to end")
+
+
 def test_a_wrong_key_is_refused_over_rtmps(live_stack, doors, user, caplog):
     stream, key = make_stream(user, title="RTMPS wrong key")
     wrong = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
