@@ -1,9 +1,10 @@
-# One image for every role of the platform (web, worker, ingest, rtmp, edge): Debian's
-# ffmpeg and nginx with the RTMP module, the Python app, and hls.js from npm.
+# One image for every role of the platform (web, worker, ingest, rtmp, rtmps, srt, edge): Debian's
+# ffmpeg and nginx with the RTMP and stream (RTMPS) modules, libsrt (SRT), the Python app, and
+# hls.js from npm.
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=livestream.settings.production
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        ffmpeg nginx libnginx-mod-rtmp nodejs npm postgresql-client \
+        ffmpeg nginx libnginx-mod-rtmp libnginx-mod-stream libsrt1.5-gnutls nodejs npm postgresql-client \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt .

@@ -201,6 +201,90 @@ def rtmp_config(
     )
 
 
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - recognised, never bound here
+
+
+def local_address(bind: str) -> str:
+    """The address a process on the same host reaches a listener bound to ``bind`` at
+    (127.0.0.1 for a wildcard bind; an IPv6 address in brackets)."""
+    if bind in WILDCARD_ADDRESSES:
+        return "127.0.0.1"
+    return f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
+
+
+def rtmps_config(
+    prefix: Path,
+    *,
+    bind: str,
+    port: int,
+    cert_file: Path,
+    key_file: Path,
+    upstream: str,
+    module: str = STREAM_MODULE,
+) -> str:
+    """RTMPS (``deploy/nginx/rtmps.conf.template``): nginx's stream module ends TLS on
+    ``bind:port`` with ``cert_file``/``key_file`` (PEM) and proxies the plain RTMP to
+    ``upstream`` (``host:port`` of nginx-rtmp). Returns the text of ``nginx.conf``."""
+    for path in (cert_file, key_file):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"RTMPS certificate or key not found: {path}")
+    _nginx_prefix(prefix)
+    return render_template(
+        "rtmps.conf.template",
+        {
+            "NGINX_PREFIX": prefix,
+            "STREAM_MODULE": module,
+            "RTMPS_LISTEN": f"{bind}:{port}",
+            "RTMPS_CERT_FILE": cert_file,
+            "RTMPS_KEY_FILE": key_file,
+            "RTMP_UPSTREAM": upstream,
+        },
+    )
+
+
+def self_signed_certificate(directory: Path, *, days: int = 365) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost/127.0.0.1 and its key in ``directory``
+    (``rtmps.crt``, ``rtmps.key``), made with openssl once and reused: the local RTMPS
+    listener's when RTMPS_CERT_FILE is empty (publishers skip verification or trust it)."""
+    cert, key = directory / "rtmps.crt", directory / "rtmps.key"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", str(days), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def rtmps_prefix() -> Path:
+    return settings.VAR_DIR / "nginx-rtmps"
+
+
+def local_rtmps_config() -> Path:
+    """Write the RTMPS config from settings (a self-signed certificate in VAR_DIR/tls when
+    RTMPS_CERT_FILE is empty); returns its path."""
+    if settings.RTMPS_CERT_FILE and settings.RTMPS_KEY_FILE:
+        cert, key = Path(settings.RTMPS_CERT_FILE), Path(settings.RTMPS_KEY_FILE)
+    else:
+        cert, key = self_signed_certificate(settings.VAR_DIR / "tls")
+    upstream_host = local_address(settings.RTMP_BIND)
+    prefix = rtmps_prefix()
+    text = rtmps_config(
+        prefix,
+        bind=settings.RTMPS_BIND,
+        port=settings.RTMPS_PORT,
+        cert_file=cert,
+        key_file=key,
+        upstream=f"{upstream_host}:{settings.RTMP_PORT}",
+    )
+    return write_nginx_config(prefix, text)
+
+
 def edge_config(
     prefix: Path, *, bind: str, port: int, origin: str, bucket: str, cors_origin: str = "*", app_origin: str = ""
 ) -> str:

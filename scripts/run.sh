@@ -11,5 +11,5 @@ mkdir -p var
 say "database: migrating"
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py collectstatic --noinput -v 0
-say "starting: web http://127.0.0.1:8000  rtmp rtmp://127.0.0.1:1935/live/<key>  edge http://127.0.0.1:8080"
+say "starting: web http://127.0.0.1:8000  rtmp rtmp://127.0.0.1:1935/live/<key>  rtmps rtmps://127.0.0.1:1943/live/<key>  srt srt://127.0.0.1:9998?streamid=<key>  edge http://127.0.0.1:8080"
 exec .venv/bin/honcho -f Procfile start

@@ -80,11 +80,13 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         messages.success(request, "Saved.")
         return redirect("streams:manage", stream_id=stream.pk)
     session = selectors.open_session(stream)
+    revealed_key = request.session.pop(_REVEAL.format(stream.pk), None)
     context = {
         "stream": stream,
         "form": form,
         "overload": shedding.status(session.pk) if session is not None else None,
-        "revealed_key": request.session.pop(_REVEAL.format(stream.pk), None),
+        "revealed_key": revealed_key,
+        "ingest": playback.ingest_urls(revealed_key),
         "rtmp_url": playback.rtmp_url(),
         "playback_url": playback.playback_url(stream),
         "watch_url": playback.watch_url(stream),

@@ -12,6 +12,8 @@ Runners:
 
 Argument builders:
 
+- ``srt_relay_args``: an SRT publish (MPEG-TS on stdin) relayed into nginx-rtmp as RTMP,
+  stream copy (``transcoding.srt_ingest``).
 - ``segmenter_args``: the ingest side; stream copy of the publish (FLV on stdin) into MPEG-TS
   chunks cut at IDR frames, timestamps preserved, and a CSV list of finished chunks.
 - ``jpeg_frame_args``: the first video frame of an MPEG-TS stream on stdin as a JPEG (thumbnails).
@@ -96,6 +98,21 @@ def segmenter_args(out_dir: Path, chunk_seconds: float, *, audio_kbps: int | Non
         "csv",
         str(out_dir / "chunk_%06d.ts"),
     ]
+
+
+def srt_relay_args(rtmp_url: str) -> list[str]:
+    """Relay the MPEG-TS of an SRT publish, read on stdin, to ``rtmp_url`` (nginx-rtmp, with
+    the stream key as the stream name) as FLV: stream copy of the first video and audio stream
+    (FFmpeg adds the ADTS-to-ASC filter AAC needs in FLV). A short probe so the publish starts
+    as soon as the first keyframe and audio frame are in. Ends when stdin closes (the SRT
+    publisher left) or when nginx-rtmp refuses or drops the publish."""
+    return [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning",
+        "-probesize", "2000000", "-analyzeduration", "2000000", "-fflags", "+genpts",
+        "-f", "mpegts", "-i", "pipe:0",
+        "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy",
+        "-f", "flv", "-flvflags", "no_duration_filesize", rtmp_url,
+    ]  # fmt: skip
 
 
 STDERR_TAIL = 2000  # characters of ffmpeg's log kept in FFmpegError and the error log

@@ -1,5 +1,6 @@
 """The streamer helper behind ``manage.py golive``: ffmpeg publishing a test pattern (or a
-file, or a V4L2 camera) over RTMP, for demos, tests and benchmarks.
+file, or a V4L2 camera) over RTMP (or RTMPS, or SRT: an ``srt://`` URL), for demos, tests and
+benchmarks.
 
 The test pattern is 720p30 by default with 1 s keyframes (fits both 2 s and 1 s chunks), a
 sine tone as AAC audio, and a burnt-in clock. ``clock_boxes`` adds a strip of 32 black/white
@@ -143,7 +144,7 @@ def publish_args(opts: PublishOptions) -> list[str]:
         "-ac",
         "2",
         "-f",
-        "flv",
+        "mpegts" if opts.url.startswith("srt://") else "flv",  # SRT carries MPEG-TS (ADR 0032)
         opts.url,
     ]
     return args

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from streams import keys, problems, sessions
-from streams.models import LatencyMode, StreamSession, chunk_seconds
+from streams.models import LatencyMode, Stream, StreamSession, chunk_seconds
 from transcoding import state
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,14 @@ def ingest_dead(session: StreamSession) -> bool:
 def valid_client_id(client_id: str) -> bool:
     """nginx-rtmp's client ids are decimal counters."""
     return client_id.isascii() and client_id.isdigit() and len(client_id) <= 20
+
+
+def known_stream_key(key: str) -> bool:
+    """Whether ``key`` is some stream's current key: the cheap check a listener makes during
+    its protocol's handshake (SRT) before the publish reaches on_publish, which decides."""
+    if not key or len(key) > 200:
+        return False
+    return Stream.objects.filter(key_hash=keys.hash_key(key)).exists()
 
 
 def accept_publish(*, key: str, client_id: str, node: str) -> str:

@@ -308,6 +308,36 @@ RTMP_CALLBACK_SECRET = env.str("RTMP_CALLBACK_SECRET", default="")
 RTMP_CONTROL_URL = env.str("RTMP_CONTROL_URL", default="").rstrip("/")
 RTMP_CONTROL_BIND = env.str("RTMP_CONTROL_BIND", default="")
 RTMP_CONTROL_PORT = env.int("RTMP_CONTROL_PORT", default=1937)
+# --- RTMPS and SRT ingest (docs/adr/0032-srt-and-rtmps-ingest.md) ---------------------------
+# RTMPS: nginx's stream module ends TLS on RTMPS_BIND:RTMPS_PORT and passes the plain RTMP on
+# to nginx-rtmp (deploy/nginx/rtmps.conf.template; 0 = no RTMPS listener). The certificate and
+# its key are PEM files; empty locally = a self-signed pair made in VAR_DIR/tls by
+# `manage.py devstack rtmps`; required in production.
+RTMPS_BIND = env.str("RTMPS_BIND", default="127.0.0.1")
+RTMPS_PORT = env.int("RTMPS_PORT", default=1943)
+RTMPS_CERT_FILE = env.str("RTMPS_CERT_FILE", default="")
+RTMPS_KEY_FILE = env.str("RTMPS_KEY_FILE", default="")
+# RTMPS "Server" URL shown to streamers (without the key).
+RTMPS_PUBLIC_URL = _validated_url("RTMPS_PUBLIC_URL", "rtmps://127.0.0.1:1943/live", ("rtmps",))
+# SRT: `manage.py run_srt` listens on SRT_BIND:SRT_PORT (UDP; 0 = no SRT listener), takes the
+# stream key from the SRT stream id and relays each publish into this node's nginx-rtmp.
+SRT_BIND = env.str("SRT_BIND", default="127.0.0.1")
+SRT_PORT = env.int("SRT_PORT", default=9998)
+# Base of the SRT URL shown to streamers (srt://host:port; ?streamid=<key>&latency=... added).
+SRT_PUBLIC_URL = _validated_url("SRT_PUBLIC_URL", "srt://127.0.0.1:9998", ("srt",))
+# The listener's receive latency in ms (SRT uses the larger of both sides' values).
+SRT_LATENCY_MS = env.int("SRT_LATENCY_MS", default=200)
+# Optional SRT encryption passphrase (10-79 characters) every SRT publisher must then use.
+SRT_PASSPHRASE = env.str("SRT_PASSPHRASE", default="")
+if SRT_PASSPHRASE and not 10 <= len(SRT_PASSPHRASE) <= 79:
+    raise ImproperlyConfigured("SRT_PASSPHRASE must be 10 to 79 characters long (or empty: no encryption)")
+if not 20 <= SRT_LATENCY_MS <= 8000:
+    raise ImproperlyConfigured(f"SRT_LATENCY_MS={SRT_LATENCY_MS!r} must be between 20 and 8000")
+# SRT publishers relayed at once by one listener (more are refused at the handshake).
+SRT_MAX_PUBLISHERS = env.int("SRT_MAX_PUBLISHERS", default=50)
+# Where the SRT listener relays publishes (RTMP, without the key); empty = this node's
+# nginx-rtmp, rtmp://RTMP_BIND:RTMP_PORT/live (127.0.0.1 when RTMP_BIND is a wildcard).
+SRT_RELAY_RTMP_URL = env.str("SRT_RELAY_RTMP_URL", default="").rstrip("/")
 EDGE_BIND = env.str("EDGE_BIND", default="127.0.0.1")
 EDGE_PORT = env.int("EDGE_PORT", default=8080)
 # Runtime files of the generated nginx configs, SeaweedFS data, logs.

@@ -86,6 +86,16 @@ SIMULCAST_KEY_SECRET = required_secret("SIMULCAST_KEY_SECRET", min_length=32)
 # Optional bearer token of the web's /metrics (ADR 0020): when set, a real secret.
 METRICS_TOKEN = required_secret("METRICS_TOKEN", min_length=32) if env.str("METRICS_TOKEN", default="") else ""
 
+# RTMPS (ADR 0032): a real certificate and key (PEM paths); no self-signed fallback here.
+# RTMPS_PORT=0 runs no RTMPS listener and needs neither.
+if env.int("RTMPS_PORT", default=1943) and not (
+    env.str("RTMPS_CERT_FILE", default="") and env.str("RTMPS_KEY_FILE", default="")
+):
+    raise ImproperlyConfigured(
+        "RTMPS_CERT_FILE and RTMPS_KEY_FILE (PEM certificate chain and key) are required in production "
+        "(or RTMPS_PORT=0: no RTMPS listener)"
+    )
+
 _db_password = DATABASES["default"].get("PASSWORD") or ""
 if _db_password and _looks_placeholder(_db_password):
     raise ImproperlyConfigured("DATABASE_URL has a placeholder or default password: set a real one")

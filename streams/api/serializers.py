@@ -76,9 +76,26 @@ class StreamSerializer(StrictModelSerializer[Stream]):
         return counts.get(obj.pk, 0)
 
 
+class IngestUrlsSerializer(serializers.Serializer[dict[str, Any]]):
+    """Where the owner publishes (OBS: Settings -> Stream -> Custom), ADR 0032."""
+
+    rtmp_url = serializers.CharField(help_text="RTMP server URL; the stream key is OBS's Stream Key.")
+    rtmps_url = serializers.CharField(help_text="RTMPS (TLS) server URL; the same stream key.")
+    srt_url = serializers.CharField(
+        help_text="Full SRT URL for OBS's Server field (stream key as streamid, latency in microseconds); "
+        "'<stream key>' stands for the key except in the create and regenerate-key responses."
+    )
+    srt_latency_ms = serializers.IntegerField()
+    srt_passphrase_required = serializers.BooleanField(
+        help_text="The SRT listener is encrypted: add &passphrase=... (ask the operator)."
+    )
+
+
 class OwnerStreamSerializer(StreamSerializer):
     """What the owner sees: also the key hint (never the key, which is not stored) and the
-    private preview settings (ADR 0034)."""
+    private preview settings (ADR 0034) and the ingest URLs (RTMP, RTMPS, SRT, ADR 0032)."""
+
+    ingest = serializers.SerializerMethodField()
 
     class Meta(StreamSerializer.Meta):
         fields = (  # type: ignore[assignment]
@@ -87,6 +104,7 @@ class OwnerStreamSerializer(StreamSerializer):
             "key_rotated_at",
             "start_in_preview",
             "in_preview",
+            "ingest",
         )
         read_only_fields = (  # type: ignore[assignment]
             *StreamSerializer.Meta.read_only_fields,
@@ -94,6 +112,10 @@ class OwnerStreamSerializer(StreamSerializer):
             "key_rotated_at",
             "in_preview",
         )
+
+    @extend_schema_field(IngestUrlsSerializer)
+    def get_ingest(self, obj: Stream) -> dict[str, object]:
+        return playback.ingest_urls(self.context.get("stream_key"))
 
 
 class StreamWithKeySerializer(OwnerStreamSerializer):

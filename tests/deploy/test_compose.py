@@ -277,7 +277,8 @@ def test_web_roles_reach_the_ingest_control_interface_only_on_the_compose_networ
     services = compose.config(COMPOSE, good_env())["services"]
     assert services["web"]["environment"]["RTMP_CONTROL_URL"] == "http://rtmp:1937/control"
     assert services["rtmp"]["environment"]["RTMP_CONTROL_BIND"] == "0.0.0.0"  # noqa: S104 - in the container
-    assert services["rtmp"]["ports"] == ["1935:1935"]  # RTMP only; control and stat stay inside
+    # RTMP, RTMPS and SRT (the rtmps and srt roles share rtmp's network); control and stat stay inside
+    assert services["rtmp"]["ports"] == ["1935:1935", "1943:1943", "9998:9998/udp"]
 
 
 def test_the_ingest_pair_is_one_node():

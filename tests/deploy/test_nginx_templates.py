@@ -31,6 +31,7 @@ def test_the_templates_are_what_the_dev_stack_renders():
     assert names == {
         "rtmp.conf.template",
         "rtmp-control.conf.template",
+        "rtmps.conf.template",
         "edge.conf.template",
         "s3-origin.conf.template",
         "app-playlists.conf.template",

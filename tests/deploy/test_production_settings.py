@@ -31,6 +31,8 @@ def good_env() -> dict[str, str]:
         "RTMP_CALLBACK_SECRET": secrets.token_urlsafe(24),
         "SIMULCAST_KEY_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": f"postgres://livestream:{secrets.token_hex(16)}@127.0.0.1:5432/livestream",
+        "RTMPS_CERT_FILE": "/etc/livestream/tls/fullchain.pem",
+        "RTMPS_KEY_FILE": "/etc/livestream/tls/privkey.pem",
     }
 
 
@@ -106,6 +108,8 @@ TOO_SHORT = "is too short"
         ("REDIS_URL", "redis://:changeme@127.0.0.1:6379/0", "REDIS_URL has a placeholder"),
         ("CELERY_BROKER_URL", "redis://:change-me-now@127.0.0.1:6379/1", "CELERY_BROKER_URL has a placeholder"),
         ("MONGODB_URI", "mongodb://livestream:changeme@127.0.0.1:27017/livestream", "MONGODB_URI has a placeholder"),
+        ("RTMPS_CERT_FILE", None, "RTMPS_CERT_FILE and RTMPS_KEY_FILE"),
+        ("RTMPS_KEY_FILE", "", "RTMPS_CERT_FILE and RTMPS_KEY_FILE"),
         ("DJANGO_DEBUG", "true", "DJANGO_DEBUG must be off"),
         ("DJANGO_ALLOWED_HOSTS", "*", "not '*'"),
         ("WEBHOOK_ALLOW_PRIVATE", "true", "WEBHOOK_ALLOW_PRIVATE must be off"),

@@ -1,6 +1,8 @@
-"""``manage.py devstack s3|rtmp|edge`` runs one local infrastructure process in the foreground
-(used by the Procfile of ``make run``): SeaweedFS, nginx-rtmp ingest, the nginx HLS edge cache."""
+"""``manage.py devstack s3|rtmp|rtmps|edge`` runs one local infrastructure process in the
+foreground (used by the Procfile of ``make run``): SeaweedFS, nginx-rtmp ingest, the RTMPS TLS
+terminator in front of it, the nginx HLS edge cache."""
 
+import signal
 from argparse import ArgumentParser
 from typing import Any
 
@@ -12,10 +14,10 @@ from transcoding import storage
 
 
 class Command(BaseCommand):
-    help = "Run a local infrastructure process (s3, rtmp, edge) in the foreground."
+    help = "Run a local infrastructure process (s3, rtmp, rtmps, edge) in the foreground."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("service", choices=["s3", "rtmp", "edge"])
+        parser.add_argument("service", choices=["s3", "rtmp", "rtmps", "edge"])
 
     def handle(self, *args: Any, **options: Any) -> None:
         var = settings.VAR_DIR
@@ -26,6 +28,13 @@ class Command(BaseCommand):
         elif options["service"] == "rtmp":
             config = devstack.local_rtmp_config()
             devstack.run_foreground(devstack.nginx_command(devstack.rtmp_prefix(), config))
+        elif options["service"] == "rtmps":
+            if not settings.RTMPS_PORT:
+                self.stdout.write("RTMPS_PORT is 0: no RTMPS listener; waiting to be stopped")
+                signal.sigwait({signal.SIGINT, signal.SIGTERM})
+                return
+            config = devstack.local_rtmps_config()
+            devstack.run_foreground(devstack.nginx_command(devstack.rtmps_prefix(), config))
         elif options["service"] == "edge":
             config = devstack.local_edge_config()
             devstack.run_foreground(devstack.nginx_command(devstack.edge_prefix(), config))

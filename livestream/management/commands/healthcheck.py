@@ -7,6 +7,8 @@
   within ``INGEST_NODE_TTL_SECONDS`` (it survives Redis outages; this fails while Redis is
   away, so compose only restarts it when it is really stuck);
 - ``rtmp``: nginx-rtmp's statistics page answers; ``edge``: the edge's ``/healthz`` answers;
+- ``rtmps``: the RTMPS listener takes a TCP connection; ``srt``: the SRT listener holds its
+  UDP port (binding it fails);
 - ``changes``: Redis answers (the follower reconnects to MongoDB by itself).
 """
 
@@ -20,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from livestream.redis import redis_client
 
-ROLES = ("web", "worker", "reconciler", "ingest", "rtmp", "edge", "changes")
+ROLES = ("web", "worker", "reconciler", "ingest", "rtmp", "rtmps", "srt", "edge", "changes")
 
 
 def _http_ok(url: str) -> None:
@@ -33,6 +35,17 @@ def _fresh(key: str, max_age_s: float) -> None:
     value = redis_client().get(key)
     if value is None or time.time() - float(value) > max_age_s:
         raise CommandError(f"{key} older than {max_age_s:.0f} s")
+
+
+def _udp_port_held(host: str, port: int) -> None:
+    """CommandError unless something (the SRT listener) holds UDP ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return  # in use: the listener has it
+    raise CommandError(f"nothing holds SRT port {port}/udp")
 
 
 class Command(BaseCommand):
@@ -60,6 +73,13 @@ class Command(BaseCommand):
             _fresh(state.node_alive_key(settings.INGEST_NODE_ID), 15)
         elif role == "rtmp":
             _http_ok(f"http://{settings.RTMP_STAT_BIND}:{settings.RTMP_STAT_PORT}/stat")
+        elif role == "rtmps":
+            from livestream.devstack import local_address, port_open
+
+            if not port_open(settings.RTMPS_PORT, local_address(settings.RTMPS_BIND).strip("[]")):
+                raise CommandError(f"nothing listens on RTMPS port {settings.RTMPS_PORT}")
+        elif role == "srt":
+            _udp_port_held(settings.SRT_BIND, settings.SRT_PORT)
         elif role == "edge":
             _http_ok(f"http://127.0.0.1:{settings.EDGE_PORT}/healthz")
         else:

@@ -1,7 +1,9 @@
-"""``manage.py golive <stream_key> [--source testsrc|FILE|/dev/video0]``: publish over RTMP."""
+"""``manage.py golive <stream_key> [--source testsrc|FILE|/dev/video0]``: publish over RTMP
+(or RTMPS, or SRT with ``--url srt://host:port``)."""
 
 from argparse import ArgumentParser
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -23,7 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--bitrate", type=int, default=2500, help="video kbit/s")
         parser.add_argument("--audio", choices=["aac", "mp3"], default="aac", help="audio codec sent (default aac)")
         parser.add_argument("--clock-boxes", action="store_true", help="add the wall-clock ms strip (see golive.py)")
-        parser.add_argument("--url", default=None, help="RTMP server URL (default RTMP_PUBLIC_URL)")
+        parser.add_argument(
+            "--url",
+            default=None,
+            help="RTMP/RTMPS server URL (default RTMP_PUBLIC_URL), or srt://host:port (the key goes in streamid)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -31,8 +37,12 @@ class Command(BaseCommand):
         except ValueError:
             raise CommandError("--size must look like 1280x720") from None
         base = (options["url"] or settings.RTMP_PUBLIC_URL).rstrip("/")
+        if base.startswith("srt://"):  # ADR 0032: the stream id carries the key
+            url = f"{base}{'&' if '?' in base else '?'}streamid={quote(options['stream_key'], safe='')}"
+        else:
+            url = f"{base}/{options['stream_key']}"
         opts = PublishOptions(
-            url=f"{base}/{options['stream_key']}",
+            url=url,
             source=options["source"],
             duration_s=options["duration"],
             width=width,
