@@ -10,8 +10,8 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import Me, ObtainToken, Register
 from analytics.api import views as analytics_views
-from highlights.api import views as highlights_views
 from clips.api.views import ClipDetailView, StreamClipsView
+from highlights.api import views as highlights_views
 from simulcast.api.views import TargetViewSet
 from streams.api.views import StreamReplayViewSet, StreamSessionViewSet, StreamViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet

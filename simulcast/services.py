@@ -28,7 +28,7 @@ from django.utils import timezone
 from livestream.events import send_event_on_commit
 from simulcast import crypto, state
 from simulcast.models import RelayStatus, Target
-from streams.models import Stream
+from streams.models import Stream, StreamSession
 from webhooks.addresses import UnsafeURLError, refusal_reason, resolve_host
 
 logger = logging.getLogger(__name__)
@@ -163,9 +163,11 @@ def delete_target(target: Target) -> None:
 
 def should_push(stream_id: int, session_id: int) -> bool:
     """Whether this broadcast is simulcast. The one place for that decision: a private preview
-    (visible only to its owner until it goes public) must not be, and the preview feature plugs
-    its check in here. Every broadcast is pushed for now."""
-    return True
+    (visible only to its owner until it goes public, ADR 0034) is not; once the owner makes it
+    public the relays start at the supervisor's next refresh (``SIMULCAST_REFRESH_S``)."""
+    return not StreamSession.objects.filter(
+        pk=session_id, stream_id=stream_id, is_preview=True, went_public_at__isnull=True
+    ).exists()
 
 
 @dataclass(frozen=True)

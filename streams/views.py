@@ -92,7 +92,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         "watch_url": playback.watch_url(stream),
         "embed_url": playback.embed_url(stream),
         "highlights": highlight_services.offered(stream.pk),
-        "ingest": ingest_report.for_stream(stream),
+        "doctor": ingest_report.for_stream(stream),
         "simulcast": section_context(stream),
     }
     return render(request, "streams/manage.html", context, status=400 if form.errors else 200)

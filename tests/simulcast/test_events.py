@@ -4,9 +4,11 @@ change; a quiet retry sends nothing. Real channel layer (Redis pub/sub)."""
 import time
 
 import pytest
+from django.utils import timezone
 
 from livestream.events import owner_group, stream_group
 from simulcast import services
+from streams.models import StreamSession
 from tests.factories import make_stream
 from tests.pipeline.test_readiness import GroupListener
 
@@ -52,5 +54,10 @@ def test_status_changes_reach_the_owner_group_only(user, django_capture_on_commi
 
 
 def test_should_push_is_the_single_switch(user):
+    """A private preview is not simulcast until it goes public (ADR 0034)."""
     stream = make_stream(user)[0]
     assert services.should_push(stream.pk, 1) is True
+    preview = StreamSession.objects.create(stream=stream, is_preview=True, started_at=timezone.now(), status="ended")
+    assert services.should_push(stream.pk, preview.pk) is False
+    StreamSession.objects.filter(pk=preview.pk).update(went_public_at=timezone.now())
+    assert services.should_push(stream.pk, preview.pk) is True
