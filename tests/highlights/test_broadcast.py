@@ -13,21 +13,24 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import Client
 
 from chat import services as chat_services
+from clips.models import Clip, ClipStatus
 from highlights import keys, tasks
-from highlights.models import Suggestion
+from highlights.models import Suggestion, SuggestionStatus
 from livestream import devstack
 from streams.models import StreamSession
+from tests.browser.harness import chromium
 from tests.factories import UserFactory, make_stream
 from tests.fixtures.pipeline import LiveStack
 from tests.webhooks.servers import http_receiver
-from transcoding import ffmpeg
+from transcoding import ffmpeg, storage
 from webhooks import services as webhook_services
 from webhooks.models import Delivery, DeliveryStatus
 from webhooks.tasks import deliver_webhook
 
-pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.pipeline, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 DURATION_S = 36
 LOUD_FROM_S, LOUD_TO_S = 24, 27  # source seconds of the -6 dBFS passage
@@ -83,7 +86,25 @@ def _broadcast_to_the_end(stack: LiveStack, stream_id: int, publisher: subproces
     return ended
 
 
-def test_chat_burst_and_loud_passage_are_suggested(live_stack, settings):
+def _clip_it_on_the_dashboard(base_url: str, owner, stream_id: int, suggestion: Suggestion) -> None:
+    """The owner's dashboard, "Clip it" on ``suggestion``: what static/js/highlights.js posts."""
+    client = Client()
+    client.force_login(owner)
+    with chromium() as browser:
+        context = browser.new_context()
+        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}])
+        page = context.new_page()
+        page.goto(f"{base_url}/dashboard/streams/{stream_id}/")
+        item = page.locator(f'#highlights li[data-suggestion="{suggestion.pk}"]')
+        item.locator('button[data-action="clip"]').click()
+        page.wait_for_function(
+            f"""document.querySelector('#highlights li[data-suggestion="{suggestion.pk}"] [data-status]')"""
+            ".textContent === 'Clip requested.'",
+            timeout=20_000,
+        )
+
+
+def test_chat_burst_and_loud_passage_are_suggested(live_stack, live_server, settings):
     settings.WEBHOOK_ALLOW_PRIVATE = True
     owner = UserFactory.create()
     stream, key = make_stream(owner, title="Highlights", keep_recordings=True)
@@ -150,6 +171,25 @@ def test_chat_burst_and_loud_passage_are_suggested(live_stack, settings):
             assert datetime.fromisoformat(data["start"]) == suggestion.start
             assert datetime.fromisoformat(data["end"]) == suggestion.end
         assert all(d.status == DeliveryStatus.SUCCEEDED for d in Delivery.objects.filter(event="clip.suggested"))
+
+    # One click on the dashboard makes a clip of the loud moment (clips/, cut by the worker).
+    top = loud_hits[0]
+    _clip_it_on_the_dashboard(live_server.url, owner, stream.pk, top)
+    clip = Clip.objects.get(stream=stream)
+    assert (clip.owner_id, clip.session_id) == (owner.pk, session.pk)
+    assert (clip.requested_start, clip.requested_end) == (top.start, top.end)
+    devstack.wait_until(
+        lambda: Clip.objects.get(pk=clip.pk).status in {ClipStatus.READY, ClipStatus.FAILED}, 60, "the clip cut"
+    )
+    clip.refresh_from_db()
+    assert clip.status == ClipStatus.READY, clip.failure_reason
+    assert clip.start is not None
+    assert clip.end is not None
+    # Whole segments around the suggested range (stream copy): within one segment at each end.
+    assert abs((clip.start - top.start).total_seconds()) <= SEGMENT_S + 0.1
+    assert abs((clip.end - top.end).total_seconds()) <= SEGMENT_S + 0.1
+    assert storage.get_bytes(clip.video_key)
+    assert Suggestion.objects.get(pk=top.pk).status == SuggestionStatus.CLIPPED
 
 
 def test_quiet_broadcast_gets_no_suggestion(live_stack):
