@@ -186,6 +186,22 @@ def test_live_chat_waits_for_each_viewers_playback(
             assert abs(at_behind["playing"] - pdt) <= TOLERANCE_MS, (at_behind, pdt)
             assert at_behind["at"] - at_near["at"] > (BEHIND_S - 3) * 1000  # later for the one further behind
 
+            # 1b. Paused: held until playback resumes and reaches it (ADR 0035: no spoilers).
+            lag = _lag_ms(near)  # before the pause
+            near.evaluate("window.livePlayer.video.pause()")
+            frozen = float(_js(near, "p.playingDate()"))
+            paused = talk.post("while you were away")
+            owner.wait_for_selector(_row(owner, paused["id"]), timeout=10_000)
+            near.wait_for_function(f"() => Date.now() > {_pdt_ms(paused) + 2000} + {lag}", timeout=30_000)
+            assert _held(near, paused["id"])  # playing, it would have shown by now
+            assert _shown(near, paused["id"]) is None
+            assert float(_js(near, "p.playingDate()")) < _pdt_ms(paused)
+            near.evaluate("window.livePlayer.video.play()")
+            near.wait_for_selector(_row(near, paused["id"]), timeout=30_000)
+            resumed = _shown(near, paused["id"])
+            assert resumed is not None
+            assert abs(resumed["playing"] - _pdt_ms(paused)) <= TOLERANCE_MS, (resumed, frozen)
+
             # 2. A deletion applies everywhere at once, also to a message a viewer still holds.
             second = talk.post("spoiler!")
             owner.wait_for_selector(_row(owner, second["id"]), timeout=10_000)
