@@ -7,6 +7,7 @@ edge) while a publisher's file with numbered frames is broadcast over RTMP:
   segments at its program date-times) and lasts within one segment of the request;
 - a trimmed range of the same live session holds exactly the frames of the requested instants;
 - Chromium plays the clip page's video to its end;
+- once the broadcast ended, a range of the replay holds the frames of the replay's segments;
 - deleting the stream deletes the clips' objects.
 
 Parametrised over the latency modes: ``normal`` publishes MPEG-TS segments, ``low`` CMAF.
@@ -165,10 +166,28 @@ def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: 
         assert played["d"] == pytest.approx(clip.duration_s, abs=0.1)
         assert played["t"] == pytest.approx(played["d"], abs=0.1)
 
+    # A range of the replay once the broadcast ended (listed by the replay's playlist in S3).
+    wait_for(lambda: latest_session(stream.pk).status == "ended", 120, "broadcast ended")
+    assert latest_session(stream.pk).is_replay
+    r_start, r_end = entries[6].wall + 0.2, entries[8].wall + 0.7
+    body = {"title": "From the replay", "session": session.pk,
+            "start": datetime.fromtimestamp(r_start, UTC).isoformat(),
+            "end": datetime.fromtimestamp(r_end, UTC).isoformat()}  # fmt: skip
+    response = api.post(f"{base}/api/v1/streams/{stream.pk}/clips/", json=body, timeout=10)
+    assert response.status_code == 202, response.text
+    from_replay = wait_ready(api, base, response.json()["slug"])
+    video = tmp_path / "replay.mp4"
+    video.write_bytes(requests.get(from_replay["video_url"], timeout=30).content)
+    assert decode_errors(video) == ""
+    numbers = frame_numbers(video)
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert numbers[0] == source_numbers(entries[6], session.pk, stream.pk, tmp_path)[0]
+    assert numbers[-1] == source_numbers(entries[8], session.pk, stream.pk, tmp_path)[-1]
+
     # Deleting the stream deletes its clips' objects.
     keys = list(Clip.objects.filter(stream=stream).values_list("video_key", flat=True))
-    assert len(keys) == 2
+    assert len(keys) == 3
     assert all(storage.get_bytes(k) for k in keys)
     assert api.delete(f"{base}/api/v1/streams/{stream.pk}/", timeout=10).status_code == 204
     wait_for(lambda: all(storage.get_bytes(k) is None for k in keys), 60, "clip objects purged")
-    assert not Clip.objects.filter(slug__in=[live_slug, exact_slug]).exists()
+    assert not Clip.objects.filter(stream_id=stream.pk).exists()
