@@ -93,7 +93,10 @@ def may_delete(user: User, clip: Clip) -> bool:
 
 
 def _public_session(session: StreamSession) -> bool:
-    """Whether anyone may watch (and so clip) the session: on air, or a kept replay."""
+    """Whether anyone may watch (and so clip) the session: on air, or a kept replay; never a
+    private preview that did not go public (ADR 0034)."""
+    if session.is_preview and session.went_public_at is None:
+        return False
     if session.status in (SessionStatus.LIVE, SessionStatus.RECONNECTING):
         return True
     return session.status == SessionStatus.ENDED and session.is_replay

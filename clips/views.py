@@ -46,7 +46,7 @@ def _back(request: HttpRequest, fallback: str) -> HttpResponse:
 @require_POST
 def create_live(request: HttpRequest, slug: str) -> HttpResponse:
     """The watch page's Clip button: the last N seconds of the live broadcast."""
-    stream = stream_selectors.get_public_stream(slug)
+    stream = stream_selectors.get_public_stream(slug, request.user)
     seconds = _number(request, "seconds")
     try:
         clip = services.create_clip(
@@ -65,7 +65,7 @@ def create_live(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def create_range(request: HttpRequest, slug: str, session_id: int) -> HttpResponse:
     """The replay page's form: a range given in seconds from the start of the replay."""
-    stream = stream_selectors.get_public_stream(slug)
+    stream = stream_selectors.get_public_stream(slug, request.user)
     session = stream.sessions.filter(pk=session_id).first()
     if session is None:
         raise Http404("No such broadcast.")

@@ -48,7 +48,7 @@ class StreamClipsView(generics.ListCreateAPIView[Clip]):
     serializer_class = ClipSerializer
 
     def stream(self) -> Stream:
-        return stream_selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]))
+        return stream_selectors.get_public_stream_by_id(int(self.kwargs["stream_pk"]), self.request.user)
 
     def get_queryset(self) -> QuerySet[Clip]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no stream in the URL

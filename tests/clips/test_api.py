@@ -232,6 +232,22 @@ def test_a_session_nobody_may_watch_is_not_clippable_by_others(
     assert_error(create(client_for(other_user), stream.pk, body, django_capture_on_commit_callbacks), 404)
 
 
+def test_a_private_preview_is_not_clippable_by_others(replay, user, other_user, django_capture_on_commit_callbacks):
+    """ADR 0034: a preview broadcast (or its replay, if it never went public) is the owner's alone;
+    a stream on air in preview does not exist for anybody else."""
+    stream, session, _ = replay
+    StreamSession.objects.filter(pk=session.pk).update(is_preview=True)
+    body = {"title": "x", "session": session.pk, "start": iso(0.5), "end": iso(2.5)}
+    assert_error(create(client_for(other_user), stream.pk, body, django_capture_on_commit_callbacks), 404)
+    assert create(client_for(user), stream.pk, body, django_capture_on_commit_callbacks).status_code == 202
+    Stream.objects.filter(pk=stream.pk).update(in_preview=True)
+    assert_error(create(client_for(other_user), stream.pk, body, django_capture_on_commit_callbacks), 404)
+    assert client_for(other_user).get(f"/api/v1/streams/{stream.pk}/clips/").status_code == 404
+    Stream.objects.filter(pk=stream.pk).update(in_preview=False)
+    StreamSession.objects.filter(pk=session.pk).update(went_public_at=datetime.now(UTC))
+    assert create(client_for(other_user), stream.pk, body, django_capture_on_commit_callbacks).status_code == 202
+
+
 def test_rate_limit_429_and_daily_quota(replay, user, other_user, settings, django_capture_on_commit_callbacks):
     stream, session, _ = replay
     body = {"title": "x", "session": session.pk, "start": iso(0.5), "end": iso(2.5)}

@@ -90,8 +90,7 @@ def _clip_it_on_the_dashboard(base_url: str, owner, stream_id: int, suggestion: 
     """The owner's dashboard, "Clip it" on ``suggestion``: what static/js/highlights.js posts."""
     client = Client()
     client.force_login(owner)
-    with chromium() as browser:
-        context = browser.new_context()
+    with chromium() as context:
         context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}])
         page = context.new_page()
         page.goto(f"{base_url}/dashboard/streams/{stream_id}/")
