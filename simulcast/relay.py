@@ -103,8 +103,9 @@ def failure_reason(  # noqa: PLR0911 - one answer per kind of failure
         if was_live:
             return "output", f"{where} closed the connection"
         return "output", f"publish rejected by {where}: authentication rejected or unknown application (check the key)"
-    if last_url_line:  # "rtmp://host/app/key: Input/output error" when opening the target
-        return "output", f"{where} refused the stream ({last_url_line.split(': ', 1)[1].strip()[:80]})"
+    if last_url_line:  # "rtmp://host/app/key: Input/output error": closed while opening (same as above)
+        said = last_url_line.split(": ", 1)[1].strip()[:80]
+        return "output", f"publish rejected by {where}: the server closed the connection ({said}; check the key)"
     if code == 0 or not text.strip():
         return "input", "the live stream ended"
     return "output", lines[-1][:200] if lines else f"the relay exited with code {code}"

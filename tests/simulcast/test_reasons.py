@@ -59,7 +59,10 @@ def test_server_error_that_names_authentication():
 
 def test_unknown_application_on_the_target():
     lines = [f"rtmp://a.example:1935/nosuchapp/{MASK}: Input/output error"]
-    assert reason(lines) == ("output", "a.example:1935 refused the stream (Input/output error)")
+    assert reason(lines) == (
+        "output",
+        "publish rejected by a.example:1935: the server closed the connection (Input/output error; check the key)",
+    )
 
 
 def test_the_local_stream_missing_or_ended_is_not_the_targets_fault():

@@ -23,6 +23,7 @@ import pytest
 import requests
 from django.conf import settings
 
+from accounts.models import User
 from livestream import devstack
 from simulcast import services
 from simulcast.models import RelayStatus, Target
@@ -125,8 +126,16 @@ def _remote_host() -> str:
 def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
     simulcast_stack: ProcessStack, user, settings
 ) -> None:
-    stack = simulcast_stack
     settings.SIMULCAST_ALLOW_PRIVATE = True  # this process validates the targets' URLs
+    try:
+        _broadcast_with_targets(simulcast_stack, user)
+    except AssertionError as exc:  # say what the relays did
+        log = (simulcast_stack.var / "ingest.log").read_text(errors="replace").splitlines()
+        relays = [line for line in log if "simulcast" in line or "relay" in line]
+        raise AssertionError(f"{exc}\nrelays (ingest.log):\n" + "\n".join(relays[-40:])) from exc
+
+
+def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
     # In the stack's directory: nginx's workers (unprivileged) cannot enter pytest's tmp_path.
     with remote_rtmp(stack.var, _remote_host()) as remote, http_receiver() as hooks:
         stream, key = make_stream(user, title="Simulcast")
