@@ -209,3 +209,38 @@ def test_chat_socket_of_a_preview_is_the_owners_only(user, other_user):
     assert join_state(stream.pk, AnonymousUser(), 10) is None
     sessions.go_public(stream.pk)
     assert join_state(stream.pk, other_user, 10) is not None
+
+
+@pytest.mark.pipeline
+def test_preview_over_rtmp_then_public(live_stack, user, other_user, settings):
+    """A real publish (nginx-rtmp, on_publish, ingest, workers) of a preview stream: playable for
+    its owner's pipeline, invisible to others, no stream.live until the owner goes public."""
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    stream, key = make_stream(user, title="RTMP preview", start_in_preview=True)
+    clients = _clients(user, other_user)
+    with http_receiver() as receiver:
+        webhooks.create_endpoint(user, url=receiver.url, events=["stream.live"])
+        publisher = live_stack.publish(key, duration_s=14)
+        try:
+            live_stack.wait_live(stream.pk)
+            live_stack.wait_segments(stream.pk, 1)  # the broadcast runs (what the owner checks)
+            stream.refresh_from_db()
+            assert stream.in_preview
+            for who in ("other", "anonymous"):
+                page, api = clients[who]
+                assert page.get(reverse("streams:watch", args=[stream.slug])).status_code == 404, who
+                assert api.get(f"/api/v1/streams/{stream.pk}/").status_code == 404, who
+                assert not _directory_lists(page, stream), who
+            assert clients["owner"][0].get(reverse("streams:watch", args=[stream.slug])).status_code == 200
+            assert not Delivery.objects.filter(event="stream.live").exists()
+
+            assert clients["owner"][1].post(f"/api/v1/streams/{stream.pk}/go-public/").status_code == 200
+            page, api = clients["anonymous"]
+            assert page.get(reverse("streams:watch", args=[stream.slug])).status_code == 200
+            assert _directory_lists(page, stream)
+        finally:
+            publisher.wait(timeout=60)
+        deliveries = list(Delivery.objects.filter(event="stream.live"))
+        assert len(deliveries) == 1
+        deliver_webhook.apply(args=(deliveries[0].pk,))
+        assert receiver.wait_for(1)[0].headers["X-Livestream-Event"] == "stream.live"
