@@ -54,6 +54,7 @@ import redis.exceptions
 from django.conf import settings
 from django.db import connection
 
+from livestream import devstack
 from streams import playback, problems
 from transcoding import doctor, ffmpeg, flv, metadata, recording, rtmp_control, state, storage
 from transcoding.ladder import SourceInfo, ladder_for
@@ -74,7 +75,9 @@ PIX_FMTS = {"yuv420p", "yuvj420p"}  # what every player decodes (the source rend
 
 
 def rtmp_play_base() -> str:
-    return f"rtmp://127.0.0.1:{settings.RTMP_PORT}/live"
+    """This node's nginx-rtmp application, as a process on the same host reaches it (its
+    ``RTMP_BIND`` address: another loopback address per node in the multi-node stack)."""
+    return f"rtmp://{devstack.local_address(settings.RTMP_BIND)}:{settings.RTMP_PORT}/live"
 
 
 class Refusal(Exception):  # noqa: N818 - a refusal, not an error of ours
