@@ -52,6 +52,8 @@ from typing import Any
 import av
 import numpy as np
 
+from transcoding import loudness
+
 logger = logging.getLogger(__name__)
 
 # Thresholds (ADR 0034). Seconds unless said otherwise.
@@ -112,62 +114,6 @@ class ChunkStats:
         return min(self.video_pts) if self.video_pts else None
 
 
-# --- loudness (ITU-R BS.1770 / EBU R128) ---------------------------------------------------------
-# The K-weighting filter's two biquads as BS.1770 gives them for 48 kHz; their response is
-# evaluated at each FFT bin's frequency (any sample rate up to 48 kHz), and each 100 ms block's
-# filtered mean square is taken from its spectrum (Parseval): numpy only, no per-sample loop.
-_SHELF_B = (1.53512485958697, -2.69169618940638, 1.19839281085285)
-_SHELF_A = (1.0, -1.69065929318241, 0.73248077421585)
-_HIGHPASS_B = (1.0, -2.0, 1.0)
-_HIGHPASS_A = (1.0, -1.99004745483398, 0.99007225036621)
-
-
-def _biquad_power(b: tuple[float, ...], a: tuple[float, ...], freqs: np.ndarray) -> np.ndarray:
-    z = np.exp(-2j * np.pi * freqs / 48000.0)
-    num = b[0] + b[1] * z + b[2] * z * z
-    den = a[0] + a[1] * z + a[2] * z * z
-    return np.abs(num / den) ** 2
-
-
-def k_weighted_blocks(samples: np.ndarray, rate: int) -> list[float]:
-    """Mean square of the K-weighted signal per 100 ms block, summed over channels.
-    ``samples``: float array (channels, n)."""
-    block = rate // 10
-    n = samples.shape[1] // block
-    if n == 0:
-        return []
-    freqs = np.fft.rfftfreq(block, 1.0 / rate)
-    weight = _biquad_power(_SHELF_B, _SHELF_A, freqs) * _biquad_power(_HIGHPASS_B, _HIGHPASS_A, freqs)
-    frames = samples[:, : n * block].reshape(samples.shape[0], n, block)
-    spectrum = np.abs(np.fft.rfft(frames, axis=2)) ** 2
-    # Parseval for a real signal: one-sided bins (except DC and Nyquist) count twice.
-    factor = np.full(len(freqs), 2.0)
-    factor[0] = 1.0
-    if block % 2 == 0:
-        factor[-1] = 1.0
-    power = (spectrum * weight * factor).sum(axis=2) / (block * block)
-    return [float(x) for x in power.sum(axis=0)]
-
-
-def _lufs(mean_square: float) -> float:
-    return -0.691 + 10 * math.log10(mean_square) if mean_square > 0 else -math.inf
-
-
-def loudness(blocks: list[float]) -> tuple[float, float]:
-    """(integrated, maximum momentary) loudness in LUFS of 100 ms sub-blocks: 400 ms gating blocks
-    with 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU (BS.1770-4)."""
-    gating = [sum(blocks[i : i + 4]) / 4 for i in range(len(blocks) - 3)]
-    if not gating:
-        return -math.inf, -math.inf
-    momentary = max(_lufs(g) for g in gating)
-    above = [g for g in gating if _lufs(g) > -70]
-    if not above:
-        return -math.inf, momentary
-    relative = _lufs(sum(above) / len(above)) - 10
-    kept = [g for g in above if _lufs(g) > relative]
-    return _lufs(sum(kept) / len(kept)), momentary
-
-
 # --- one chunk -------------------------------------------------------------------------------------
 def analyse_chunk(path: str | Path, *, start: float = 0.0, end: float = 0.0) -> ChunkStats:  # noqa: PLR0912
     """Demux a chunk (any container PyAV reads) and decode its audio."""
@@ -218,7 +164,7 @@ def analyse_chunk(path: str | Path, *, start: float = 0.0, end: float = 0.0) -> 
             stats.samples = int(samples.size)
             stats.clipped = int(np.count_nonzero(np.abs(samples) >= CLIP_LEVEL))
             stats.audio_seconds = samples.shape[1] / rate
-            stats.blocks = k_weighted_blocks(samples, rate)
+            stats.blocks = loudness.block_powers(samples, rate)
     return stats
 
 
@@ -381,7 +327,7 @@ def diagnose(window: Window, ctx: Context) -> list[Finding]:  # noqa: PLR0912, P
     samples = sum(c.samples for c in chunks)
     clipped = sum(c.clipped for c in chunks)
     if len(blocks) * 0.1 >= LOUDNESS_MIN_S:
-        integrated, momentary = loudness(blocks)
+        integrated, momentary = loudness.integrated(blocks)
         clipped_share = clipped / samples if samples else 0.0
         if integrated < LOUDNESS_LOW_LUFS:
             level = "silent" if integrated == -math.inf else f"{integrated:.1f} LUFS"

@@ -1,5 +1,7 @@
 """EBU R128 momentary loudness of a chunk's audio (ITU-R BS.1770-4), measured in the transcode
-worker as segments are produced (highlight suggestions, ``docs/highlights.md``, ADR 0037).
+worker as segments are produced (highlight suggestions, ``docs/highlights.md``, ADR 0037), and
+the integrated loudness the ingest doctor judges the source by (``block_powers`` + ``integrated``,
+ADR 0034): one BS.1770 implementation for both.
 
 The transcode copies the audio packets (AAC, ADTS) into every rendition without decoding them;
 ``AudioTap`` keeps a copy of those packets while the chunk is demuxed (bytes only: nothing on the
@@ -83,6 +85,19 @@ def _lufs(power: np.ndarray) -> np.ndarray:
     return np.maximum(np.nan_to_num(values, neginf=FLOOR_LUFS), FLOOR_LUFS)
 
 
+def _weighted_power(samples: np.ndarray, rate: int, weights: list[float] | None) -> np.ndarray:
+    """The K-weighted power of planar ``samples`` per sample, summed over channels with their
+    BS.1770 weights."""
+    data = np.atleast_2d(np.asarray(samples, dtype=np.float64))
+    channels, count = data.shape
+    gains = np.asarray(weights if weights is not None else [1.0] * channels, dtype=np.float64)
+    impulse = k_weighting(rate)
+    size = 1 << (count + len(impulse) - 1).bit_length()
+    spectrum = np.fft.rfft(impulse, size)
+    filtered = np.fft.irfft(np.fft.rfft(data, size, axis=1) * spectrum, size, axis=1)[:, :count]
+    return np.asarray((filtered * filtered * gains[:, None]).sum(axis=0))
+
+
 def measure(samples: np.ndarray, rate: int, weights: list[float] | None = None) -> Loudness | None:
     """The loudness of planar ``samples`` (channels x samples, full scale 1.0) at ``rate``;
     None without samples."""
@@ -90,12 +105,7 @@ def measure(samples: np.ndarray, rate: int, weights: list[float] | None = None) 
     channels, count = data.shape
     if count == 0 or channels == 0 or rate <= 0:
         return None
-    gains = np.asarray(weights if weights is not None else [1.0] * channels, dtype=np.float64)
-    impulse = k_weighting(rate)
-    size = 1 << (count + len(impulse) - 1).bit_length()
-    spectrum = np.fft.rfft(impulse, size)
-    filtered = np.fft.irfft(np.fft.rfft(data, size, axis=1) * spectrum, size, axis=1)[:, :count]
-    power = (filtered * filtered * gains[:, None]).sum(axis=0)  # weighted sum over channels
+    power = _weighted_power(data, rate, weights)
     cumulative = np.concatenate(([0.0], np.cumsum(power)))
     window, step = round(WINDOW_S * rate), round(STEP_S * rate)
     ends = np.arange(window, count + 1, step)
@@ -108,6 +118,38 @@ def measure(samples: np.ndarray, rate: int, weights: list[float] | None = None) 
         seconds=round(count / rate, 3),
         momentary=[round(float(v), 2) for v in momentary],
     )
+
+
+def block_powers(samples: np.ndarray, rate: int, weights: list[float] | None = None) -> list[float]:
+    """K-weighted mean square per 100 ms block (``STEP_S``), summed over channels: what
+    ``integrated`` gates. Blocks of consecutive chunks can be joined into one list."""
+    data = np.atleast_2d(np.asarray(samples, dtype=np.float64))
+    step = round(STEP_S * rate) if rate > 0 else 0
+    if step == 0 or data.shape[1] < step:
+        return []
+    power = _weighted_power(data, rate, weights)
+    n = len(power) // step
+    return [float(x) for x in power[: n * step].reshape(n, step).mean(axis=1)]
+
+
+def integrated(blocks: list[float]) -> tuple[float, float]:
+    """(integrated, maximum momentary) loudness in LUFS of 100 ms ``block_powers``: 400 ms gating
+    blocks with 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU (BS.1770-4). Silence
+    is ``-inf``."""
+    values = np.asarray(blocks, dtype=np.float64)
+    if len(values) < 4:
+        return -math.inf, -math.inf
+    gating = np.convolve(values, np.full(4, 0.25), mode="valid")
+    with np.errstate(divide="ignore"):
+        loud = -0.691 + 10.0 * np.log10(gating)
+    momentary = float(loud.max())
+    above = gating[loud > FLOOR_LUFS]
+    if not len(above):
+        return -math.inf, momentary
+    relative = -0.691 + 10.0 * math.log10(float(above.mean())) - 10.0
+    with np.errstate(divide="ignore"):
+        kept = above[-0.691 + 10.0 * np.log10(above) > relative]
+    return -0.691 + 10.0 * math.log10(float(kept.mean())), momentary
 
 
 def channel_weights(layout: Any) -> list[float]:

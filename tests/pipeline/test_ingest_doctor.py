@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from transcoding import doctor, ffmpeg
+from transcoding import doctor, ffmpeg, loudness
 
 LAVFI_VIDEO = ["-f", "lavfi", "-i", "testsrc=size=320x180:rate=30"]
 LAVFI_AUDIO = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
@@ -181,7 +181,7 @@ def test_loudness_of_a_reference_tone():
     rate = 48000
     t = np.arange(rate * 5) / rate
     tone = 0.1 * np.sin(2 * np.pi * 1000 * t)
-    integrated, momentary = doctor.loudness(doctor.k_weighted_blocks(np.vstack([tone, tone]), rate))
+    integrated, momentary = loudness.integrated(loudness.block_powers(np.vstack([tone, tone]), rate))
     assert integrated == pytest.approx(-20.0, abs=0.8)
     assert momentary == pytest.approx(integrated, abs=0.2)
 
