@@ -9,6 +9,9 @@ slot="${1:?usage: scripts/slot.sh N COMMAND...}"; shift
 cd "$(dirname "$0")/.."
 port=$((6400 + slot))
 if ! redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+  # The daemon must not inherit our open files beyond stdio: run under `flock /tmp/heavy.lock`,
+  # it would hold the lock for as long as it lives and block every other heavy test run.
+  for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
   redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
     --logfile "/tmp/redis-slot-$slot.log" >/dev/null
   for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break; sleep 0.25; done

@@ -104,11 +104,13 @@ def srt_relay_args(rtmp_url: str) -> list[str]:
     """Relay the MPEG-TS of an SRT publish, read on stdin, to ``rtmp_url`` (nginx-rtmp, with
     the stream key as the stream name) as FLV: stream copy of the first video and audio stream
     (FFmpeg adds the ADTS-to-ASC filter AAC needs in FLV). A short probe so the publish starts
-    as soon as the first keyframe and audio frame are in. Ends when stdin closes (the SRT
-    publisher left) or when nginx-rtmp refuses or drops the publish."""
+    as soon as the first keyframe and audio frame are in. ``+discardcorrupt``: a PES cut short
+    (an SRT publisher closing drops what it has not sent yet) is dropped, not relayed as a
+    broken audio frame. Ends when stdin closes (the SRT publisher left) or when nginx-rtmp
+    refuses or drops the publish."""
     return [
         FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning",
-        "-probesize", "2000000", "-analyzeduration", "2000000", "-fflags", "+genpts",
+        "-probesize", "2000000", "-analyzeduration", "2000000", "-fflags", "+genpts+discardcorrupt",
         "-f", "mpegts", "-i", "pipe:0",
         "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy",
         "-f", "flv", "-flvflags", "no_duration_filesize", rtmp_url,

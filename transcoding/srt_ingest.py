@@ -26,6 +26,7 @@ import subprocess
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import django.db
 from django.conf import settings
@@ -69,10 +70,14 @@ def parse_stream_id(stream_id: str) -> str:
 
     Accepted forms: ``<key>``; ``#!::r=<key>,m=publish`` (SRT access control: ``r`` the
     resource, ``m`` the mode, absent or ``publish``; other keys such as ``u``/``s``/``t=stream``
-    are allowed and ignored); ``publish:<key>``. ``<key>`` may be written ``live/<key>``."""
+    are allowed and ignored); ``publish:<key>``. ``<key>`` may be written ``live/<key>``.
+    A percent-encoded id (``%23!::r=...``: how ``#`` survives in a URL; ffmpeg 5 passes it on
+    undecoded) is decoded first."""
     if len(stream_id.encode("utf-8")) > MAX_STREAM_ID:
         raise StreamIdError("the stream id is too long")
     text = stream_id.strip()
+    if "%" in text:  # percent-encoded by the publisher ("%23!::r=..."): a key has no "%"
+        text = unquote(text).strip()
     if not text:
         raise StreamIdError("no stream id: put the stream key in it (streamid=<key>)")
     if text.startswith(ACCESS_CONTROL_PREFIX):

@@ -23,6 +23,8 @@ KEY = "live_Ab3-_xYz0123456789abcdefghijklmn"
         f"#!:: r = {KEY} , m = publish",
         f"publish:{KEY}",
         f"publish:live/{KEY}",
+        f"%23!::r={KEY},m=publish",  # "#" percent-encoded in a URL, passed on undecoded
+        f"%23%21%3A%3Ar%3D{KEY}%2Cm%3Dpublish",
     ],
 )
 def test_every_accepted_form_gives_the_key(stream_id):
@@ -45,6 +47,8 @@ def test_every_accepted_form_gives_the_key(stream_id):
         ("live/", "names no stream key", srt.REJECT_BAD_REQUEST),
         ("other/" + KEY, "malformed stream key", srt.REJECT_BAD_REQUEST),
         ("live_not a key!", "malformed stream key", srt.REJECT_BAD_REQUEST),
+        ("live_%2Fx", "malformed stream key", srt.REJECT_BAD_REQUEST),
+        (f"%23!::r={KEY},m=request", "publishers only", srt.REJECT_BAD_MODE),
         ("live_ключ", "malformed stream key", srt.REJECT_BAD_REQUEST),
         ("x" * 201, "malformed stream key", srt.REJECT_BAD_REQUEST),
         ("x" * 513, "too long", srt.REJECT_BAD_REQUEST),

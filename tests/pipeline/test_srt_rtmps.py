@@ -112,8 +112,10 @@ def publish(path: Path, url: str, muxer: str) -> subprocess.Popen[bytes]:
     )
 
 
-def srt_url(doors: Doors, stream_id: str) -> str:
-    return f"{doors.srt_base}?streamid={quote(stream_id, safe='')}&latency=120000"
+def srt_url(doors: Doors, stream_id: str, *, linger: bool = False) -> str:
+    """``linger``: ffmpeg's SRT socket waits (up to 2 s) for its unsent data when it closes;
+    without it (SRT's live-mode default) the last packets of a publish may never leave it."""
+    return f"{doors.srt_base}?streamid={quote(stream_id, safe='')}&latency=120000" + ("&linger=2" if linger else "")
 
 
 def check_live_then_replay(
@@ -170,7 +172,7 @@ def test_rtmps_publish_reaches_a_playable_ladder(live_stack, doors, user, ingest
 
 def test_srt_publish_reaches_a_playable_ladder(live_stack, doors, user, ingest_settings, tmp_path):
     stream, key = make_stream(user, title="SRT", keep_recordings=True)
-    publisher = publish(source_file(SOURCE), srt_url(doors, key), "mpegts")
+    publisher = publish(source_file(SOURCE), srt_url(doors, key, linger=True), "mpegts")
     check_live_then_replay(live_stack, stream, publisher, tmp_path)
 
 
