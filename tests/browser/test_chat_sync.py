@@ -253,6 +253,9 @@ def test_live_chat_waits_for_each_viewers_playback(
         if publisher.poll() is None:
             publisher.kill()
         publisher.wait(10)
+    # The session ends (nginx-rtmp's on_publish_done, the last chunks) before the test's database
+    # goes away: a callback arriving during teardown would fail the next test.
+    live_stack.wait_session_ended(stream.pk, timeout=120)
 
 
 def test_replay_chat_follows_playback_and_seeks_and_exports(

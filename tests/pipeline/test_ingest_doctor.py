@@ -297,6 +297,8 @@ def test_live_b_frames_and_mp3_reach_api_dashboard_and_webhook(live_stack, user,
 
     # Persisted with the session: the dashboard shows the last broadcast's after it ended.
     live_stack.wait_live(bad.pk, live=False, timeout=20)
+    for stream in (bad, clean):  # no callback or final chunk left for the teardown
+        live_stack.wait_session_ended(stream.pk, timeout=120)
     session = StreamSession.objects.filter(stream=bad).latest("started_at")
     persisted = _wait_report(owner, bad.pk, lambda r: r["session"] == session.pk, "persisted report")
     assert {f["code"] for f in persisted["findings"]} == {"b_frames", "audio_codec"}

@@ -240,6 +240,7 @@ def test_preview_over_rtmp_then_public(live_stack, user, other_user, settings):
             assert _directory_lists(page, stream)
         finally:
             publisher.wait(timeout=60)
+        live_stack.wait_session_ended(stream.pk, timeout=120)  # no callback left for the teardown
         deliveries = list(Delivery.objects.filter(event="stream.live"))
         assert len(deliveries) == 1
         deliver_webhook.apply(args=(deliveries[0].pk,))
