@@ -549,7 +549,10 @@ def report(session_id: int, stream_id: int, findings: list[Finding], *, final: b
     # Nothing reported yet counts as "no findings": a clean source sends no event.
     before = codes(previous.get("findings", [])) if isinstance(previous, dict) else []
     changed = before != codes(findings)
-    state.set_json(session_id, "doctor", payload)
+    if not final:
+        # The final report (the connection ended) goes to the session row only: the pipeline may
+        # have purged the session's keys already, and a key written after that would outlive it.
+        state.set_json(session_id, "doctor", payload)
     if changed or final:
         persist(session_id, stream_id, payload, announce=changed)
     return changed
