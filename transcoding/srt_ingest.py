@@ -31,9 +31,9 @@ from urllib.parse import unquote
 import django.db
 from django.conf import settings
 
-from livestream import devstack
 from streams import keys
 from transcoding import ffmpeg, services, srt
+from transcoding.segmenter import rtmp_play_base
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def relay_base() -> str:
     """Where publishes are relayed (``SRT_RELAY_RTMP_URL``, else this node's nginx-rtmp)."""
     if settings.SRT_RELAY_RTMP_URL:
         return str(settings.SRT_RELAY_RTMP_URL)
-    return f"rtmp://{devstack.local_address(settings.RTMP_BIND)}:{settings.RTMP_PORT}/{APPLICATION}"
+    return rtmp_play_base()
 
 
 @dataclass

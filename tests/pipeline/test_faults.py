@@ -32,6 +32,7 @@ from tests.fixtures.stack import (
     ProcessStack,
     cmdline,
     latest_session,
+    live_source_url,
     playlist_count,
     stream_status,
     wait_for,
@@ -43,27 +44,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 RESUME_BOUND_S = 20.0  # the live playlist lists new segments again within this after a fault
 OFFLINE_BOUND_S = 15.0  # a publisher gone without on_publish_done: offline within this
-
-
-def _live_url(stack: ProcessStack, stream_id: int) -> str:
-    """The source rendition's live playlist at the edge, once the stable master exists."""
-    found: list[str] = []
-
-    def ready() -> bool:
-        import requests
-
-        try:
-            response = requests.get(f"{stack.edge_url}/live/{stream_id}/master.m3u8", timeout=3)
-        except requests.RequestException:
-            return False
-        uris = [x for x in response.text.splitlines() if x and not x.startswith("#")]
-        if response.status_code != 200 or not uris:
-            return False
-        found[:] = [f"{stack.edge_url}/live/{stream_id}/{u}" for u in uris if "/source/" in u] or uris
-        return True
-
-    wait_for(ready, 40, "the live master playlist")
-    return found[0]
 
 
 def _advances(url: str, by: int, timeout: float) -> float:
@@ -127,7 +107,7 @@ def test_redis_restart_during_a_broadcast(process_stack: ProcessStack, user, tmp
     publisher = stack.publish(key, duration_s=26)
     wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
     session = latest_session(stream.pk)
-    url = _live_url(stack, stream.pk)
+    url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         stack.restart_redis(down_s=3)  # every key is lost: state, broker queues, client maps
@@ -150,7 +130,7 @@ def test_ingest_supervisor_killed(process_stack: ProcessStack, user, tmp_path):
     publisher = stack.publish(key, duration_s=30)
     wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
     session = latest_session(stream.pk)
-    url = _live_url(stack, stream.pk)
+    url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         segmenters = [pid for pid in stack.children("ingest") if "ffmpeg" in cmdline(pid)]
@@ -174,7 +154,7 @@ def test_segmenter_ffmpeg_killed_while_the_publisher_stays(process_stack: Proces
     publisher = stack.publish(key, duration_s=26)
     wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
     session = latest_session(stream.pk)
-    url = _live_url(stack, stream.pk)
+    url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         segmenters = [pid for pid in stack.children("ingest") if "ffmpeg" in cmdline(pid)]
@@ -196,7 +176,7 @@ def test_nginx_rtmp_killed(process_stack: ProcessStack, user, tmp_path):
     publisher = stack.publish(key, duration_s=60)
     wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
     session = latest_session(stream.pk)
-    url = _live_url(stack, stream.pk)
+    url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         stack.kill_nginx_rtmp()  # -9: no on_publish_done ever comes
@@ -225,7 +205,7 @@ def test_worker_killed_mid_transcode(process_stack: ProcessStack, user, tmp_path
     publisher = stack.publish(key, duration_s=30)
     wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
     session = latest_session(stream.pk)
-    url = _live_url(stack, stream.pk)
+    url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         # Progressive transcoding keeps a task running through each chunk: kill the pool's
@@ -255,7 +235,7 @@ def test_s3_outage_costs_no_segment(process_stack: ProcessStack, user, tmp_path)
     publisher = stack.publish(key, duration_s=30)
     wait_for(lambda: stream_status(stream.pk) == "live", 20, "live")
     session = latest_session(stream.pk)
-    url = _live_url(stack, stream.pk)
+    url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
     with ObjectWatch(f"live/{stream.pk}/") as watch:
         stack.stop_s3()

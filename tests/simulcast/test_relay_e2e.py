@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from django.conf import settings
 
 from accounts.models import User
@@ -29,7 +28,15 @@ from simulcast import services
 from simulcast.models import RelayStatus, Target
 from streams.models import SessionStatus
 from tests.factories import make_stream
-from tests.fixtures.stack import PY, ProcessStack, latest_session, playlist_count, stream_status, wait_for
+from tests.fixtures.stack import (
+    PY,
+    ProcessStack,
+    latest_session,
+    live_source_url,
+    playlist_count,
+    stream_status,
+    wait_for,
+)
 from tests.pipeline.media import decode_errors
 from tests.simulcast.remote import remote_rtmp
 from tests.webhooks.servers import http_receiver
@@ -77,25 +84,6 @@ def simulcast_stack(simulcast_env: None, process_stack: ProcessStack) -> Iterato
         yield stack
     finally:
         devstack.stop_process(proc, timeout=5)
-
-
-def _live_url(stack: ProcessStack, stream_id: int) -> str:
-    """The source rendition's live playlist at the edge, once the master lists it."""
-    found: list[str] = []
-
-    def ready() -> bool:
-        try:
-            response = requests.get(f"{stack.edge_url}/live/{stream_id}/master.m3u8", timeout=3)
-        except requests.RequestException:
-            return False
-        uris = [x for x in response.text.splitlines() if x and not x.startswith("#")]
-        if response.status_code != 200 or not uris:
-            return False
-        found[:] = [f"{stack.edge_url}/live/{stream_id}/{u}" for u in uris if "/source/" in u] or uris
-        return True
-
-    wait_for(ready, 40, "the live master playlist")
-    return found[0]
 
 
 def _status(target: Target) -> services.TargetStatus:
@@ -150,7 +138,7 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
 
         publisher = stack.publish_accepted(key, within_s=20, duration_s=DURATION_S)
         wait_for(lambda: stream_status(stream.pk) == "live", 30, "stream live")
-        url = _live_url(stack, stream.pk)
+        url = live_source_url(stack, stream.pk)
 
         wait_for(lambda: _status(good).status == RelayStatus.LIVE, 40, "the remote target live")
         # The refusing target is retried (1, 2, 4, 4 ... s apart) while the main playlist advances.
