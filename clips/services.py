@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from clips.models import Clip, ClipStatus
-from clips.sources import Segment, covering, segments
+from clips.sources import Segment, covering, losses, segments
 from livestream import ratelimit
 from livestream.events import send_event_on_commit
 from streams import playback
@@ -145,7 +145,19 @@ def _resolve_live(
     if not found:
         raise ClipValidationError("Nothing of this broadcast is published yet.", field="last_seconds")
     end = found[-1].end
-    return open_session, end - float(last_seconds), end
+    start = end - float(last_seconds)
+    lost = losses(covering(found, start, end))
+    if lost:
+        # Media was dropped in that span (the workers fell behind): the clip starts after it,
+        # shorter than asked (its requested_start says so) rather than skipping it silently.
+        start = lost[-1].wall
+        if end - start < MIN_SECONDS:
+            raise ClipValidationError(
+                "The broadcast dropped video in the last moments (the server was overloaded): "
+                "try again in a few seconds.",
+                field="last_seconds",
+            )
+    return open_session, start, end
 
 
 def _resolve_range(
@@ -169,8 +181,17 @@ def _resolve_range(
             f"The range must lie within the broadcast ({when(first).isoformat()} to {when(last).isoformat()}).",
             field="start" if s < first - 0.001 else "end",
         )
-    if not covering(found, s, e):
+    inside = covering(found, s, e)
+    if not inside:
         raise ClipValidationError("No video in that range.", field="start")
+    lost = losses(inside)
+    if lost:
+        at = when(lost[0].wall).isoformat()
+        raise ClipValidationError(
+            f"Video was dropped from the broadcast just before {at} (the server was overloaded): "
+            "choose a range that ends before or starts at that moment.",
+            field="start",
+        )
     return s, e, found
 
 

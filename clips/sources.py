@@ -26,6 +26,10 @@ class Segment:
     wall: float  # program date-time of its first frame, epoch seconds
     duration: float
     disc: bool
+    # Media the publisher sent just before this segment never made it out: a chunk given up
+    # (transcoding fell past the live deadline, or its state was lost with Redis). A clip must
+    # not join across it (the cut would skip that media silently). A reconnect is not a loss.
+    lost_before: bool = False
 
     @property
     def end(self) -> float:
@@ -44,8 +48,13 @@ def _segments(session: StreamSession, entries: list[hls.Entry], *, sized: bool) 
     """``sized``: the entries carry object sizes (the published log; a parsed playlist has 0)."""
     prefix = _rendition_prefix(session)
     out: list[Segment] = []
-    previous: hls.Entry | None = None
+    previous: hls.Entry | None = None  # the previous segment kept
+    listed: hls.Entry | None = None  # the previous entry, kept or not
     for entry in entries:
+        # Chunks are numbered one after the other for the whole session (reconnects included):
+        # a number skipped was given up; a new epoch means Redis lost the state in between.
+        lost = listed is not None and (entry.epoch != listed.epoch or entry.seq != listed.seq + 1)
+        listed = entry
         if sized and entry.sizes.get(RENDITION, 1) == 0:  # no object (shed): a hole
             previous = None
             continue
@@ -58,6 +67,7 @@ def _segments(session: StreamSession, entries: list[hls.Entry], *, sized: bool) 
                 wall=entry.wall,
                 duration=entry.duration,
                 disc=not follows,
+                lost_before=lost or (bool(out) and previous is None),
             )
         )
         previous = entry
@@ -89,6 +99,11 @@ OVERLAP_S = 0.02
 def covering(all_segments: list[Segment], start: float, end: float) -> list[Segment]:
     """The segments that hold any of ``[start, end)`` (more than ``OVERLAP_S`` of it)."""
     return [s for s in all_segments if s.wall < end - OVERLAP_S and s.end > start + OVERLAP_S]
+
+
+def losses(found: list[Segment]) -> list[Segment]:
+    """The segments of ``found`` (after its first) that follow media lost from the broadcast."""
+    return [s for s in found[1:] if s.lost_before]
 
 
 def max_seconds() -> int:

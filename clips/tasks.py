@@ -57,6 +57,8 @@ def cut_clip(clip_id: int) -> str:
         found = sources.covering(sources.segments(clip.session), start, end)
         if not found:
             raise cutter.CutError("no video in the requested range")
+        if sources.losses(found):  # checked at the request; the replay's playlist says it again
+            raise cutter.CutError("video was dropped from the broadcast inside the requested range")
         with tempfile.TemporaryDirectory(prefix="clip-") as tmp:
             workdir = Path(tmp)
             local = _download(found, workdir, clip_id)

@@ -62,9 +62,11 @@ class StreamClipsView(generics.ListCreateAPIView[Clip]):
     @extend_schema(
         summary="Cut a clip",
         description=(
-            "Live: `{title, last_seconds}` (up to CLIP_MAX_SECONDS). Replay (or a range of the live "
-            "broadcast): `{title, session, start, end, trim}`. Answers 202 with the clip in status "
-            "`pending`; it becomes `ready` (webhook `clip.created`) or `failed` (`failure_reason`). "
+            "Live: `{title, last_seconds}` (up to CLIP_MAX_SECONDS; starts after any video the broadcast "
+            "dropped, see `requested_start`). Replay (or a range of the live broadcast): "
+            "`{title, session, start, end, trim}` (400 when the range crosses dropped video). "
+            "Answers 202 with the clip in status `pending`; "
+            "it becomes `ready` (webhook `clip.created`) or `failed` (`failure_reason`). "
             "Rate limited per user per minute (429) and per day (403 `clip_quota_reached`)."
         ),
         parameters=[STREAM_PK],

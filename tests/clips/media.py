@@ -89,8 +89,10 @@ def expected_frames(start: float, end: float) -> list[int]:
     return list(range(first, last + 1))
 
 
-def store_replay(stream: Stream, kind: str) -> tuple[StreamSession, list[Seg]]:
-    """A finished, kept session of ``stream`` whose source rendition is these segments."""
+def store_replay(stream: Stream, kind: str, *, drop: tuple[int, ...] = ()) -> tuple[StreamSession, list[Seg]]:
+    """A finished, kept session of ``stream`` whose source rendition is these segments;
+    ``drop``: the numbers of chunks the pipeline gave up (not listed, the next one starts a
+    discontinuity, as the assembler publishes it)."""
     segs, init = segments(kind)
     started = datetime.fromtimestamp(BASE_WALL, UTC)
     session = StreamSession.objects.create(
@@ -102,9 +104,12 @@ def store_replay(stream: Stream, kind: str) -> tuple[StreamSession, list[Seg]]:
     session.save(update_fields=["storage_prefix"])
     entries = []
     for i, seg in enumerate(segs):
+        if i in drop:
+            continue
         storage.put_segment(f"{prefix}/{seg.path.name}", seg.path.read_bytes())
         inits = {"source": INIT} if init else {}
-        entries.append(hls.Entry(i, i, seg.duration, seg.wall, False, {"source": 1}, inits=inits))
+        disc = i - 1 in drop
+        entries.append(hls.Entry(len(entries), i, seg.duration, seg.wall, disc, {"source": 1}, inits=inits))
     if init is not None:
         storage.put_segment(f"{prefix}/{INIT}", init.read_bytes())
     text = hls.render_media(entries, 0, 0, target=3, kind="event", ended=True, rendition="source")

@@ -5,6 +5,7 @@ ranges, and the purge of a deleted stream's clips."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from rest_framework.test import APIClient
 
 from clips import tasks
 from clips.models import Clip, ClipStatus
+from livestream.redis import redis_client
 from streams import services as stream_services
 from streams.models import SessionStatus, Stream, StreamSession
 from tests.api.conftest import assert_error
 from tests.clips.media import BASE_WALL, FPS, expected_frames, frame_numbers, store_replay
 from tests.factories import UserFactory, make_stream
-from transcoding import storage
+from transcoding import hls, state, storage
 from transcoding.tasks import purge_stream_objects
 from webhooks.models import Delivery
 from webhooks.services import create_endpoint
@@ -319,3 +321,76 @@ def test_watch_page_clip_button_for_signed_in_viewers_of_a_live_stream(replay, u
     response = client.post(f"/s/{stream.slug}/clip/", {"title": "x", "seconds": "30"}, follow=True)
     assert "not live" in response.content.decode() or "published" in response.content.decode()
     assert not Clip.objects.exists()
+
+
+# A chunk the pipeline gave up (transcoding fell past the live deadline) leaves a hole in the
+# source rendition: chunk 3 (6 s .. 8 s) here. A clip never joins across it silently.
+@pytest.mark.parametrize("kind", ["ts", "cmaf"])
+def test_a_range_across_dropped_video_is_refused_and_either_side_is_clipped(
+    kind, s3, user, tmp_path, django_capture_on_commit_callbacks
+):
+    stream, _ = make_stream(user, title="Dropped")
+    session, _ = store_replay(stream, kind, drop=(3,))
+    client = client_for(user)
+    across = {"title": "Across", "session": session.pk, "start": iso(5.0), "end": iso(9.0)}
+    response = create(client, stream.pk, across, django_capture_on_commit_callbacks)
+    assert_error(response, 400, field="start")
+    assert "dropped" in response.content.decode()
+    assert datetime.fromtimestamp(BASE_WALL + 8.0, UTC).isoformat() in response.content.decode()
+    assert not Clip.objects.exists()
+    # Up to the hole, and from it on: both are whole, with exactly the publisher's frames.
+    for start, end in ((2.0, 6.0), (8.0, 11.5)):
+        body = {"title": "Side", "session": session.pk, "start": iso(start), "end": iso(end), "trim": True}
+        response = create(client, stream.pk, body, django_capture_on_commit_callbacks)
+        assert response.status_code == 202, response.content
+        clip = cut(response.json()["slug"], django_capture_on_commit_callbacks)
+        assert clip.status == ClipStatus.READY, clip.failure_reason
+        assert frame_numbers(download(clip, tmp_path)) == expected_frames(BASE_WALL + start, BASE_WALL + end)
+
+
+def test_the_cut_refuses_a_recorded_range_across_dropped_video(s3, user, django_capture_on_commit_callbacks):
+    stream, _ = make_stream(user, title="Dropped")
+    session, _ = store_replay(stream, "ts", drop=(3,))
+    clip = Clip.objects.create(
+        stream=stream, session=session, owner=user, title="Old request",
+        requested_start=datetime.fromtimestamp(BASE_WALL + 5.0, UTC),
+        requested_end=datetime.fromtimestamp(BASE_WALL + 9.0, UTC),
+    )  # fmt: skip
+    clip = cut(clip.slug, django_capture_on_commit_callbacks)
+    assert clip.status == ClipStatus.FAILED
+    assert "dropped" in clip.failure_reason
+    assert storage.get_bytes(clip.video_key) is None if clip.video_key else True
+
+
+def test_a_live_clip_over_dropped_video_starts_after_it(s3, user, tmp_path, django_capture_on_commit_callbacks):
+    stream, _ = make_stream(user, title="Dropped live")
+    session, _ = store_replay(stream, "ts", drop=(3,))
+    # The same segments as the published log of a live session (what the assembler wrote).
+    text = storage.get_bytes(f"{session.storage_prefix}/source/index.m3u8")
+    assert text is not None
+    entries = [replace(e, sizes={"source": 1}) for e in hls.parse_media(text.decode(), ["source"])]
+    session.status, session.is_replay, session.ended_at = SessionStatus.LIVE, False, None
+    session.save()
+    published = state.key(session.pk, "published")
+    redis_client().rpush(published, *[e.to_json() for e in entries])
+    try:
+        client = client_for(user)
+        # The last 8 s (4 s .. 12 s) hold the hole: the clip is the 4 s after it.
+        response = create(
+            client, stream.pk, {"title": "Last eight", "last_seconds": 8}, django_capture_on_commit_callbacks
+        )
+        assert response.status_code == 202, response.content
+        clip = Clip.objects.get(slug=response.json()["slug"])
+        assert clip.requested_start.timestamp() == pytest.approx(BASE_WALL + 8.0)
+        assert clip.requested_end.timestamp() == pytest.approx(BASE_WALL + 12.0)
+        clip = cut(clip.slug, django_capture_on_commit_callbacks)
+        assert clip.status == ClipStatus.READY, clip.failure_reason
+        assert frame_numbers(download(clip, tmp_path)) == list(range(240, 360))
+        # The last 4 s hold no hole: as asked.
+        response = create(
+            client, stream.pk, {"title": "Last four", "last_seconds": 4}, django_capture_on_commit_callbacks
+        )
+        clip = Clip.objects.get(slug=response.json()["slug"])
+        assert clip.requested_start.timestamp() == pytest.approx(BASE_WALL + 8.0)
+    finally:
+        redis_client().delete(published)

@@ -15,6 +15,7 @@ Parametrised over the latency modes: ``normal`` publishes MPEG-TS segments, ``lo
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 from datetime import UTC, datetime
@@ -68,6 +69,16 @@ def source_numbers(entry: hls.Entry, session_id: int, stream_id: int, tmp: Path)
     return frame_numbers(path)
 
 
+def unbroken(entries: list[hls.Entry], count: int, first: int) -> int:
+    """The first index from ``first`` of ``count`` entries with no chunk given up among them (a
+    worker that fell past the live deadline on a loaded machine drops one: clips do not span it)."""
+    for i in range(first, len(entries) - count + 1):
+        run = entries[i : i + count]
+        if all(b.seq == a.seq + 1 and b.epoch == a.epoch for a, b in itertools.pairwise(run)):
+            return i
+    raise AssertionError(f"no {count} chunks in a row were published: {entries}")
+
+
 def wait_ready(api: requests.Session, base: str, slug: str) -> dict:
     body: dict = {}
 
@@ -100,8 +111,9 @@ def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: 
         live_slug = response.json()["slug"]
         # 2. A trimmed range of the same live session.
         entries = state.published(session.pk)
-        start = entries[1].wall + 0.5
-        end = entries[4].wall + 0.3
+        exact_at = unbroken(entries, 4, 1)
+        start = entries[exact_at].wall + 0.5
+        end = entries[exact_at + 3].wall + 0.3
         body = {"title": "Exact", "session": session.pk, "trim": True,
                 "start": datetime.fromtimestamp(start, UTC).isoformat(),
                 "end": datetime.fromtimestamp(end, UTC).isoformat()}  # fmt: skip
@@ -133,8 +145,14 @@ def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: 
     last_entry = max((e for e in entries if e.wall < clip.end.timestamp() - 0.1), key=lambda e: e.wall)
     assert last_entry.wall + last_entry.duration == pytest.approx(clip.end.timestamp(), abs=2 * FRAME)
     longest = max(e.duration for e in entries)
-    assert abs(clip.duration_s - 6) <= longest + FRAME
-    assert clip.requested_end.timestamp() - clip.requested_start.timestamp() == pytest.approx(6)
+    asked = clip.requested_end.timestamp() - clip.requested_start.timestamp()
+    if asked < 6 - 0.001:  # a chunk was given up in the last 6 s: the clip starts after it
+        after = entries.index(first_entry)
+        assert first_entry.seq != entries[after - 1].seq + 1, (asked, entries)
+        assert clip.requested_start.timestamp() == pytest.approx(first_entry.wall)
+    else:
+        assert asked == pytest.approx(6)
+    assert abs(clip.duration_s - asked) <= longest + FRAME
     assert numbers[0] == source_numbers(first_entry, session.pk, stream.pk, tmp_path)[0]
     assert numbers[-1] == source_numbers(last_entry, session.pk, stream.pk, tmp_path)[-1]
 
@@ -145,7 +163,7 @@ def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: 
     assert decode_errors(video) == ""
     numbers = frame_numbers(video)
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    seg = entries[1]
+    seg = entries[exact_at]
     expected_first = source_numbers(seg, session.pk, stream.pk, tmp_path)[0] + math.ceil(round(0.5 * FPS, 3))
     assert abs(numbers[0] - expected_first) <= 1
     assert abs(len(numbers) - (end - start) * FPS) <= 2
@@ -169,7 +187,8 @@ def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: 
     # A range of the replay once the broadcast ended (listed by the replay's playlist in S3).
     wait_for(lambda: latest_session(stream.pk).status == "ended", 120, "broadcast ended")
     assert latest_session(stream.pk).is_replay
-    r_start, r_end = entries[6].wall + 0.2, entries[8].wall + 0.7
+    at = unbroken(entries, 3, 6)
+    r_start, r_end = entries[at].wall + 0.2, entries[at + 2].wall + 0.7
     body = {"title": "From the replay", "session": session.pk,
             "start": datetime.fromtimestamp(r_start, UTC).isoformat(),
             "end": datetime.fromtimestamp(r_end, UTC).isoformat()}  # fmt: skip
@@ -181,8 +200,8 @@ def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: 
     assert decode_errors(video) == ""
     numbers = frame_numbers(video)
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    assert numbers[0] == source_numbers(entries[6], session.pk, stream.pk, tmp_path)[0]
-    assert numbers[-1] == source_numbers(entries[8], session.pk, stream.pk, tmp_path)[-1]
+    assert numbers[0] == source_numbers(entries[at], session.pk, stream.pk, tmp_path)[0]
+    assert numbers[-1] == source_numbers(entries[at + 2], session.pk, stream.pk, tmp_path)[-1]
 
     # Deleting the stream deletes its clips' objects.
     keys = list(Clip.objects.filter(stream=stream).values_list("video_key", flat=True))
