@@ -102,7 +102,7 @@ def store_replay(stream: Stream, kind: str, *, drop: tuple[int, ...] = ()) -> tu
     prefix = f"{playback.session_prefix(stream.pk, session.pk)}/source"
     session.storage_prefix = prefix.rsplit("/", 1)[0]
     session.save(update_fields=["storage_prefix"])
-    entries = []
+    entries: list[hls.Entry] = []
     for i, seg in enumerate(segs):
         if i in drop:
             continue
