@@ -16,6 +16,8 @@ code                        when (thresholds: ADR 0034)
 ``b_frames``                video packets out of decode order (pts != dts) in >= 5 % of frames
 ``variable_frame_rate``     frame durations spread (p90 - p10) above 25 % of their median
 ``av_offset``               audio starts more than 0.25 s before or after the video
+``av_drift``                the audio's timestamps run 0.1 s or more away from its samples
+                            over the connection (two clocks that disagree: lip sync drifts)
 ``loudness_low``            integrated loudness (EBU R128) below -30 LUFS
 ``loudness_high``           integrated loudness above -9 LUFS, or clipped samples (>= 0.1 %)
 ``bitrate_spikes``          a second of media above 2.5x the window's median per-second bitrate
@@ -62,6 +64,9 @@ KEYFRAME_ERROR_S = 4.0
 B_FRAME_SHARE = 0.05
 VFR_SPREAD = 0.25
 AV_OFFSET_S = 0.25
+AV_DRIFT_S = 0.1
+AV_DRIFT_MIN_S = 8.0  # of audio timeline before drift is judged
+CONTIGUOUS_S = 0.05  # chunk boundaries this close follow each other
 LOUDNESS_LOW_LUFS = -30.0
 LOUDNESS_HIGH_LUFS = -9.0
 CLIPPED_SHARE = 0.001
@@ -195,15 +200,37 @@ class Window:
         self.chunks: deque[ChunkStats] = deque()
         self.first_video: float | None = None
         self.first_audio: float | None = None
+        # Drift: over consecutive chunks of the connection, how far the audio's timeline moved
+        # against the seconds of samples it carried (equal when one clock stamps both).
+        self._drift_from: float | None = None  # audio timeline where counting started
+        self._drift_samples = 0.0  # seconds of samples since then, up to the latest chunk
+        self._last_end: float | None = None
+        self.drift: tuple[float, float] | None = None  # (timeline - samples, over seconds)
 
     def add(self, stats: ChunkStats) -> None:
         if self.first_video is None and stats.video_first is not None:
             self.first_video = stats.video_first
         if self.first_audio is None and stats.audio_first is not None:
             self.first_audio = stats.audio_first
+        self._track_drift(stats)
         self.chunks.append(stats)
         while len(self.chunks) > 2 and self._span() > self.seconds:
             self.chunks.popleft()
+
+    def _track_drift(self, stats: ChunkStats) -> None:
+        follows = (
+            self._last_end is not None and stats.end > stats.start and abs(stats.start - self._last_end) < CONTIGUOUS_S
+        )
+        self._last_end = stats.end if stats.end > stats.start else None
+        if stats.audio_first is None or stats.audio_seconds <= 0:
+            self._drift_from = None  # no audio here: nothing to count across
+            return
+        if not follows or self._drift_from is None:  # the first chunk, or one skipped: count anew
+            self._drift_from, self._drift_samples = stats.audio_first, stats.audio_seconds
+            return
+        over = stats.audio_first - self._drift_from
+        self.drift = (over - self._drift_samples, over)
+        self._drift_samples += stats.audio_seconds
 
     def _span(self) -> float:
         pts = [p for c in self.chunks for p in c.video_pts]
@@ -319,6 +346,30 @@ def diagnose(window: Window, ctx: Context) -> list[Finding]:  # noqa: PLR0912, P
                     "ffmpeg: remove -itsoffset / adelay from the audio input, or correct it with "
                     f"-itsoffset {-offset:.2f} before that input; -af aresample=async=1 keeps it aligned.",
                     {"offset_s": round(offset, 3)},
+                )
+            )
+
+    # Audio/video drift: the audio's timestamps move away from its samples (an audio clock, often a
+    # capture device at another sample rate, disagrees with the one that stamps the video).
+    if window.drift is not None:
+        drift, over = window.drift
+        if over >= AV_DRIFT_MIN_S and abs(drift) >= AV_DRIFT_S:
+            per_minute = drift / over * 60
+            way = "more" if drift > 0 else "less"
+            findings.append(
+                Finding(
+                    "av_drift",
+                    "warning",
+                    f"Audio drifts {abs(per_minute):.1f} s a minute",
+                    f"Over {over:.0f} s the audio's timestamps advanced {abs(drift):.2f} s {way} than the sound it "
+                    f"carried: two clocks disagree, and lips and sound move apart by about {abs(per_minute):.1f} s "
+                    "every minute (players stretch or cut the audio to catch up).",
+                    "OBS: Settings > Audio > Sample Rate 48 kHz, and set the microphone / capture device to the "
+                    "same rate in the system's sound settings; on a capture card or camera source, toggle "
+                    '"Use Device Timestamps" in its properties.',
+                    "ffmpeg: add -af aresample=async=1000 (stretches the audio to its timestamps), or stamp every "
+                    "capture input with one clock (-use_wallclock_as_timestamps 1).",
+                    {"drift_s": round(drift, 3), "over_s": round(over, 1), "per_minute_s": round(per_minute, 2)},
                 )
             )
 

@@ -213,6 +213,7 @@ class IngestFindingSerializer(serializers.Serializer[dict[str, Any]]):
             "b_frames",
             "variable_frame_rate",
             "av_offset",
+            "av_drift",
             "loudness_low",
             "loudness_high",
             "bitrate_spikes",

@@ -38,6 +38,9 @@ SOURCES: dict[str, list[str]] = {
             "select='not(eq(mod(n\\,4)\\,1))*not(eq(mod(n\\,7)\\,3))'", "-fps_mode", "vfr", *X264, *ONE_S_GOP,
             "-c:a", "aac"],
     "mp3": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "8", *X264, *ONE_S_GOP, "-c:a", "libmp3lame", "-ar", "44100"],
+    # The audio's timestamps run 2 % faster than its samples (a device clock that disagrees).
+    "audio-drift": [*LAVFI_VIDEO, *LAVFI_AUDIO, "-t", "16", "-af", "asetpts=PTS*1.02", *X264, *ONE_S_GOP,
+                    "-c:a", "aac"],
     "audio-1s-late": [*LAVFI_VIDEO, "-itsoffset", "1", *LAVFI_AUDIO, "-t", "8", *X264, *ONE_S_GOP, "-c:a", "aac"],
     "4k": ["-f", "lavfi", "-i", "testsrc=size=3840x2160:rate=5", *LAVFI_AUDIO, "-t", "3", *X264,
            "-tune", "zerolatency", "-g", "5", "-c:a", "aac"],
@@ -149,6 +152,31 @@ def test_audio_offset_by_one_second(tmp_path):
     assert set(found) == {"av_offset"}
     assert found["av_offset"].measured["offset_s"] == pytest.approx(1.0, abs=0.05)
     assert "after" in found["av_offset"].detail
+
+
+def test_audio_drifting_from_its_timestamps(tmp_path):
+    """16 s whose audio timestamps advance 2 % more than its samples: about 0.3 s by the last
+    chunk. A source whose audio starts 1 s late but keeps its pace has an offset, no drift."""
+    found = by_code(diagnose_as_ingested("audio-drift", tmp_path / "drift"))
+    assert set(found) == {"av_drift"}
+    measured = found["av_drift"].measured
+    assert measured["drift_s"] == pytest.approx(0.02 * measured["over_s"], abs=0.05)
+    assert measured["per_minute_s"] == pytest.approx(1.2, abs=0.3)
+    assert "48 kHz" in found["av_drift"].obs
+    assert "aresample" in found["av_drift"].ffmpeg
+    assert "av_drift" not in by_code(diagnose_as_ingested("clean-long", tmp_path / "clean"))
+
+
+def test_a_skipped_chunk_restarts_the_drift_count(tmp_path):
+    """The live doctor skips chunks when it falls behind: the samples it did not see are not
+    counted as drift."""
+    window = doctor.Window(20.0)
+    for n in range(8):
+        if n == 4:
+            continue  # skipped
+        stats = doctor.ChunkStats(start=2.0 * n, end=2.0 * (n + 1), audio_first=2.0 * n, audio_seconds=2.0)
+        window.add(stats)
+    assert window.drift == (0.0, 4.0)  # counted anew from chunk 5 (10 s) to chunk 7 (14 s)
 
 
 def test_4k_above_a_1080p_ladder(tmp_path):
