@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -192,9 +193,33 @@ def targets_to_push(stream_ids: set[int]) -> list[Push]:
         except crypto.UnreadableKeyError:
             logger.error("restream key unreadable (SIMULCAST_KEY_SECRET changed?)", extra={"stream": target.stream_id})
             continue
-        version = f"{target.url}|{target.key_encrypted}"
+        # What the relay pushes to: a key re-encrypted (secret rotation) does not restart it.
+        digest = hashlib.sha256(f"{target.url}\n{key}".encode()).hexdigest()[:16]
+        version = digest
         pushes.append(Push(target.pk, target.stream_id, target.name, target.url, key, version))
     return pushes
+
+
+@dataclass
+class Reencrypted:
+    reencrypted: int
+    unreadable: list[tuple[int, int]]  # (target, stream)
+
+
+def reencrypt_keys() -> Reencrypted:
+    """Re-encrypt every stored key with the current secret (``crypto`` rotation), row by row
+    (each update only if the row still holds the token read: an edit meanwhile wins)."""
+    done, unreadable = 0, []
+    for target_id, stream_id, token in Target.objects.values_list("pk", "stream_id", "key_encrypted").iterator():
+        try:
+            fresh = crypto.reencrypt(token)
+        except crypto.UnreadableKeyError:
+            unreadable.append((target_id, stream_id))
+            continue
+        done += Target.objects.filter(pk=target_id, key_encrypted=token).update(key_encrypted=fresh)
+    if done or unreadable:
+        logger.info("restream keys re-encrypted", extra={"ctx": {"count": done, "unreadable": len(unreadable)}})
+    return Reencrypted(done, unreadable)
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -745,6 +745,9 @@ CELERY_BEAT_SCHEDULE["highlights-score-sessions"] = {
 # Secret the restream targets' stream keys are encrypted with at rest (Fernet, key derived by
 # SHA-256). Production requires a real one; changing it makes the stored keys unreadable.
 SIMULCAST_KEY_SECRET = env.str("SIMULCAST_KEY_SECRET", default=DEV_ONLY_SECRETS["SIMULCAST_KEY_SECRET"])
+# Rotation: the secrets used before (comma-separated) still decrypt stored keys until
+# `manage.py rotate_simulcast_keys` re-encrypted them with SIMULCAST_KEY_SECRET.
+SIMULCAST_KEY_SECRET_PREVIOUS = env.list("SIMULCAST_KEY_SECRET_PREVIOUS", default=[])
 # Allow target URLs on loopback/private addresses (as WEBHOOK_ALLOW_PRIVATE). Off in production.
 SIMULCAST_ALLOW_PRIVATE = env.bool("SIMULCAST_ALLOW_PRIVATE", default=False)
 # Restream targets one stream may have.

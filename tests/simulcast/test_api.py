@@ -195,3 +195,38 @@ def test_disabled_targets_are_not_pushed(stream):
     assert [p.target_id for p in pushes] == [on.pk]
     assert pushes[0].url == PUBLIC
     assert services.push_url(pushes[0].url, pushes[0].key) == f"{PUBLIC}/{KEY}"
+
+
+def test_rotating_the_secret_keeps_the_keys_readable_and_reencrypts_them(stream, settings):
+    """New secret in SIMULCAST_KEY_SECRET, the old one in SIMULCAST_KEY_SECRET_PREVIOUS: stored keys
+    still decrypt (relays keep running: their version is unchanged); the command re-encrypts them
+    with the new secret, after which the old one is no longer needed."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    old = settings.SIMULCAST_KEY_SECRET
+    a = services.create_target(stream, name="A", url=PUBLIC, key=KEY)
+    b = services.create_target(stream, name="B", url=PUBLIC + "b", key="zzzz-yyyy-xxxx-wwww")
+    before = {p.target_id: p.version for p in services.targets_to_push({stream.pk})}
+    tokens = dict(Target.objects.values_list("pk", "key_encrypted"))
+
+    settings.SIMULCAST_KEY_SECRET = "the-new-secret-0123456789-abcdefghijkl"
+    assert services.targets_to_push({stream.pk}) == []  # the old secret is needed...
+    settings.SIMULCAST_KEY_SECRET_PREVIOUS = [old]
+    pushes = services.targets_to_push({stream.pk})  # ...and enough
+    assert {p.target_id: p.key for p in pushes} == {a.pk: KEY, b.pk: "zzzz-yyyy-xxxx-wwww"}
+    assert {p.target_id: p.version for p in pushes} == before
+
+    call_command("rotate_simulcast_keys")
+    after = dict(Target.objects.values_list("pk", "key_encrypted"))
+    assert all(after[pk] != tokens[pk] for pk in tokens)
+    settings.SIMULCAST_KEY_SECRET_PREVIOUS = []
+    pushes = services.targets_to_push({stream.pk})
+    assert {p.target_id: p.key for p in pushes} == {a.pk: KEY, b.pk: "zzzz-yyyy-xxxx-wwww"}
+    assert {p.target_id: p.version for p in pushes} == before
+
+    # A key no configured secret opens: reported, left alone, the command fails.
+    Target.objects.filter(pk=b.pk).update(key_encrypted=tokens[b.pk])
+    with pytest.raises(CommandError, match="1 key"):
+        call_command("rotate_simulcast_keys")
+    assert Target.objects.get(pk=b.pk).key_encrypted == tokens[b.pk]
