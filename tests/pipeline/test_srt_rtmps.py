@@ -33,6 +33,7 @@ from streams.models import Stream, StreamSession
 from streams.playback import playback_url, replay_url, stream_prefix
 from tests.factories import make_stream
 from tests.fixtures.pipeline import LiveStack
+from tests.ingest.lossy_udp import lossy_udp
 from tests.pipeline.media import (
     Source,
     decode_errors,
@@ -175,6 +176,21 @@ def test_srt_publish_reaches_a_playable_ladder(live_stack, doors, user, ingest_s
     stream, key = make_stream(user, title="SRT", keep_recordings=True)
     publisher = publish(source_file(SOURCE), srt_url(doors, key, linger=True), "mpegts")
     check_live_then_replay(live_stack, stream, publisher, tmp_path)
+
+
+def test_srt_over_a_lossy_link_loses_no_frame(live_stack, doors, user, ingest_settings, tmp_path):
+    """What SRT is for: 5 % of the datagrams dropped each way between the publisher and the
+    listener (tests/ingest/lossy_udp.py); SRT's retransmissions within its latency (120 ms)
+    deliver every frame: the replay holds them all, in order."""
+    stream, key = make_stream(user, title="SRT lossy", keep_recordings=True)
+    listener_port = int(doors.srt_base.rsplit(":", 1)[1])
+    with lossy_udp(("127.0.0.1", listener_port), loss=0.05) as link:
+        url = srt_url(doors, key, linger=True).replace(f":{listener_port}?", f":{link.port}?")
+        publisher = publish(source_file(SOURCE), url, "mpegts")
+        check_live_then_replay(live_stack, stream, publisher, tmp_path)
+    # The link really lost packets, both ways (data up, acknowledgements down).
+    assert link.dropped["up"] > 50, (link.dropped, link.forwarded)
+    assert link.dropped["down"] > 5, (link.dropped, link.forwarded)
 
 
 def test_srt_access_control_stream_id_and_several_publishers_at_once(live_stack, doors, user, ingest_settings):
