@@ -88,6 +88,11 @@ def failure_reason(  # noqa: PLR0911 - one answer per kind of failure
         (r"Connection refused", f"connection refused by {where}"),
         (r"timed out|Operation timed out", f"no answer from {where} (timed out)"),
         (r"Network is unreachable|No route to host", f"{where} is unreachable"),
+        (
+            r"certificate failed verification|certificate verify failed|certificate is not trusted",
+            f"the TLS certificate of {where} is not trusted (not for {host}, expired, or its authority is "
+            "not in SIMULCAST_TLS_CA_FILE)",
+        ),
         (r"certificate|TLS|SSL|handshake|GnuTLS", f"the TLS handshake with {where} failed"),
     ]
     for pattern, reason in checks:
@@ -210,7 +215,9 @@ class Relay(threading.Thread):
             return "output", str(exc), False
         self._stderr.clear()
         self._fatal.clear()
-        proc = ffmpeg.spawn_relay(ffmpeg.relay_args(self.source, self.target_url))
+        proc = ffmpeg.spawn_relay(
+            ffmpeg.relay_args(self.source, self.target_url, ca_file=settings.SIMULCAST_TLS_CA_FILE)
+        )
         with self._lock:
             self._proc = proc
         if self._stop_event.is_set():

@@ -266,18 +266,21 @@ def probe(path: Path, *, context: dict[str, Any]) -> SourceInfo:
     return parse_probe(probe_json(path, context=context))
 
 
-def relay_args(source_url: str, target_url: str, *, timeout_s: float = 10.0) -> list[str]:
+def relay_args(source_url: str, target_url: str, *, timeout_s: float = 10.0, ca_file: str = "") -> list[str]:
     """Push ``source_url`` (the live stream played from this node's nginx-rtmp) to ``target_url``
     (server URL + key) unchanged: ``-c copy`` into FLV, no re-encoding. ``timeout_s``: a
     connection silent that long (either side) ends ffmpeg. Progress (``total_size=...``) goes
-    to stdout once a second, warnings and errors to stderr (``simulcast.relay`` reads both)."""
+    to stdout once a second, warnings and errors to stderr (``simulcast.relay`` reads both).
+    An ``rtmps://`` target's certificate chain and host name are verified against ``ca_file``
+    (ffmpeg's TLS does not verify unless told; the stream key travels inside that TLS)."""
     rw_timeout = str(int(timeout_s * 1_000_000))
+    tls = ["-tls_verify", "1", "-ca_file", ca_file] if target_url.startswith("rtmps://") and ca_file else []
     return [
         FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
         "-progress", "pipe:1", "-stats_period", "1",
         "-rw_timeout", rw_timeout, "-rtmp_live", "live", "-i", source_url,
         "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
-        "-rw_timeout", rw_timeout, "-flvflags", "no_duration_filesize", "-f", "flv", target_url,
+        "-rw_timeout", rw_timeout, *tls, "-flvflags", "no_duration_filesize", "-f", "flv", target_url,
     ]  # fmt: skip
 
 

@@ -748,6 +748,9 @@ SIMULCAST_KEY_SECRET = env.str("SIMULCAST_KEY_SECRET", default=DEV_ONLY_SECRETS[
 # Rotation: the secrets used before (comma-separated) still decrypt stored keys until
 # `manage.py rotate_simulcast_keys` re-encrypted them with SIMULCAST_KEY_SECRET.
 SIMULCAST_KEY_SECRET_PREVIOUS = env.list("SIMULCAST_KEY_SECRET_PREVIOUS", default=[])
+# rtmps:// targets: the certificate authorities their certificates are verified against (chain
+# and host name; a target that fails is reported "not trusted"). The system's bundle by default.
+SIMULCAST_TLS_CA_FILE = env.str("SIMULCAST_TLS_CA_FILE", default="/etc/ssl/certs/ca-certificates.crt")
 # Allow target URLs on loopback/private addresses (as WEBHOOK_ALLOW_PRIVATE). Off in production.
 SIMULCAST_ALLOW_PRIVATE = env.bool("SIMULCAST_ALLOW_PRIVATE", default=False)
 # Restream targets one stream may have.

@@ -100,3 +100,26 @@ def test_relay_command_copies_without_reencoding():
     assert args[args.index("-c") + 1] == "copy"
     assert args[args.index("-f", args.index("-i")) + 1] == "flv"
     assert not any(a.startswith(("-c:v", "-vf", "-b:v")) for a in args)
+
+
+def test_untrusted_certificate_of_an_rtmps_target():
+    """What ffmpeg (GnuTLS) prints when the target's certificate fails verification."""
+    lines = [
+        "[tls @ 0x5598d0556c80] Peer certificate failed verification",
+        "[rtmps @ 0x5598d05598c0] Cannot open connection tls://a.example:443",
+        f"rtmps://a.example:443/app/{MASK}: Input/output error",
+    ]
+    side, why = reason(lines, target="rtmps://a.example/app/k")
+    assert side == "output"
+    assert why.startswith("the TLS certificate of a.example:443 is not trusted")
+
+
+def test_rtmps_targets_are_verified_rtmp_ones_have_nothing_to_verify():
+    from transcoding import ffmpeg
+
+    secure = ffmpeg.relay_args("rtmp://127.0.0.1/live/s1c1", "rtmps://a.example/app/k", ca_file="/ca.pem")
+    assert secure[secure.index("-tls_verify") + 1] == "1"
+    assert secure[secure.index("-ca_file") + 1] == "/ca.pem"
+    assert secure.index("-ca_file") < secure.index("rtmps://a.example/app/k")
+    plain = ffmpeg.relay_args("rtmp://127.0.0.1/live/s1c1", "rtmp://a.example/app/k", ca_file="/ca.pem")
+    assert "-tls_verify" not in plain

@@ -8,7 +8,10 @@ One broadcast, four targets:
 - ``Nobody`` (a port nobody listens on): retried (its attempt count grows) and reported failed
   with "connection refused by <host:port>", the failure delivered as a webhook;
 - ``Closed`` (application ``closed``, which denies every publish): reported failed as rejected,
-  then disabled mid-broadcast (stopped); ``Late``, added mid-broadcast, goes live.
+  then disabled mid-broadcast (stopped); ``Late``, added mid-broadcast, goes live;
+- ``Secure`` (RTMPS in front of the remote, a certificate in the relays' SIMULCAST_TLS_CA_FILE)
+  receives the stream; ``Untrusted`` (RTMPS, a certificate they do not know) is refused before
+  the key is sent, reported failed as "not trusted".
 Meanwhile the main stream's live playlist keeps advancing. No stream key appears in any webhook.
 """
 
@@ -38,7 +41,7 @@ from tests.fixtures.stack import (
     wait_for,
 )
 from tests.pipeline.media import decode_errors
-from tests.simulcast.remote import remote_rtmp
+from tests.simulcast.remote import RemoteTls, remote_certificates, remote_rtmp
 from tests.webhooks.servers import http_receiver
 from webhooks.services import create_endpoint
 
@@ -69,7 +72,8 @@ def simulcast_stack(simulcast_env: None, process_stack: ProcessStack) -> Iterato
     and the ingest supervisor restarted with production's database pool (2 connections; its
     relay threads must give theirs back)."""
     stack = process_stack
-    stack.role_env["ingest"] = {"DATABASE_POOL_MAX": "2"}
+    tls = remote_certificates(stack.var / "remote-tls", _remote_host())
+    stack.role_env["ingest"] = {"DATABASE_POOL_MAX": "2", "SIMULCAST_TLS_CA_FILE": str(tls.trusted)}
     stack.kill("ingest")
     stack.start("ingest")
     stack._starters["webhooks"] = [
@@ -103,6 +107,11 @@ def _video_frames(path: Path) -> int:
     return int(stream["nb_read_frames"])
 
 
+def _reason(target: Target) -> str:
+    target.refresh_from_db()
+    return target.last_reason
+
+
 def _remote_host() -> str:
     """A loopback address of this run's own (slot-specific, next to its S3 address)."""
     from urllib.parse import urlparse
@@ -115,6 +124,7 @@ def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
     simulcast_stack: ProcessStack, user, settings
 ) -> None:
     settings.SIMULCAST_ALLOW_PRIVATE = True  # this process validates the targets' URLs
+    settings.SIMULCAST_MAX_TARGETS = 6
     try:
         _broadcast_with_targets(simulcast_stack, user)
     except AssertionError as exc:  # say what the relays did
@@ -125,7 +135,8 @@ def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
 
 def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
     # In the stack's directory: nginx's workers (unprivileged) cannot enter pytest's tmp_path.
-    with remote_rtmp(stack.var, _remote_host()) as remote, http_receiver() as hooks:
+    tls = RemoteTls(*(stack.var / "remote-tls" / f"{n}.{e}" for n in ("trusted", "untrusted") for e in ("crt", "key")))
+    with remote_rtmp(stack.var, _remote_host(), tls) as remote, http_receiver() as hooks:
         stream, key = make_stream(user, title="Simulcast")
         create_endpoint(user, url=hooks.url, events=["simulcast.status"])
         remote_key = "remote-key-5f3a9c"
@@ -135,6 +146,10 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
             stream, name="Nobody", url=f"rtmp://127.0.0.1:{refused_port}/live", key="refused-key-7d1e"
         )
         closed = services.create_target(stream, name="Closed", url=f"{remote.base}/closed", key="closed-key-2b8c")
+        secure = services.create_target(stream, name="Secure", url=f"{remote.tls_base}/live", key="secure-key-41d7")
+        untrusted = services.create_target(
+            stream, name="Untrusted", url=f"{remote.untrusted_base}/live", key="untrusted-key-8e2a"
+        )
 
         publisher = stack.publish_accepted(key, within_s=20, duration_s=DURATION_S)
         wait_for(lambda: stream_status(stream.pk) == "live", 30, "stream live")
@@ -156,6 +171,11 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
         assert closed.last_status == RelayStatus.FAILED, closed.last_reason
         assert closed.last_reason.startswith(f"publish rejected by {remote.host}:{remote.port}"), closed.last_reason
         assert _status(good).status == RelayStatus.LIVE  # the failing targets change nothing for it
+        wait_for(lambda: _status(secure).status == RelayStatus.LIVE, 20, "the RTMPS target live")
+        wait_for(lambda: bool(_reason(untrusted)), 20, "the untrusted RTMPS target failed")
+        assert _reason(untrusted).startswith(
+            f"the TLS certificate of {remote.host}:{remote.untrusted_port} is not trusted"
+        ), _reason(untrusted)
 
         # Targets changed during the broadcast take effect: one disabled, one added.
         services.update_target(closed, enabled=False)
@@ -167,7 +187,7 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
 
         assert publisher.wait(timeout=DURATION_S + 30) == 0
         wait_for(lambda: latest_session(stream.pk).status == SessionStatus.ENDED, 60, "session ended")
-        for target in (good, refused, late):
+        for target in (good, refused, late, secure, untrusted):
             wait_for(lambda t=target: _status(t).status == RelayStatus.STOPPED, 30, f"{target.name} stopped")
         refused.refresh_from_db()
         assert refused.last_attempt >= 3
@@ -175,12 +195,14 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
 
         # What the remote service received: one publish per key, the stream as sent, decodable.
         recordings = {path.name.split("-")[0]: path for path in remote.recordings()}
-        assert sorted(recordings) == ["late", "remote"], remote.recordings()
+        assert sorted(recordings) == ["late", "remote", "secure"], remote.recordings()
         received = _video_frames(recordings["remote"])
         sent = DURATION_S * FPS
         assert sent - STARTUP_GAP_S * FPS <= received <= sent, (received, sent)
         assert decode_errors(recordings["remote"]) == ""
         assert 0 < _video_frames(recordings["late"]) < received
+        assert _video_frames(recordings["secure"]) >= sent - STARTUP_GAP_S * FPS  # over TLS, verified
+        assert decode_errors(recordings["secure"]) == ""
 
         # Webhooks: each change of each target, once, in order; never a key.
         def events_of(target: Target) -> list[dict]:
