@@ -4,7 +4,7 @@
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=livestream.settings.production
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        ffmpeg nginx libnginx-mod-rtmp libnginx-mod-stream libsrt1.5-gnutls nodejs npm postgresql-client \
+        ca-certificates ffmpeg nginx libnginx-mod-rtmp libnginx-mod-stream libsrt1.5-gnutls nodejs npm postgresql-client \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt .
