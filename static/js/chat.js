@@ -21,8 +21,10 @@
  * toggle, remembered in localStorage "chat.sync"), a message is held until the viewer's own
  * playback reaches that moment (window.livePlayer.playingDate(), i.e. hls.js playingDate), also
  * while the video is paused. Shown at once: to the streamer and moderators, the sender's own
- * messages, and whenever the player knows no program date-time (not started, offline, a stream
- * without date-times). Deletions and clears remove held messages too.
+ * messages, and whenever the player knows no program date-time (offline, a stream without
+ * date-times, or still none 15 s after the page opened). While a live video is starting, the
+ * history's recent messages wait for its position too. Deletions and clears remove held
+ * messages too.
  *
  * Safety: every piece of server text goes into the DOM through textContent / createTextNode,
  * never innerHTML (tests/chat/test_panel.py checks this file for HTML sinks).
@@ -180,6 +182,11 @@
   var SYNC_KEY = "chat.sync";
   var SYNC_TICK_MS = 100;
   var MAX_HELD = 2000;
+  // Before the player knows its position (page just opened, video starting), recent messages
+  // are held too: the viewer starts behind live and would otherwise read what is still ahead.
+  // At most this long after the page opened; then, still without a position, they show.
+  var START_WAIT_MS = 15000;
+  var RECENT_MS = 60000; // "recent": sent this close to now (older ones are behind any viewer)
 
   function storedSync() {
     try {
@@ -227,6 +234,7 @@
     this.syncInput = root.querySelector("[data-role=sync]");
     this.sync = storedSync();
     this.syncTimer = null;
+    this.openedAt = Date.now();
     this.root.dataset.sync = this.sync ? "on" : "off";
     this.bind();
   }
@@ -374,7 +382,17 @@
     var pdt = Date.parse(m.pdt);
     if (!isFinite(pdt)) return false;
     var playing = this.playingDate();
-    return playing !== null && playing < pdt;
+    if (playing === null) return this.starting() && pdt > Date.now() - RECENT_MS;
+    return playing < pdt;
+  };
+
+  // True while the live video is on its way but has no position yet (not offline, and not
+  // longer than START_WAIT_MS after the page opened).
+  ChatPanel.prototype.starting = function () {
+    var player = window.livePlayer;
+    if (!player || !player.root || Date.now() - this.openedAt > START_WAIT_MS) return false;
+    var state = player.root.dataset.state;
+    return state === "loading" || state === "starting" || state === "playing";
   };
 
   ChatPanel.prototype.add = function (m) {

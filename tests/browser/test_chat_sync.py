@@ -53,6 +53,23 @@ OBSERVE = """(selector) => {
 }"""
 
 
+# The same, installed before the page's own scripts: also records the rows of the join history.
+OBSERVE_FROM_LOAD = """
+window.__shown = {};
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.querySelector("[data-chat-panel] [data-role=messages]");
+  new MutationObserver((mutations) => {
+    for (const m of mutations) for (const node of m.addedNodes) {
+      if (!node.dataset || !node.dataset.id) continue;
+      const p = window.livePlayer;
+      window.__shown[node.dataset.id] = window.__shown[node.dataset.id] || {
+        at: Date.now(), playing: p ? p.playingDate() : null};
+    }
+  }).observe(list, {childList: true});
+});
+"""
+
+
 @pytest.fixture(scope="module")
 def web(live_stack: Any, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
@@ -169,6 +186,20 @@ def test_live_chat_waits_for_each_viewers_playback(
             )
             behind.wait_for_function("() => window.livePlayer.video.currentTime > 0 && !window.livePlayer.video.paused")
             assert _lag_ms(behind) - _lag_ms(near) > (BEHIND_S - 2) * 1000
+
+            # 0. A viewer who opens the page just after a message was sent: the join history
+            #    holds it too, until their playback (which starts behind live) reaches it.
+            early = talk.post("before you came")
+            owner.wait_for_selector(_row(owner, early["id"]), timeout=10_000)
+            late = viewers.new_page()
+            late.add_init_script(OBSERVE_FROM_LOAD)
+            late.goto(watch)
+            late.wait_for_selector(_row(late, early["id"]), timeout=40_000)
+            joined = _shown(late, early["id"])
+            assert joined is not None
+            assert joined["playing"] is not None, joined  # not shown before the video had a position
+            assert joined["playing"] >= _pdt_ms(early) - TOLERANCE_MS, (joined, _pdt_ms(early))
+            late.close()
 
             # 1. A message: the streamer at once, each viewer when their playback reaches it.
             first = talk.post("did you see that?")
