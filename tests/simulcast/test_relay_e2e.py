@@ -13,6 +13,7 @@ One broadcast, four targets:
   receives the stream; ``Untrusted`` (RTMPS, a certificate they do not know) is refused before
   the key is sent, reported failed as "not trusted".
 Meanwhile the main stream's live playlist keeps advancing. No stream key appears in any webhook.
+The owner's dashboard page (Chromium) follows the statuses as they change, without a reload.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -107,6 +110,33 @@ def _video_frames(path: Path) -> int:
     return int(stream["nb_read_frames"])
 
 
+@contextmanager
+def _dashboard(stack: ProcessStack, user: User, stream_id: int) -> Iterator[Any]:
+    """The owner's manage page of the stream in Chromium (signed in as ``user``)."""
+    from django.test import Client
+
+    from tests.browser.harness import chromium
+
+    args = stack._starters["web"]
+    web = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
+    client = Client()
+    client.force_login(user)
+    with chromium() as browser:
+        browser.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": web}])
+        page = browser.new_page()
+        page.goto(f"{web}/dashboard/streams/{stream_id}/")
+        yield page
+
+
+def _shows(page: Any, target: Target, field: str, expected: str, timeout_s: float = 30) -> None:
+    """Wait until the dashboard's row of ``target`` shows ``expected`` (a prefix) in ``field``."""
+    selector = f'#simulcast tr[data-target="{target.pk}"] [data-field="{field}"]'
+    page.wait_for_function(
+        f"() => document.querySelector('{selector}').textContent.startsWith({json.dumps(expected)})",
+        timeout=timeout_s * 1000,
+    )
+
+
 def _reason(target: Target) -> str:
     target.refresh_from_db()
     return target.last_reason
@@ -136,7 +166,7 @@ def test_targets_get_the_stream_failures_retry_and_the_main_stream_goes_on(
 def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
     # In the stack's directory: nginx's workers (unprivileged) cannot enter pytest's tmp_path.
     tls = RemoteTls(*(stack.var / "remote-tls" / f"{n}.{e}" for n in ("trusted", "untrusted") for e in ("crt", "key")))
-    with remote_rtmp(stack.var, _remote_host(), tls) as remote, http_receiver() as hooks:
+    with remote_rtmp(stack.var, _remote_host(), tls) as remote, http_receiver() as hooks, ExitStack() as pages:
         stream, key = make_stream(user, title="Simulcast")
         create_endpoint(user, url=hooks.url, events=["simulcast.status"])
         remote_key = "remote-key-5f3a9c"
@@ -177,8 +207,16 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
             f"the TLS certificate of {remote.host}:{remote.untrusted_port} is not trusted"
         ), _reason(untrusted)
 
+        # The owner's dashboard follows the statuses as they change (static/js/simulcast.js:
+        # the owner socket's simulcast.status and the API), without a reload.
+        page = pages.enter_context(_dashboard(stack, user, stream.pk))
+        _shows(page, good, "status", "live")
+        _shows(page, refused, "detail", f"connection refused by 127.0.0.1:{refused_port}")
+        _shows(page, closed, "status", "failed")
+
         # Targets changed during the broadcast take effect: one disabled, one added.
         services.update_target(closed, enabled=False)
+        _shows(page, closed, "status", "disabled")
         late = services.create_target(stream, name="Late", url=f"{remote.base}/live", key="late-key-93c0")
         wait_for(lambda: _status(closed).status == RelayStatus.STOPPED, 15, "the disabled target stopped")
         closed.refresh_from_db()
@@ -189,6 +227,9 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
         wait_for(lambda: latest_session(stream.pk).status == SessionStatus.ENDED, 60, "session ended")
         for target in (good, refused, late, secure, untrusted):
             wait_for(lambda t=target: _status(t).status == RelayStatus.STOPPED, 30, f"{target.name} stopped")
+        _shows(page, good, "status", "stopped")
+        _shows(page, refused, "detail", "the broadcast ended")
+        pages.close()
         refused.refresh_from_db()
         assert refused.last_attempt >= 3
         assert refused.last_reason.startswith("the broadcast ended; last failure: connection refused")
