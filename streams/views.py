@@ -138,12 +138,15 @@ def _last_broadcast(stream: Stream) -> StreamSession | None:
 
 
 def _player_config(stream: Stream, *, live: bool) -> dict[str, Any]:
-    """What static/js/player.js (and qoe.js) need, rendered with json_script: mode, src, live,
-    streamId, statusUrl, and sessionId of the broadcast on air (null when offline)."""
+    """What static/js/player.js (and qoe.js) need, rendered with json_script: mode, src (with
+    ownMaster when it is the private preview's own master, ADR 0034), live, streamId,
+    statusUrl, and sessionId of the broadcast on air (null when offline)."""
     session = selectors.open_session(stream) if live else None
+    src = playback.live_url(stream, session)
     return {
         "mode": "live",
-        "src": playback.live_url(stream, session),
+        "src": src,
+        "ownMaster": src != playback.playback_url(stream),  # a private preview's (ADR 0034)
         "live": live,
         "streamId": stream.pk,
         "sessionId": session.pk if session else None,

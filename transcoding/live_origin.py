@@ -284,8 +284,8 @@ def _text_response(text: str, status: int, cache: str) -> HttpResponse:
     return response
 
 
-async def playlist(
-    request: HttpRequest, stream_id: int, session_id: int, tag: str, rendition: str, kind: str
+async def playlist(  # noqa: PLR0911 - each refusal is one early return
+    request: HttpRequest, *, stream_id: int, session_id: int, tag: str, rendition: str, kind: str
 ) -> HttpResponse:
     """A live media playlist; with ``_HLS_msn``/``_HLS_part`` (RFC 8216bis 6.2.5.2) held until
     it contains that segment or part; with ``_HLS_skip`` its Playlist Delta Update (6.2.5.1)."""
@@ -342,7 +342,7 @@ def _playlist_response(rendered: Rendered, *, blocking: bool) -> HttpResponse:
 
 
 async def part(
-    request: HttpRequest, stream_id: int, session_id: int, tag: str, rendition: str, name: str
+    request: HttpRequest, *, stream_id: int, session_id: int, tag: str, rendition: str, name: str
 ) -> HttpResponse:
     """A partial segment from Redis; the next part of the chunk being transcoded (what a
     preload hint names) is held until it exists."""
