@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from livestream.redis import redis_client
-from streams.playback import session_prefix, stream_prefix
+from streams.playback import session_dir, session_prefix, stream_prefix
 from transcoding import assembler, state, storage
 from transcoding.ladder import Rendition
 from transcoding.mpegts import PACKET, SYNC
@@ -222,3 +222,26 @@ def test_the_log_checkpoint_is_written_in_bounded_parts_and_recovers_the_log(ses
     assert [e.seq for e in entries] == [*range(10), 0]
     assert entries[-1].epoch == epoch
     assert entries[-1].disc
+
+
+def test_a_private_preview_writes_no_stable_master_until_it_goes_public(session):
+    """ADR 0034: the stable master ``live/<stream>/master.m3u8`` is a guessable path, so a
+    private preview does not have one; its own master (unguessable prefix) is written as usual.
+    Once the preview goes public (``end_preview``) the next committed chunk writes it."""
+    stable = f"{stream_prefix(STREAM)}/master.m3u8"
+    state.set_preview(SESSION)
+    add_ready(3)
+    assembler.advance(session)
+    assert storage.get_bytes(f"{session.session_prefix}/master.m3u8") is not None
+    assert storage.get_bytes(stable) is None
+    add_ready(10)  # past 10 segments the masters are due again: still no stable one
+    assembler.advance(session)
+    assert storage.get_bytes(stable) is None
+    assert state.in_preview(SESSION)
+
+    state.end_preview(SESSION)
+    add_ready(1)
+    assembler.advance(session)
+    master = storage.get_bytes(stable)
+    assert master is not None
+    assert f"{session_dir(STREAM, SESSION)}/source/live.m3u8" in master.decode()
