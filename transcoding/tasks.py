@@ -473,10 +473,11 @@ def _delete_session_objects(stream_id: int, session_id: int, stored_prefix: str 
     directory whatever secret tagged it) and under ``stored_prefix`` (its
     ``StreamSession.storage_prefix``, which may predate the tags), and the stable master if it
     still points at the session."""
-    prefixes = {f"{playback.stream_prefix(stream_id)}/{session_id}-"}
+    # "<session>-" ends the session id: no other session's directory starts with it.
+    keys = set(storage.list_keys(f"{playback.stream_prefix(stream_id)}/{session_id}-"))
     if stored_prefix:
-        prefixes.add(stored_prefix.rstrip("/") + "/")
-    deleted = sum(storage.delete_prefix(prefix) for prefix in sorted(prefixes))
+        keys.update(storage.list_keys(stored_prefix.rstrip("/") + "/"))
+    deleted = storage.delete_keys(sorted(keys))
     stable = f"{playback.stream_prefix(stream_id)}/master.m3u8"
     master = storage.get_bytes(stable)
     if master is not None and master_points_at(master, session_id):
