@@ -408,10 +408,11 @@ def _since(epoch_ms: int, clock_ms: int) -> float:
 def _first_segment_clock(live: Any, stream_id: int) -> int:
     """The clock strip of the publisher's first frame: the first frame of the session's first
     published segment of its first rendition (read through the edge with ffmpeg)."""
+    from streams.playback import session_prefix
     from transcoding.golive import read_clock
 
     session = live.session_id(stream_id)
-    base = f"{live.edge_url}/live/{stream_id}/{session}/"
+    base = f"{live.edge_url}/{session_prefix(stream_id, session)}/"
     _, master = _get_text(base + "master.m3u8")
     lines = master.splitlines()
     index = next(i for i, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF"))

@@ -280,7 +280,7 @@ def _latency(
     """Publish ``seconds`` of test pattern with the wall-clock strip; latency of each segment at
     the edge, from the clock burnt into its first frame."""
     from accounts.models import User
-    from streams import services
+    from streams import playback, services
     from streams.models import StreamSession
     from transcoding import state
     from transcoding.golive import BITS, PublishOptions, publish_args, read_clock
@@ -302,7 +302,7 @@ def _latency(
     kept = work / f"segments-{chunk_s:g}"
     kept.mkdir(exist_ok=True)
     session = None
-    base = f"{edge_url}/live/{stream.pk}"
+    base = edge_url
     try:
         while publisher.poll() is None:
             if session is None:
@@ -311,7 +311,7 @@ def _latency(
                     time.sleep(0.02)
                     continue
             for rendition in ("source", "480p", "360p"):
-                text = _get(f"{base}/{session.pk}/{rendition}/live.m3u8")
+                text = _get(f"{base}/{playback.prefix_of(session)}/{rendition}/live.m3u8")
                 now = time.time()
                 for line in (text or "").splitlines():
                     if line.startswith("seg_"):

@@ -37,7 +37,7 @@ class Segment:
 
 
 def _rendition_prefix(session: StreamSession) -> str:
-    return f"{playback.session_prefix(session.stream_id, session.pk)}/{RENDITION}"
+    return f"{playback.prefix_of(session)}/{RENDITION}"
 
 
 def is_open(session: StreamSession) -> bool:

@@ -180,10 +180,10 @@ def replay_timeline(session: StreamSession) -> ReplayTimeline:
     """The replay's timeline from its stored playlists (the master's first rendition: all
     renditions list the same segments). When they cannot be read: one span from the session's
     start for its duration (what the session row knows)."""
-    from streams.playback import session_prefix
+    from streams.playback import prefix_of
     from transcoding import storage
 
-    prefix = session.storage_prefix or session_prefix(session.stream_id, session.pk)
+    prefix = prefix_of(session)
     try:
         master = storage.get_bytes(f"{prefix}/master.m3u8")
         uri = next(

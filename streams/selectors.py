@@ -8,6 +8,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import User
+from streams import playback
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
 
 
@@ -79,6 +80,13 @@ def replays_of(stream: Stream) -> QuerySet[StreamSession]:
 
 def open_session(stream: Stream) -> StreamSession | None:
     return stream.sessions.exclude(status=SessionStatus.ENDED).first()
+
+
+def player_url(stream: Stream) -> str:
+    """The URL a player of ``stream`` plays (``playback.live_url``): the stable master, or the
+    private preview's own master (ADR 0034). Only a stream in preview costs a query, and only
+    those who may see it (``can_see``) get such a stream from the views and the API."""
+    return playback.live_url(stream, open_session(stream) if stream.in_preview else None)
 
 
 def get_public_stream_by_id(stream_id: int, user: User | AnonymousUser | None = None) -> Stream:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
-from streams import keys, quotas
+from streams import keys, quotas, sessions
 from streams.models import LatencyMode, SessionStatus, Stream, StreamSession
 
 logger = logging.getLogger(__name__)
@@ -226,3 +226,19 @@ def _purge_storage(stream_id: int, open_sessions: list[int]) -> None:
         for session_id in open_sessions:
             # The session row is gone: finalisation only releases its pipeline state.
             finalize_session.apply_async((session_id,), countdown=later)
+
+
+def go_public(stream_id: int) -> StreamSession:
+    """End the private preview on air (``sessions.go_public``, ADR 0034; raises
+    ``sessions.NotInPreview``), then tell the pipeline: the assembler writes the stable master
+    with the next chunk it publishes (``transcoding.state.end_preview``)."""
+    session = sessions.go_public(stream_id)
+    try:
+        from transcoding import state
+    except ImportError:  # pipeline not installed in this deployment
+        return session
+    try:
+        state.end_preview(session.pk)
+    except Exception:  # public in the database; the stable master comes after the publisher's next reconnect
+        logger.exception("could not tell the pipeline the preview went public", extra={"session": session.pk})
+    return session

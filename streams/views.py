@@ -88,7 +88,7 @@ def manage(request: HttpRequest, stream_id: int) -> HttpResponse:
         "revealed_key": revealed_key,
         "ingest": playback.ingest_urls(revealed_key),
         "rtmp_url": playback.rtmp_url(),
-        "playback_url": playback.playback_url(stream),
+        "playback_url": selectors.player_url(stream),
         "watch_url": playback.watch_url(stream),
         "embed_url": playback.embed_url(stream),
         "highlights": highlight_services.offered(stream.pk),
@@ -104,7 +104,7 @@ def go_public(request: HttpRequest, stream_id: int) -> HttpResponse:
     """End the private preview: the broadcast becomes public and followers are told (ADR 0034)."""
     stream = selectors.get_stream_for_owner(_user(request), stream_id)
     try:
-        sessions.go_public(stream.pk)
+        services.go_public(stream.pk)
     except sessions.NotInPreview as exc:
         messages.error(request, str(exc).capitalize() + ".")
         return redirect("streams:manage", stream_id=stream.pk)
@@ -138,12 +138,15 @@ def _last_broadcast(stream: Stream) -> StreamSession | None:
 
 
 def _player_config(stream: Stream, *, live: bool) -> dict[str, Any]:
-    """What static/js/player.js (and qoe.js) need, rendered with json_script: mode, src, live,
-    streamId, statusUrl, and sessionId of the broadcast on air (null when offline)."""
+    """What static/js/player.js (and qoe.js) need, rendered with json_script: mode, src (with
+    ownMaster when it is the private preview's own master, ADR 0034), live, streamId,
+    statusUrl, and sessionId of the broadcast on air (null when offline)."""
     session = selectors.open_session(stream) if live else None
+    src = playback.live_url(stream, session)
     return {
         "mode": "live",
-        "src": playback.playback_url(stream),
+        "src": src,
+        "ownMaster": src != playback.playback_url(stream),  # a private preview's (ADR 0034)
         "live": live,
         "streamId": stream.pk,
         "sessionId": session.pk if session else None,
@@ -171,7 +174,7 @@ def watch(request: HttpRequest, slug: str) -> HttpResponse:
     ]
     context = {
         "stream": stream,
-        "playback_url": playback.playback_url(stream),
+        "playback_url": selectors.player_url(stream),
         "player_config": _player_config(stream, live=stream.is_live),
         "viewer_count": viewer_count(stream.pk),
         "last_broadcast": _last_broadcast(stream),
@@ -212,7 +215,7 @@ def status(request: HttpRequest, slug: str) -> JsonResponse:
     between rendering the page and subscribing) and polled only when no socket is available."""
     stream = selectors.get_public_stream(slug, request.user)
     return JsonResponse(
-        {"status": stream.status, "viewer_count": viewer_count(stream.pk), "src": playback.playback_url(stream)},
+        {"status": stream.status, "viewer_count": viewer_count(stream.pk), "src": selectors.player_url(stream)},
         headers={"Cache-Control": "no-store"},
     )
 

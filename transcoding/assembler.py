@@ -47,7 +47,7 @@ class Layout:
     """Where a session's objects live (see streams.playback)."""
 
     stream_prefix: str  # live/<stream>
-    session_prefix: str  # live/<stream>/<session>
+    session_prefix: str  # live/<stream>/<session>-<tag>
     session_id: int
 
 
@@ -167,8 +167,9 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
         inputs, session_dir = step.masters, prefix.rsplit("/", 1)[1]
         args = (inputs.renditions, inputs.rates, inputs.codecs, inputs.source)
         playlists.append(("master.m3u8", hls.render_master(*args, uri="{name}/index.m3u8")))
-        live_uri = session_dir + "/{name}/live.m3u8"
-        playlists.append(("../master.m3u8", hls.render_master(*args, uri=live_uri)))
+        if not step.preview:  # a private preview has no stable (guessable) master, ADR 0034
+            live_uri = session_dir + "/{name}/live.m3u8"
+            playlists.append(("../master.m3u8", hls.render_master(*args, uri=live_uri)))
 
     # The published log's checkpoint: the parts that changed (usually the current one).
     logs: list[tuple[str, bytes]] = []
@@ -192,7 +193,7 @@ def _pass(  # noqa: PLR0912, PLR0915 - one pass reads top to bottom in the order
         metadata.record_chunks(session_id, [ms for _, ms in step.committed])
         metrics.segments_published(session_id, [e.wall + e.duration for e, _ in step.committed])
     if step.announce:
-        readiness.announce(layout, names)
+        readiness.announce(layout, names, preview=step.preview)
     return staged
 
 

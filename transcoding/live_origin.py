@@ -25,6 +25,10 @@ The edge (nginx) collapses identical requests (the same playlist with the same `
 ``_HLS_part``, the same part): N viewers waiting for the next part cost one held request here.
 
 Sessions in the normal latency mode (MPEG-TS) keep the plain live playlists of ``assembler``.
+
+Both views answer 404 unless the path's tag is the session's (``streams.playback.valid_tag``,
+a constant-time comparison): a session's playlists and parts are reachable only by those who
+were given its path, as its objects in the bucket are (ADR 0034, "Privacy of the preview").
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from livestream import metrics
+from streams import playback
 from transcoding import assembler, hls, state, storage
 from transcoding.hls import Entry
 
@@ -279,9 +284,13 @@ def _text_response(text: str, status: int, cache: str) -> HttpResponse:
     return response
 
 
-async def playlist(request: HttpRequest, stream_id: int, session_id: int, rendition: str, kind: str) -> HttpResponse:
+async def playlist(  # noqa: PLR0911 - each refusal is one early return
+    request: HttpRequest, *, stream_id: int, session_id: int, tag: str, rendition: str, kind: str
+) -> HttpResponse:
     """A live media playlist; with ``_HLS_msn``/``_HLS_part`` (RFC 8216bis 6.2.5.2) held until
     it contains that segment or part; with ``_HLS_skip`` its Playlist Delta Update (6.2.5.1)."""
+    if not playback.valid_tag(stream_id, session_id, tag):
+        return _text_response("not found\n", 404, storage.PLAYLIST_CACHE)
     try:
         msn, part = hls.directive(request.GET.get("_HLS_msn")), hls.directive(request.GET.get("_HLS_part"))
     except ValueError:
@@ -332,11 +341,13 @@ def _playlist_response(rendered: Rendered, *, blocking: bool) -> HttpResponse:
     return response
 
 
-async def part(request: HttpRequest, stream_id: int, session_id: int, rendition: str, name: str) -> HttpResponse:
+async def part(
+    request: HttpRequest, *, stream_id: int, session_id: int, tag: str, rendition: str, name: str
+) -> HttpResponse:
     """A partial segment from Redis; the next part of the chunk being transcoded (what a
     preload hint names) is held until it exists."""
     match = PART_RE.match(f"{name}.m4s")
-    if match is None:
+    if match is None or not playback.valid_tag(stream_id, session_id, tag):
         return _text_response("not found\n", 404, "no-store")
     epoch, seq, index = int(match[1] or 0), int(match[2]), int(match[3])
 

@@ -39,19 +39,22 @@ def stream_id_of(layout: Layout) -> int:
     return int(layout.stream_prefix.rstrip("/").rsplit("/", 1)[1])
 
 
-def event_data(layout: Layout, renditions: Iterable[str]) -> dict[str, Any]:
+def event_data(layout: Layout, renditions: Iterable[str], *, preview: bool = False) -> dict[str, Any]:
+    """A private preview (ADR 0034) has no stable master: its own master is the playback URL
+    (the event reaches only those who may see the preview)."""
+    prefix = layout.session_prefix if preview else layout.stream_prefix
     return {
         "stream": stream_id_of(layout),
         "session": layout.session_id,
-        "playback_url": f"{settings.HLS_EDGE_URL}/{layout.stream_prefix}/master.m3u8",
+        "playback_url": f"{settings.HLS_EDGE_URL}/{prefix}/master.m3u8",
         "renditions": list(renditions),
     }
 
 
-def announce(layout: Layout, renditions: list[str]) -> None:
+def announce(layout: Layout, renditions: list[str], *, preview: bool = False) -> None:
     """Tell the session's viewers it is playable (called once per session, after the masters
     listing every rendition were written)."""
-    data = event_data(layout, renditions)
+    data = event_data(layout, renditions, preview=preview)
     try:
         send_event_on_commit(data["stream"], EVENT, data)
     except Exception:  # the assembler's work is done; viewers fall back to polling

@@ -120,6 +120,10 @@ def _accept_atomically(key: str, client_id: str, node: str) -> sessions.PublishG
         state.start_epoch(session.pk)
         if session.stream.latency_mode == LatencyMode.LOW:  # CMAF with partial segments (ADR 0031)
             state.set_low_latency(session.pk, settings.LL_PART_SECONDS)
+        if sessions.private_preview(session):  # no stable master while private (ADR 0034)
+            state.set_preview(session.pk)
+        elif session.is_preview:  # went public: again, in case go_public could not reach Redis
+            state.end_preview(session.pk)
         state.set_ingest_node(session.pk, grant.connection, node)
         state.set_ingest(session.pk, grant.connection, "queued")
         state.queue_ingest(node, command)

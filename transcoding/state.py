@@ -50,6 +50,9 @@ Cluster as on a single Redis; ``tests/pipeline/test_redis_cluster.py`` checks bo
 - ``finalizing``      one finalisation at a time
 - ``shed``            overload: rungs shed now, chunks on time in a row, why, since (shedding.py)
 - ``once:ready``      stream.ready was claimed (by the assembler's commit step, once per session)
+- ``preview``         "1" while the session is a private preview (ADR 0034): the assembler
+                      writes no stable master (``set_preview``, ``end_preview``; every step
+                      refreshes its TTL, so a long preview does not turn public by expiry)
 - ``ll``              low-latency session (CMAF, partial segments): its PART-TARGET in seconds
 - ``pm:<seq>:<rendition>`` list: each partial segment's "<duration>|<independent>" in order,
                       then "end" once the chunk's last part is in (TTL ``LL_PART_TTL_SECONDS``)
@@ -679,6 +682,7 @@ local head = {
   target = tonumber(redis.call('GET', k('target')) or '0'),
   ready_won = ready_won, chunks = {}, log = {}, log_from = 0, replay = false,
   final = redis.call('EXISTS', k('final')) == 1,
+  preview = redis.call('EXPIRE', k('preview'), ttl) == 1,
 }
 local ckpt = tonumber(redis.call('GET', k('ckpt')) or '0')
 if committed > 0 then redis.call('PUBLISH', k('ll:ev'), 'commit') end  -- the live origin's held requests
@@ -834,6 +838,7 @@ class Step:
     replay: bool = False  # ``log`` is the whole log, for the end's playlists
     final: bool = False  # the end's playlists are written
     masters: MasterInputs | None = None  # due now
+    preview: bool = False  # a private preview: no stable master (ADR 0034)
     announce: bool = False  # this step made the session ready (stream.ready)
     committed: list[tuple[Entry, int]] = field(default_factory=list)  # by this step
 
@@ -929,6 +934,7 @@ def _parse_step(head: dict[str, Any], outputs: list[Any], staged: Staged) -> Ste
         replay=bool(head["replay"]),
         final=bool(head["final"]),
         masters=masters,
+        preview=bool(head["preview"]),
         announce=bool(head["ready_won"]),
         committed=staged.published,
     )
@@ -1163,6 +1169,7 @@ _SESSION_KEYS = (
     "seq", "epoch", "ladder", "source", "codecs", "ccstate", "next", "pending_disc", "published", "win",
     "target", "rates", "gaps", "gapwhy", "masters", "final", "recovered", "advance_again", "assembler",
     "fence", "ingest", "clients", "nodes", "stream", "finalizing", "ckpt", "once:ready", "shed", "ll", "inits",
+    "preview",
 )  # fmt: skip
 
 
@@ -1379,6 +1386,28 @@ def low_latency(session_id: int) -> float | None:
     """The session's PART-TARGET, or None for a standard (TS) session."""
     value = redis_client().get(key(session_id, "ll"))
     return float(value) if value is not None else None
+
+
+# --- Private preview (ADR 0034) ------------------------------------------------------------
+
+
+def set_preview(session_id: int) -> None:
+    """The session is a private preview: its stable master is not written (accept_publish of a
+    preview's every connection, so a Redis that lost it learns it again on a reconnect)."""
+    redis_client().set(key(session_id, "preview"), "1", ex=_ttl())
+
+
+def end_preview(session_id: int) -> None:
+    """The preview went public: the next committed chunk writes the masters, the stable one
+    included (``masters`` is the once-flag that makes them due on a commit)."""
+    pipe = redis_client().pipeline()  # both keys carry the session's hash tag
+    pipe.delete(key(session_id, "preview"))
+    pipe.delete(key(session_id, "masters"))
+    pipe.execute()
+
+
+def in_preview(session_id: int) -> bool:
+    return bool(redis_client().exists(key(session_id, "preview")))
 
 
 def events_channel(session_id: int) -> str:

@@ -441,7 +441,7 @@ def finalize_session(session_id: int, attempt: int = 0) -> str:  # noqa: PLR0911
         return "not ending"
     metadata.record_final(session_id, summary, state.codecs(session_id), ended.connections - 1)
     if not ended.is_replay:
-        _delete_session_objects(ended.stream_id, session_id)
+        _delete_session_objects(ended.stream_id, session_id, ended.storage_prefix)
     state.purge(session_id)
     logger.info(
         "session finalised (%s)",
@@ -457,18 +457,27 @@ def _settled_target(session_id: int) -> int:
 
 
 def master_points_at(master: bytes, session_id: int) -> bool:
-    """Whether a stable master's variant URIs (``<session>/<rendition>/live.m3u8``) are this
-    session's: the first path segment must be the session id exactly (``1/`` is not ``11/``)."""
+    """Whether a stable master's variant URIs (``<session>-<tag>/<rendition>/live.m3u8``) are
+    this session's: the session id before the tag must be exactly it (``1-`` is not ``11-``);
+    any tag (a rotated ``HLS_PATH_SECRET``), or none (sessions from before the tags)."""
     wanted = str(session_id)
     for raw in master.decode("utf-8", "replace").splitlines():
         line = raw.strip()
-        if line and not line.startswith("#") and line.split("/", 1)[0] == wanted:
+        if line and not line.startswith("#") and line.split("/", 1)[0].split("-", 1)[0] == wanted:
             return True
     return False
 
 
-def _delete_session_objects(stream_id: int, session_id: int) -> int:
-    deleted = storage.delete_prefix(playback.session_prefix(stream_id, session_id) + "/")
+def _delete_session_objects(stream_id: int, session_id: int, stored_prefix: str = "") -> int:
+    """Delete the session's objects: everything under ``live/<stream>/<session>-`` (its
+    directory whatever secret tagged it) and under ``stored_prefix`` (its
+    ``StreamSession.storage_prefix``, which may predate the tags), and the stable master if it
+    still points at the session."""
+    # "<session>-" ends the session id: no other session's directory starts with it.
+    keys = set(storage.list_keys(f"{playback.stream_prefix(stream_id)}/{session_id}-"))
+    if stored_prefix:
+        keys.update(storage.list_keys(stored_prefix.rstrip("/") + "/"))
+    deleted = storage.delete_keys(sorted(keys))
     stable = f"{playback.stream_prefix(stream_id)}/master.m3u8"
     master = storage.get_bytes(stable)
     if master is not None and master_points_at(master, session_id):
@@ -489,13 +498,13 @@ def purge_stream_objects(stream_id: int) -> int:
 def purge_session_objects(session_id: int, stream_id: int | None = None) -> int:
     """Delete a session's (replay's) objects. Pass ``stream_id`` when the session row is already
     deleted; otherwise it is read from the database. Idempotent."""
+    session = StreamSession.objects.filter(pk=session_id).only("stream_id", "storage_prefix").first()
     if stream_id is None:
-        session = StreamSession.objects.filter(pk=session_id).only("stream_id").first()
         if session is None:
             logger.warning("purge_session_objects: unknown session and no stream id", extra={"session": session_id})
             return 0
         stream_id = session.stream_id
-    deleted = _delete_session_objects(stream_id, session_id)
+    deleted = _delete_session_objects(stream_id, session_id, session.storage_prefix if session is not None else "")
     logger.info(
         "session objects purged", extra={"stream": stream_id, "session": session_id, "ctx": {"objects": deleted}}
     )

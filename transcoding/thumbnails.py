@@ -3,7 +3,9 @@
 The object ``live/<stream_id>/thumb.jpg`` sits next to the stream's stable live master, so the
 edge serves it like the playlists (short cache) and deleting the stream's prefix removes it.
 The directory page links it directly and hides the image when it is missing (a stream that has
-just gone live).
+just gone live). A private preview (ADR 0034) never writes it: its guessable path would show the
+preview to anybody; the preview's thumbnail goes under its session's unguessable prefix
+(``<session prefix>/thumb.jpg``, deleted with the session's objects) instead.
 
 ``refresh_thumbnails`` (Celery beat, every THUMBNAIL_REFRESH_S) enqueues one
 ``make_thumbnail(session_id)`` per live session; that task reads the newest published segment of
@@ -18,7 +20,8 @@ from celery import shared_task
 from django.conf import settings
 
 from streams.models import SessionStatus, StreamSession, StreamStatus
-from streams.playback import session_prefix, stream_prefix
+from streams.playback import prefix_of, stream_prefix
+from streams.sessions import private_preview
 from transcoding import ffmpeg, state, storage
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,11 @@ def thumbnail_key(stream_id: int) -> str:
 
 def thumbnail_url(stream_id: int) -> str:
     return f"{settings.HLS_EDGE_URL}/{thumbnail_key(stream_id)}"
+
+
+def session_thumbnail_key(session: StreamSession) -> str:
+    """A session's own thumbnail, under its unguessable prefix (a private preview's)."""
+    return f"{prefix_of(session)}/{THUMBNAIL_NAME}"
 
 
 def frame_from_segment(segment: bytes, *, width: int = THUMBNAIL_WIDTH) -> bytes:
@@ -70,7 +78,7 @@ def newest_segment_keys(session: StreamSession) -> list[str]:
     if not entries or not ladder:
         return []
     smallest = min(ladder, key=lambda r: r.height)
-    prefix = session.storage_prefix or session_prefix(session.stream_id, session.pk)
+    prefix = prefix_of(session)
     entry, base = entries[-1], f"{prefix}/{smallest.name}"
     init = entry.init(smallest.name)
     return ([f"{base}/{init}"] if init else []) + [f"{base}/{entry.name}"]
@@ -108,7 +116,9 @@ def make_thumbnail(session_id: int) -> str:
     except ValueError:
         logger.warning("thumbnail skipped", extra=extra)
         return "undecodable"
-    storage.put_image(thumbnail_key(session.stream_id), image, content_type=THUMBNAIL_TYPE, cache=THUMBNAIL_CACHE)
+    # Read from the row just loaded: a preview made public since gets the stable one next round.
+    key = session_thumbnail_key(session) if private_preview(session) else thumbnail_key(session.stream_id)
+    storage.put_image(key, image, content_type=THUMBNAIL_TYPE, cache=THUMBNAIL_CACHE)
     logger.info("thumbnail updated", extra=extra)
     return "updated"
 

@@ -41,6 +41,7 @@ DEV_ONLY_SECRETS = {
     "S3_ACCESS_KEY": "livestream",
     "S3_SECRET_KEY": "livestream-local-secret",
     "SIMULCAST_KEY_SECRET": "local-dev-only-simulcast-key-secret-7b2e41",
+    "HLS_PATH_SECRET": "local-dev-only-hls-path-secret-3d90a8",
 }
 
 # --- Core -------------------------------------------------------------------------------
@@ -62,6 +63,11 @@ PUBLIC_WEB_URL = _validated_url("PUBLIC_WEB_URL", "http://127.0.0.1:8000", ("htt
 RTMP_PUBLIC_URL = _validated_url("RTMP_PUBLIC_URL", "rtmp://127.0.0.1:1935/live", ("rtmp", "rtmps"))
 # Base URL of the HLS edge cache (the CDN) that viewers fetch playlists and segments from.
 HLS_EDGE_URL = _validated_url("HLS_EDGE_URL", "http://127.0.0.1:8080", ("http", "https"))
+# Key of the HMAC that makes a session's HLS path unguessable (live/<stream>/<session>-<tag>,
+# streams.playback.session_prefix): a private preview cannot be found by counting session ids.
+# Production requires a real one. Changing it keeps existing sessions (their stored
+# storage_prefix) playable; only sessions started afterwards get tags of the new key.
+HLS_PATH_SECRET = env.str("HLS_PATH_SECRET", default=DEV_ONLY_SECRETS["HLS_PATH_SECRET"])
 
 # --- Applications -------------------------------------------------------------------------
 INSTALLED_APPS = [

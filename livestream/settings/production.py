@@ -83,6 +83,8 @@ S3_SECRET_KEY = required_secret("S3_SECRET_KEY", min_length=32)
 RTMP_CALLBACK_SECRET = required_secret("RTMP_CALLBACK_SECRET", min_length=16, url_safe=True)
 # Encrypts the restream targets' stream keys at rest (simulcast/crypto.py).
 SIMULCAST_KEY_SECRET = required_secret("SIMULCAST_KEY_SECRET", min_length=32)
+# Keys the HMAC tag of each session's HLS path (streams.playback.session_prefix, ADR 0034).
+HLS_PATH_SECRET = required_secret("HLS_PATH_SECRET", min_length=32)
 # Optional bearer token of the web's /metrics (ADR 0020): when set, a real secret.
 METRICS_TOKEN = required_secret("METRICS_TOKEN", min_length=32) if env.str("METRICS_TOKEN", default="") else ""
 

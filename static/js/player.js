@@ -605,9 +605,12 @@
         .catch(() => null)
         .then((answer) => {
           if (this.waiting !== waiting) return; // started, or went offline, meanwhile
-          // The stable master of THIS session (the previous broadcast's may still be there).
+          // The stable master of THIS session (the previous broadcast's may still be there): its
+          // variants are under "<session>-<tag>/". A private preview's own master (ownMaster,
+          // ADR 0034) is the session's by its path and lists its renditions directly.
           const lines = answer ? answer.text.split("\n").filter((l) => l && !l.startsWith("#")) : [];
-          const ours = lines.length > 0 && (!session || lines.every((l) => l.startsWith(`${session}/`)));
+          const mine = (l) => this.config.ownMaster || l.startsWith(`${session}-`);
+          const ours = lines.length > 0 && (!session || lines.every(mine));
           if (answer && answer.text.startsWith("#EXTM3U") && ours) {
             this.note("probe: playable");
             this.prefetched = { url: src, finalUrl: answer.url, text: answer.text, asked, at: performance.now() };

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from accounts.api.serializers import UserPublicSerializer
 from livestream.api import StrictModelSerializer
-from streams import playback
+from streams import playback, selectors
 from streams.models import Stream, StreamSession, StreamStatus
 
 
@@ -62,7 +62,8 @@ class StreamSerializer(StrictModelSerializer[Stream]):
         return playback.rtmp_url()
 
     def get_playback_url(self, obj: Stream) -> str:
-        return playback.playback_url(obj)
+        # A private preview's own master: only its owner (and staff) get such a stream here.
+        return selectors.player_url(obj)
 
     def get_watch_url(self, obj: Stream) -> str:
         return playback.watch_url(obj)

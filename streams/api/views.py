@@ -190,7 +190,7 @@ class StreamViewSet(viewsets.ModelViewSet[Stream]):
     def go_public(self, request: Request, pk: str | None = None) -> Response:
         stream = self._owned(request, pk)
         try:
-            sessions.go_public(stream.pk)
+            services.go_public(stream.pk)
         except sessions.NotInPreview as exc:
             raise NotInPreviewConflict(str(exc)) from None
         stream.refresh_from_db()

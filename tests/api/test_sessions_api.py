@@ -9,6 +9,7 @@ from analytics.documents import RenditionInfo, SessionMetadata
 from livestream import mongo
 from streams import replays
 from streams.models import SessionStatus, StreamSession
+from streams.playback import session_prefix
 from tests.api.conftest import assert_error
 from tests.factories import make_stream
 
@@ -55,7 +56,7 @@ def test_sessions_list_and_detail_with_metadata(api_client, user):
         page = api_client.get(f"/api/v1/streams/{stream.pk}/sessions/").json()
         assert [s["id"] for s in page["results"]] == [live.pk, old.pk]
         detail = api_client.get(f"/api/v1/streams/{stream.pk}/sessions/{old.pk}/").json()
-        assert detail["playback_url"] == f"http://127.0.0.1:8080/live/{stream.pk}/{old.pk}/master.m3u8"
+        assert detail["playback_url"] == f"http://127.0.0.1:8080/{session_prefix(stream.pk, old.pk)}/master.m3u8"
         assert detail["metadata"]["height"] == 720
         assert detail["metadata"]["renditions"][0]["codecs"] == "avc1.64001f,mp4a.40.2"
         assert page["results"][1]["metadata"]["video_codec"] == "h264"
@@ -86,7 +87,7 @@ def test_replays_list_only_finished_kept_sessions(api_client, user):
     _session(stream, status=SessionStatus.LIVE, is_replay=False, hours_ago=0)
     results = api_client.get(f"/api/v1/streams/{stream.pk}/replays/").json()["results"]
     assert [r["id"] for r in results] == [kept.pk]
-    assert results[0]["playback_url"].endswith(f"/live/{stream.pk}/{kept.pk}/master.m3u8")
+    assert results[0]["playback_url"].endswith(f"/{session_prefix(stream.pk, kept.pk)}/master.m3u8")
 
 
 def test_owner_deletes_a_replay_and_the_pipeline_purges_it(

@@ -30,6 +30,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from streams.playback import prefix_of, replay_url
 from tests.browser import harness
 from tests.factories import UserFactory, make_stream
 
@@ -316,9 +317,9 @@ def test_replay_chat_follows_playback_and_seeks_and_exports(
 
     # Offsets, independently: the replay playlist's program date-times at the edge.
     api = f"{web}/api/v1/streams/{stream.pk}/replays/{session.pk}/"
-    replay_master = requests.get(f"{live_stack.edge_url}/live/{stream.pk}/{session.pk}/master.m3u8", timeout=10)
+    replay_master = requests.get(replay_url(session), timeout=10)
     uri = next(line for line in replay_master.text.splitlines() if line and not line.startswith("#"))
-    playlist = requests.get(f"{live_stack.edge_url}/live/{stream.pk}/{session.pk}/{uri}", timeout=10).text
+    playlist = requests.get(f"{live_stack.edge_url}/{prefix_of(session)}/{uri}", timeout=10).text
     expected = {m["id"]: _offset_in(playlist, _pdt_ms(m)) for m in kept}
 
     exported = requests.get(api + "chat.json", timeout=10).json()

@@ -83,7 +83,7 @@ def test_replays_listed_and_replay_page_plays_vod(client: Client) -> None:
     config = _config(replay.content.decode())
     assert config == {
         "mode": "vod",
-        "src": f"http://127.0.0.1:8080/live/{stream.pk}/{kept.pk}/master.m3u8",
+        "src": f"http://127.0.0.1:8080/{kept.storage_prefix}/master.m3u8",  # the stored prefix
         "live": False,
         "streamId": stream.pk,
         "sessionId": kept.pk,

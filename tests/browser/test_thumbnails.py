@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from livestream.redis import redis_client
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
+from streams.playback import prefix_of
 from tests.factories import make_stream
 from transcoding import playlists, state, storage, thumbnails
 from transcoding.ladder import Rendition
@@ -60,7 +61,7 @@ def test_thumbnail_from_newest_segment_of_smallest_rendition(s3: str, tmp_path: 
     assert thumbnails.make_thumbnail(session.pk) == "no segment yet"
 
     _publish(session, [0, 1])
-    prefix = f"live/{stream.pk}/{session.pk}"
+    prefix = prefix_of(session)
     storage.put_segment(f"{prefix}/360p/seg_000001.ts", _segment(tmp_path / "small.ts", "640x360"))
     storage.put_segment(f"{prefix}/source/seg_000001.ts", b"not the one to use")
     assert thumbnails.newest_segment_key(session) == f"{prefix}/360p/seg_000001.ts"
@@ -87,13 +88,36 @@ def test_undecodable_segment_or_offline_stream_writes_nothing(s3: str) -> None:
     session = _live_session(stream)
     storage.delete_key(thumbnails.thumbnail_key(stream.pk))
     _publish(session, [0])
-    storage.put_segment(f"live/{stream.pk}/{session.pk}/360p/seg_000000.ts", b"\x47" * 1880)
+    storage.put_segment(f"{prefix_of(session)}/360p/seg_000000.ts", b"\x47" * 1880)
     assert thumbnails.make_thumbnail(session.pk) == "undecodable"
     assert _head(thumbnails.thumbnail_key(stream.pk)) is None
 
     Stream.objects.filter(pk=stream.pk).update(status=StreamStatus.OFFLINE)
     assert thumbnails.make_thumbnail(session.pk) == "not live"
     assert thumbnails.make_thumbnail(999_999_999) == "not live"
+
+
+def test_a_private_preview_writes_its_thumbnail_under_its_session_only(s3: str, tmp_path: Path) -> None:
+    """ADR 0034: ``live/<stream>/thumb.jpg`` is guessable; a preview's goes under its session's
+    unguessable prefix until it goes public, then the stable one is written."""
+    stream, _ = make_stream()
+    session = _live_session(stream)
+    StreamSession.objects.filter(pk=session.pk).update(is_preview=True)
+    Stream.objects.filter(pk=stream.pk).update(in_preview=True)
+    storage.delete_key(thumbnails.thumbnail_key(stream.pk))
+    _publish(session, [0])
+    storage.put_segment(f"{prefix_of(session)}/360p/seg_000000.ts", _segment(tmp_path / "small.ts", "640x360"))
+
+    assert thumbnails.make_thumbnail(session.pk) == "updated"
+    assert _head(thumbnails.thumbnail_key(stream.pk)) is None
+    own = f"{prefix_of(session)}/thumb.jpg"
+    assert (storage.get_bytes(own) or b"")[:2] == b"\xff\xd8"
+
+    StreamSession.objects.filter(pk=session.pk).update(went_public_at=timezone.now())
+    Stream.objects.filter(pk=stream.pk).update(in_preview=False)
+    assert thumbnails.make_thumbnail(session.pk) == "updated"
+    assert _head(thumbnails.thumbnail_key(stream.pk)) is not None
+    storage.delete_prefix(f"{prefix_of(session)}/")
 
 
 def test_refresh_enqueues_one_task_per_live_session() -> None:

@@ -26,6 +26,7 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from clips.models import Clip
+from streams.playback import session_prefix
 from tests.browser.harness import chromium
 from tests.clips.media import frame_numbers
 from tests.factories import make_stream
@@ -56,7 +57,7 @@ def decode_errors(path: Path) -> str:
 
 def source_numbers(entry: hls.Entry, session_id: int, stream_id: int, tmp: Path) -> list[int]:
     """Frame numbers of one published source segment, read back from S3."""
-    prefix = f"live/{stream_id}/{session_id}/source"
+    prefix = f"{session_prefix(stream_id, session_id)}/source"
     data = storage.get_bytes(f"{prefix}/{entry.name}")
     assert data is not None
     init = entry.init("source")

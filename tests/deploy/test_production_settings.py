@@ -30,6 +30,7 @@ def good_env() -> dict[str, str]:
         "S3_SECRET_KEY": secrets.token_urlsafe(40),
         "RTMP_CALLBACK_SECRET": secrets.token_urlsafe(24),
         "SIMULCAST_KEY_SECRET": secrets.token_urlsafe(32),
+        "HLS_PATH_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": f"postgres://livestream:{secrets.token_hex(16)}@127.0.0.1:5432/livestream",
         "RTMPS_CERT_FILE": "/etc/livestream/tls/fullchain.pem",
         "RTMPS_KEY_FILE": "/etc/livestream/tls/privkey.pem",
@@ -116,6 +117,9 @@ TOO_SHORT = "is too short"
         ("SIMULCAST_KEY_SECRET", None, "SIMULCAST_KEY_SECRET is required"),
         ("SIMULCAST_KEY_SECRET", "local-dev-only-simulcast-key-secret-7b2e41", PLACEHOLDER),
         ("SIMULCAST_KEY_SECRET", secrets.token_hex(12), TOO_SHORT),
+        ("HLS_PATH_SECRET", None, "HLS_PATH_SECRET is required"),
+        ("HLS_PATH_SECRET", "local-dev-only-hls-path-secret-3d90a8", PLACEHOLDER),
+        ("HLS_PATH_SECRET", secrets.token_hex(12), TOO_SHORT),
         ("SIMULCAST_ALLOW_PRIVATE", "true", "SIMULCAST_ALLOW_PRIVATE must be off"),
     ],
 )

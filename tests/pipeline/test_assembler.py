@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from livestream.redis import redis_client
+from streams.playback import session_dir, session_prefix, stream_prefix
 from transcoding import assembler, state, storage
 from transcoding.ladder import Rendition
 from transcoding.mpegts import PACKET, SYNC
@@ -36,8 +37,8 @@ def session(s3: str) -> Iterator[assembler.Layout]:
     state.remember_stream(SESSION, STREAM)
     state.decide_ladder(SESSION, LADDER)
     state.store_source(SESSION, SOURCE_720, conn=1)
-    yield assembler.Layout(f"live/{STREAM}", f"live/{STREAM}/{SESSION}", SESSION)
-    storage.delete_prefix(f"live/{STREAM}/")
+    yield assembler.Layout(stream_prefix(STREAM), session_prefix(STREAM, SESSION), SESSION)
+    storage.delete_prefix(stream_prefix(STREAM) + "/")
 
 
 def add_ready(n: int, *, duration: float = 2.0) -> list[int]:
@@ -136,7 +137,7 @@ def test_live_playlists_come_from_redis_and_the_replay_goes_to_s3_at_the_end(ses
     settings.PLAYLIST_WINDOW = 3
     add_ready(5)
     assembler.advance(session)
-    prefix = f"live/{STREAM}/{SESSION}"
+    prefix = session_prefix(STREAM, SESSION)
     assert storage.get_bytes(f"{prefix}/source/live.m3u8") is None  # nothing rewritten per chunk
     assert storage.get_bytes(f"{prefix}/master.m3u8") is not None
     response = client.get(f"/internal/origin/{prefix}/240p/live.m3u8")
@@ -152,7 +153,11 @@ def test_live_playlists_come_from_redis_and_the_replay_goes_to_s3_at_the_end(ses
     dvr = client.get(f"/internal/origin/{prefix}/240p/index.m3u8").content.decode()
     assert dvr.count("#EXTINF:") == 5
     assert "#EXT-X-PLAYLIST-TYPE" not in dvr  # a sliding DVR window (tests/pipeline/test_dvr_window.py)
-    assert client.get(f"/internal/origin/live/{STREAM + 1}/{SESSION}/240p/live.m3u8").status_code == 404
+    assert client.get(f"/internal/origin/{session_prefix(STREAM + 1, SESSION)}/240p/live.m3u8").status_code == 404
+    # Only the session's own tag opens its playlists (ADR 0034): a wrong one, or none, is a 404.
+    wrong = f"{stream_prefix(STREAM)}/{SESSION}-{'0' * 16}"
+    assert client.get(f"/internal/origin/{wrong}/240p/live.m3u8").status_code == 404
+    assert client.get(f"/internal/origin/live/{STREAM}/{SESSION}/240p/live.m3u8").status_code == 404
     assert client.get(f"/internal/origin/{prefix}/1080p/live.m3u8").status_code == 404
     assert client.get(f"/internal/origin/{prefix}/240p/other.m3u8").status_code == 404
     assembler.advance(session, final=True)
@@ -201,7 +206,7 @@ def test_the_log_checkpoint_is_written_in_bounded_parts_and_recovers_the_log(ses
         with contextlib.suppress(OSError):
             assembler.advance(session)
     assert failed
-    prefix = f"live/{STREAM}/{SESSION}/log"
+    prefix = f"{session_prefix(STREAM, SESSION)}/log"
     parts = [storage.get_bytes(f"{prefix}/{n:06d}.jsonl").decode().splitlines() for n in range(3)]
     assert [len(p) for p in parts] == [4, 4, 2]  # the part whose PUT failed was written again
     # Redis loses the session: the next generation's assembler reloads the log from the parts.
@@ -217,3 +222,26 @@ def test_the_log_checkpoint_is_written_in_bounded_parts_and_recovers_the_log(ses
     assert [e.seq for e in entries] == [*range(10), 0]
     assert entries[-1].epoch == epoch
     assert entries[-1].disc
+
+
+def test_a_private_preview_writes_no_stable_master_until_it_goes_public(session):
+    """ADR 0034: the stable master ``live/<stream>/master.m3u8`` is a guessable path, so a
+    private preview does not have one; its own master (unguessable prefix) is written as usual.
+    Once the preview goes public (``end_preview``) the next committed chunk writes it."""
+    stable = f"{stream_prefix(STREAM)}/master.m3u8"
+    state.set_preview(SESSION)
+    add_ready(3)
+    assembler.advance(session)
+    assert storage.get_bytes(f"{session.session_prefix}/master.m3u8") is not None
+    assert storage.get_bytes(stable) is None
+    add_ready(10)  # past 10 segments the masters are due again: still no stable one
+    assembler.advance(session)
+    assert storage.get_bytes(stable) is None
+    assert state.in_preview(SESSION)
+
+    state.end_preview(SESSION)
+    add_ready(1)
+    assembler.advance(session)
+    master = storage.get_bytes(stable)
+    assert master is not None
+    assert f"{session_dir(STREAM, SESSION)}/source/live.m3u8" in master.decode()

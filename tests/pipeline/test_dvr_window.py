@@ -11,6 +11,7 @@ import re
 import pytest
 
 from livestream.redis import redis_client
+from streams.playback import session_prefix
 from tests.pipeline.test_assembler import SESSION, STREAM, add_ready, session  # noqa: F401 - fixture
 from transcoding import assembler, hls, state, storage
 
@@ -33,7 +34,7 @@ def test_live_index_is_a_sliding_dvr_window_with_its_sequence_numbers(session, c
     assembler.advance(session)
     published = state.published(SESSION)
     assert len(published) == 11
-    prefix = f"live/{STREAM}/{SESSION}"
+    prefix = session_prefix(STREAM, SESSION)
     text = client.get(f"/internal/origin/{prefix}/240p/index.m3u8").content.decode()
     # 10 s of 2 s segments: the newest 5; the first of them is the 7th published (index 6).
     assert segments(text) == [e.name for e in published[6:]]
@@ -73,7 +74,7 @@ def test_live_index_is_a_sliding_dvr_window_with_its_sequence_numbers(session, c
 def test_the_window_slides_forward_one_segment_at_a_time(session, client, settings):  # noqa: F811
     settings.PLAYLIST_WINDOW = 2
     settings.DVR_WINDOW_SECONDS = 6
-    url = f"/internal/origin/live/{STREAM}/{SESSION}/240p/index.m3u8"
+    url = f"/internal/origin/{session_prefix(STREAM, SESSION)}/240p/index.m3u8"
     seen: list[tuple[int | None, list[str]]] = []
     for _ in range(6):
         add_ready(1)
@@ -108,7 +109,7 @@ def test_the_dvr_read_is_one_bounded_lrange_whatever_the_log_length(session, cli
     r.config_set("slowlog-log-slower-than", 0)
     r.slowlog_reset()
     try:
-        text = client.get(f"/internal/origin/live/{STREAM}/{SESSION}/240p/index.m3u8").content.decode()
+        text = client.get(f"/internal/origin/{session_prefix(STREAM, SESSION)}/240p/index.m3u8").content.decode()
         ranges = [entry["command"] for entry in r.slowlog_get(128) if b"LRANGE" in entry["command"].upper()]
     finally:
         r.config_set("slowlog-log-slower-than", threshold)

@@ -14,6 +14,7 @@ import redis
 
 from livestream.redis import redis_client, reset_redis_client
 from streams.models import SessionStatus, Stream, StreamSession
+from streams.playback import session_dir, session_prefix, stream_prefix
 from tests.factories import make_stream
 from tests.pipeline.test_tasks import SESSION, STREAM, _add, chunks  # noqa: F401 - fixture
 from transcoding import assembler, playlists, services, state, storage, tasks
@@ -117,7 +118,7 @@ def test_published_log_is_recovered_from_s3_and_numbering_never_reuses_a_name(ch
     seqs = [_add(c) for c in chunks]
     assert transcode_chunk(SESSION, seqs[0]) == "done"
     assert transcode_chunk(SESSION, seqs[1]) == "done"
-    prefix = f"live/{STREAM}/{SESSION}/source"
+    prefix = f"{session_prefix(STREAM, SESSION)}/source"
     first = storage.get_bytes(f"{prefix}/seg_000000.ts")
     # Redis loses everything; the segmenter starts a new generation with the third chunk.
     redis_client().flushdb()
@@ -159,22 +160,29 @@ def test_a_publish_retry_uploads_kept_outputs_without_transcoding_again(chunks, 
     assert [e.seq for e in playlists.published(SESSION)] == [0, 1]
 
 
-def test_purging_one_session_never_touches_a_master_of_another(s3):
+def test_purging_one_session_never_touches_a_master_of_another(s3, settings):
     stream_id = 424_242
-    stable = f"live/{stream_id}/master.m3u8"
-    storage.put_playlist(stable, "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n11/source/live.m3u8\n")
-    storage.put_playlist(f"live/{stream_id}/1/source/index.m3u8", "#EXTM3U\n")
-    storage.put_playlist(f"live/{stream_id}/11/source/index.m3u8", "#EXTM3U\n")
+    stable = f"{stream_prefix(stream_id)}/master.m3u8"
+    eleven = session_prefix(stream_id, 11)
+    variant = f"{session_dir(stream_id, 11)}/source/live.m3u8"
+    storage.put_playlist(stable, f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n{variant}\n")
+    storage.put_playlist(f"{session_prefix(stream_id, 1)}/source/index.m3u8", "#EXTM3U\n")
+    storage.put_playlist(f"{eleven}/source/index.m3u8", "#EXTM3U\n")
+    # Session 1 also wrote under a tag of an earlier HLS_PATH_SECRET: gone with it all the same.
+    settings.HLS_PATH_SECRET = "an-earlier-secret-of-this-deployment-000"
+    storage.put_playlist(f"{session_prefix(stream_id, 1)}/source/index.m3u8", "#EXTM3U\n")
+    settings.HLS_PATH_SECRET = "another-secret-entirely-different-000000"
     try:
-        assert tasks._delete_session_objects(stream_id, 1) == 1  # only session 1's playlist
-        assert storage.get_bytes(stable) is not None  # "1/" is not "11/"
-        assert storage.get_bytes(f"live/{stream_id}/11/source/index.m3u8") is not None
+        assert tasks._delete_session_objects(stream_id, 1) == 2  # only session 1's playlists
+        assert storage.get_bytes(stable) is not None  # "1-" is not "11-"
+        assert storage.get_bytes(f"{eleven}/source/index.m3u8") is not None
         assert tasks._delete_session_objects(stream_id, 11) == 2  # its playlist and the master
         assert storage.get_bytes(stable) is None
     finally:
-        storage.delete_prefix(f"live/{stream_id}/")
-    assert tasks.master_points_at(b"#EXTM3U\n11/source/live.m3u8\n", 11)
-    assert not tasks.master_points_at(b"#EXTM3U\n11/source/live.m3u8\n", 1)
+        storage.delete_prefix(f"{stream_prefix(stream_id)}/")
+    assert tasks.master_points_at(b"#EXTM3U\n11-0123456789abcdef/source/live.m3u8\n", 11)
+    assert not tasks.master_points_at(b"#EXTM3U\n11-0123456789abcdef/source/live.m3u8\n", 1)
+    assert tasks.master_points_at(b"#EXTM3U\n11/source/live.m3u8\n", 11)  # from before the tags
 
 
 def test_reconciler_finalises_a_session_whose_countdown_was_lost(user, settings):

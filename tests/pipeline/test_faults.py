@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from streams.models import SessionStatus, StreamSession
+from streams.playback import stream_prefix
 from tests.factories import make_stream
 from tests.fixtures.stack import (
     ObjectWatch,
@@ -109,7 +110,7 @@ def test_redis_restart_during_a_broadcast(process_stack: ProcessStack, user, tmp
     session = latest_session(stream.pk)
     url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
-    with ObjectWatch(f"live/{stream.pk}/") as watch:
+    with ObjectWatch(stream_prefix(stream.pk) + "/") as watch:
         stack.restart_redis(down_s=3)  # every key is lost: state, broker queues, client maps
         time.sleep(5)
         # Every process rides it out (the Celery worker included: livestream/celery.py,
@@ -132,7 +133,7 @@ def test_ingest_supervisor_killed(process_stack: ProcessStack, user, tmp_path):
     session = latest_session(stream.pk)
     url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
-    with ObjectWatch(f"live/{stream.pk}/") as watch:
+    with ObjectWatch(stream_prefix(stream.pk) + "/") as watch:
         segmenters = [pid for pid in stack.children("ingest") if "ffmpeg" in cmdline(pid)]
         assert segmenters
         stack.kill("ingest")
@@ -156,7 +157,7 @@ def test_segmenter_ffmpeg_killed_while_the_publisher_stays(process_stack: Proces
     session = latest_session(stream.pk)
     url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
-    with ObjectWatch(f"live/{stream.pk}/") as watch:
+    with ObjectWatch(stream_prefix(stream.pk) + "/") as watch:
         segmenters = [pid for pid in stack.children("ingest") if "ffmpeg" in cmdline(pid)]
         assert segmenters
         os.kill(segmenters[0], signal.SIGKILL)
@@ -178,7 +179,7 @@ def test_nginx_rtmp_killed(process_stack: ProcessStack, user, tmp_path):
     session = latest_session(stream.pk)
     url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
-    with ObjectWatch(f"live/{stream.pk}/") as watch:
+    with ObjectWatch(stream_prefix(stream.pk) + "/") as watch:
         stack.kill_nginx_rtmp()  # -9: no on_publish_done ever comes
         publisher.wait(timeout=20)
         offline = wait_for(
@@ -207,7 +208,7 @@ def test_worker_killed_mid_transcode(process_stack: ProcessStack, user, tmp_path
     session = latest_session(stream.pk)
     url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
-    with ObjectWatch(f"live/{stream.pk}/") as watch:
+    with ObjectWatch(stream_prefix(stream.pk) + "/") as watch:
         # Progressive transcoding keeps a task running through each chunk: kill the pool's
         # processes mid-transcode (the worker's main process replaces them).
         pool = stack.children("worker")
@@ -237,7 +238,7 @@ def test_s3_outage_costs_no_segment(process_stack: ProcessStack, user, tmp_path)
     session = latest_session(stream.pk)
     url = live_source_url(stack, stream.pk)
     _advances(url, 2, 30)
-    with ObjectWatch(f"live/{stream.pk}/") as watch:
+    with ObjectWatch(stream_prefix(stream.pk) + "/") as watch:
         stack.stop_s3()
         time.sleep(10)
         stack.start_s3()

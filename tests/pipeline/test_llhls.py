@@ -93,7 +93,7 @@ def test_low_latency_hls_end_to_end(live_stack, user, settings, tmp_path: Path):
             refused = _bad_directives(urls["source"], source)
             plain = _plain_hls_client(live_stack.edge_url, stream.pk)
             # The directory thumbnail decodes a CMAF segment (after its init section).
-            session_id = int(urls["source"].rsplit("/", 3)[-3])
+            session_id = int(urls["source"].rsplit("/", 3)[-3].split("-", 1)[0])  # <session>-<tag>
             thumbnail = thumbnails.make_thumbnail(session_id)
         if rounds >= 8 and mid and not blocking:
             blocking = _blocking_request(urls["source"], source)

@@ -25,6 +25,7 @@ from django.db import connection
 
 from livestream import devstack, metrics
 from livestream.redis import redis_client
+from streams.playback import session_prefix, stream_prefix
 from tests.pipeline.test_tasks import _make_chunks
 from transcoding import assembler, shedding, state, storage
 
@@ -123,7 +124,7 @@ def test_overload_sheds_rungs_keeps_the_source_and_restores_them(
             dropped = [line for line in log.splitlines() if "dropped" in line or "given up" in line]
             assert state.gap_count(session) == 0, (session, why, dropped[:10], log[-1500:])
             assert len(entries) == fed[session], session
-            prefix = f"live/{STREAM_OF[session]}/{session}"
+            prefix = session_prefix(STREAM_OF[session], session)
             for entry in entries:
                 assert entry.sizes["source"] > 0
                 assert storage.get_bytes(f"{prefix}/source/{entry.name}") is not None
@@ -149,5 +150,5 @@ def test_overload_sheds_rungs_keeps_the_source_and_restores_them(
         devstack.stop_process(worker, timeout=5)
         for session in SESSIONS:
             state.purge(session)
-            storage.delete_prefix(f"live/{STREAM_OF[session]}/")
+            storage.delete_prefix(stream_prefix(STREAM_OF[session]) + "/")
         redis_client().delete(metrics.SHED_KEY)

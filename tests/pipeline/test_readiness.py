@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 
 from livestream.events import stream_group
 from livestream.redis import redis_client
+from streams.playback import session_dir, stream_prefix
 from tests.pipeline.test_tasks import SESSION, STREAM, _add, _live, chunks_480  # noqa: F401 - fixture
 from transcoding import assembler, playlists, state, storage, tasks
 from transcoding.tasks import transcode_chunk
@@ -96,14 +97,14 @@ def test_ready_once_when_every_rendition_has_its_first_segment_not_on_a_gap_only
     assert ready["data"] == {
         "stream": STREAM,
         "session": SESSION,
-        "playback_url": f"{settings.HLS_EDGE_URL}/live/{STREAM}/master.m3u8",
+        "playback_url": f"{settings.HLS_EDGE_URL}/{stream_prefix(STREAM)}/master.m3u8",
         "renditions": ["source", "360p"],
     }
     # When it was sent, the stable master (S3) and every rendition's live playlist (rendered by
     # the origin view from Redis while live) listed chunk 1.
-    master = storage.get_bytes(f"live/{STREAM}/master.m3u8")
+    master = storage.get_bytes(f"{stream_prefix(STREAM)}/master.m3u8")
     assert master is not None
-    assert f"{SESSION}/360p/live.m3u8" in master.decode()
+    assert f"{session_dir(STREAM, SESSION)}/360p/live.m3u8" in master.decode()
     for name in ("source", "360p"):
         assert "seg_000001.ts" in _live(name), name
 

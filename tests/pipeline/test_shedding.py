@@ -12,6 +12,7 @@ import pytest
 
 from livestream import metrics
 from livestream.redis import redis_client
+from streams.playback import session_prefix, stream_prefix
 from tests.pipeline.test_assembler import ts
 from transcoding import assembler, shedding, state, storage
 from transcoding.ladder import Rendition
@@ -35,8 +36,8 @@ def session(s3: str, settings) -> Iterator[assembler.Layout]:
     state.remember_stream(SESSION, STREAM)
     state.decide_ladder(SESSION, LADDER)
     state.store_source(SESSION, SOURCE_720, conn=1)
-    yield assembler.Layout(f"live/{STREAM}", f"live/{STREAM}/{SESSION}", SESSION)
-    storage.delete_prefix(f"live/{STREAM}/")
+    yield assembler.Layout(stream_prefix(STREAM), session_prefix(STREAM, SESSION), SESSION)
+    storage.delete_prefix(stream_prefix(STREAM) + "/")
     redis_client().hdel(metrics.SHED_KEY, str(SESSION))
 
 

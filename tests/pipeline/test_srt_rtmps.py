@@ -30,7 +30,7 @@ import pytest
 
 from livestream import devstack
 from streams.models import Stream, StreamSession
-from streams.playback import playback_url, replay_url, stream_prefix
+from streams.playback import playback_url, prefix_of, replay_url, stream_prefix
 from tests.factories import make_stream
 from tests.fixtures.pipeline import LiveStack
 from tests.ingest.lossy_udp import lossy_udp
@@ -316,7 +316,7 @@ def test_the_procfile_roles_take_srt_and_rtmps_publishes_at_once(process_stack, 
     }
     for stream_id in urls:
         wait_for(lambda s=stream_id: stream_status(s) == "live", 30, f"stream {stream_id} live")
-        url = f"{stack.edge_url}/live/{stream_id}/{latest_session(stream_id).pk}/source/index.m3u8"
+        url = f"{stack.edge_url}/{prefix_of(latest_session(stream_id))}/source/index.m3u8"
         wait_for(lambda u=url: playlist_count(u) >= 3, 60, f"stream {stream_id} segments at the edge")
     for publisher in publishers.values():
         assert publisher.wait(timeout=60) == 0, publisher.stderr.read() if publisher.stderr else ""

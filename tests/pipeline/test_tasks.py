@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.playback import session_prefix, stream_prefix
 from transcoding import assembler, playlists, state, storage
 from transcoding.tasks import transcode_chunk
 
@@ -41,7 +42,7 @@ def chunks(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]:
     """Three 1 s GOP chunks of a 320x240 source (ladder: source only)."""
     state.set_json(SESSION, "stream", STREAM)
     yield _make_chunks(tmp_path, "320x240")
-    storage.delete_prefix(f"live/{STREAM}/")
+    storage.delete_prefix(stream_prefix(STREAM) + "/")
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def chunks_480(tmp_path: Path, s3) -> Iterator[list[tuple[bytes, float, float]]]
     """Three 1 s GOP chunks of a 640x480 source (ladder: source + 360p)."""
     state.set_json(SESSION, "stream", STREAM)
     yield _make_chunks(tmp_path, "640x480")
-    storage.delete_prefix(f"live/{STREAM}/")
+    storage.delete_prefix(stream_prefix(STREAM) + "/")
 
 
 def _live(rendition: str) -> str:
@@ -114,7 +115,7 @@ def test_split_renditions_over_tasks_commit_once_every_rendition_is_in(chunks_48
     for name in ("source", "360p"):
         text = _live(name)
         assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1), name
-        segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
+        segment = storage.get_bytes(f"{session_prefix(STREAM, SESSION)}/{name}/seg_000001.ts")
         assert segment
 
 
@@ -151,7 +152,7 @@ def test_progressive_chunk_is_transcoded_while_it_is_being_written(chunks_480, t
     assert result == ["done"]
     assert [e.seq for e in playlists.published(SESSION)] == [first, seq]
     for name in ("source", "360p"):
-        segment = storage.get_bytes(f"live/{STREAM}/{SESSION}/{name}/seg_000001.ts")
+        segment = storage.get_bytes(f"{session_prefix(STREAM, SESSION)}/{name}/seg_000001.ts")
         assert _frames(segment, tmp_path) == 30, name  # the whole 1 s chunk, nothing lost
     text = _live("360p")
     assert playlists.extinf_total(text) == pytest.approx(2.0, abs=0.1)

@@ -1,9 +1,14 @@
 """Private preview (ADR 0034): a broadcast that starts in preview exists for its owner only
 (watch page, embed, status, directory, REST API, chat API) and tells nobody it is live (no
 ``stream.live`` webhook, no public socket event); "Go public" (dashboard or API) opens it and
-sends ``stream.live`` then."""
+sends ``stream.live`` then. Its HLS is at no guessable path while private ("Privacy of the
+preview": no stable master or thumbnail, the session's path carries an HMAC tag)."""
+
+import json
+import subprocess
 
 import pytest
+import requests
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.test import Client
@@ -11,10 +16,12 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from livestream.events import stream_group
-from streams import sessions
+from streams import playback, sessions
 from streams.models import Stream
 from tests.factories import make_stream
+from tests.fixtures.stack import latest_session
 from tests.webhooks.servers import http_receiver
+from transcoding import storage, thumbnails
 from webhooks import services as webhooks
 from webhooks.models import Delivery
 from webhooks.tasks import deliver_webhook
@@ -211,19 +218,34 @@ def test_chat_socket_of_a_preview_is_the_owners_only(user, other_user):
     assert join_state(stream.pk, other_user, 10) is not None
 
 
+def _status(url: str) -> int:
+    return requests.get(url, timeout=10).status_code
+
+
 @pytest.mark.pipeline
 def test_preview_over_rtmp_then_public(live_stack, user, other_user, settings):
     """A real publish (nginx-rtmp, on_publish, ingest, workers) of a preview stream: playable for
-    its owner's pipeline, invisible to others, no stream.live until the owner goes public."""
+    its owner (its session's own master, at an unguessable path), invisible to others, nothing at
+    a guessable path (stable master, thumbnail, the session without its tag), no stream.live
+    until the owner goes public; then the stable master appears and plays."""
     settings.WEBHOOK_ALLOW_PRIVATE = True
     stream, key = make_stream(user, title="RTMP preview", start_in_preview=True)
     clients = _clients(user, other_user)
+    edge = live_stack.edge_url
+    stable = f"{playback.stream_prefix(stream.pk)}/master.m3u8"
     with http_receiver() as receiver:
         webhooks.create_endpoint(user, url=receiver.url, events=["stream.live"])
-        publisher = live_stack.publish(key, duration_s=14)
+        publisher = live_stack.publish(key, duration_s=24)
         try:
             live_stack.wait_live(stream.pk)
-            live_stack.wait_segments(stream.pk, 1)  # the broadcast runs (what the owner checks)
+            session = latest_session(stream.pk)
+            own = playback.replay_url(session)  # the session's master, under <session>-<tag>/
+            # The owner's API and watch page give the session's own master, and it plays.
+            assert clients["owner"][1].get(f"/api/v1/streams/{stream.pk}/").json()["playback_url"] == own
+            watch = clients["owner"][0].get(reverse("streams:watch", args=[stream.slug]))
+            assert watch.status_code == 200
+            assert json.dumps(own) in watch.content.decode()
+            renditions = live_stack.wait_segments(stream.pk, 1, master_url=own)
             stream.refresh_from_db()
             assert stream.in_preview
             for who in ("other", "anonymous"):
@@ -231,13 +253,46 @@ def test_preview_over_rtmp_then_public(live_stack, user, other_user, settings):
                 assert page.get(reverse("streams:watch", args=[stream.slug])).status_code == 404, who
                 assert api.get(f"/api/v1/streams/{stream.pk}/").status_code == 404, who
                 assert not _directory_lists(page, stream), who
-            assert clients["owner"][0].get(reverse("streams:watch", args=[stream.slug])).status_code == 200
             assert not Delivery.objects.filter(event="stream.live").exists()
+
+            # Nothing at a guessable path: no stable master, no stable thumbnail (the preview's
+            # own is under its session), in S3 or through the edge.
+            assert thumbnails.make_thumbnail(session.pk) == "updated"
+            assert storage.get_bytes(stable) is None
+            assert storage.get_bytes(thumbnails.thumbnail_key(stream.pk)) is None
+            assert storage.get_bytes(thumbnails.session_thumbnail_key(session)) is not None
+            assert _status(f"{edge}/{stable}") == 404
+            assert _status(thumbnails.thumbnail_url(stream.pk)) == 404
+            # The session's path with a wrong tag, or without one (the old layout), is a 404 at
+            # the edge and at the live origin; with its tag the same playlist is there.
+            name, url = next(iter(renditions.items()))
+            tagged = playback.prefix_of(session)
+            wrong = f"{playback.stream_prefix(stream.pk)}/{session.pk}-{'0' * 16}"
+            untagged = f"{playback.stream_prefix(stream.pk)}/{session.pk}"
+            assert url.startswith(f"{edge}/{tagged}/")
+            assert _status(url) == 200
+            for prefix in (wrong, untagged):
+                assert _status(f"{edge}/{prefix}/master.m3u8") == 404, prefix
+                for kind in ("live", "index"):
+                    assert _status(f"{edge}/{prefix}/{name}/{kind}.m3u8") == 404, (prefix, kind)
+                    origin = clients["anonymous"][0].get(f"/internal/origin/{prefix}/{name}/{kind}.m3u8")
+                    assert origin.status_code == 404, (prefix, kind)
+            assert clients["anonymous"][0].get(f"/internal/origin/{tagged}/{name}/live.m3u8").status_code == 200
 
             assert clients["owner"][1].post(f"/api/v1/streams/{stream.pk}/go-public/").status_code == 200
             page, api = clients["anonymous"]
             assert page.get(reverse("streams:watch", args=[stream.slug])).status_code == 200
             assert _directory_lists(page, stream)
+            assert api.get(f"/api/v1/streams/{stream.pk}/").json()["playback_url"] == playback.playback_url(stream)
+            # The stable master appears with the next chunk, points at the session, and plays.
+            live_stack.wait_segments(stream.pk, 1, timeout=30)
+            master = requests.get(f"{edge}/{stable}", timeout=10).text
+            assert f"{playback.session_dir(stream.pk, session.pk)}/" in master
+            played = subprocess.run(
+                ["ffmpeg", "-v", "error", "-nostdin", "-i", f"{edge}/{stable}", "-t", "2", "-f", "null", "-"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert played.returncode == 0, played.stderr[-2000:]
         finally:
             publisher.wait(timeout=60)
         live_stack.wait_session_ended(stream.pk, timeout=120)  # no callback left for the teardown

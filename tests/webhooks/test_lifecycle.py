@@ -4,6 +4,7 @@ events, delivered by a real worker to a real receiver, each signed with the endp
 import pytest
 
 from streams import sessions
+from streams.playback import session_prefix
 from tests.factories import UserFactory, make_stream
 from webhooks import services, signing
 from webhooks.models import Delivery, DeliveryStatus
@@ -38,5 +39,5 @@ def test_live_offline_and_replay_ready_reach_the_receiver(receiver, settings):
         assert body["data"]["stream"]["id"] == stream.pk
         assert body["data"]["session"] == grant.session.pk
     ready = next(r.json() for r in received if r.headers["X-Livestream-Event"] == "replay.ready")
-    assert ready["data"]["replay_url"].endswith(f"/live/{stream.pk}/{grant.session.pk}/master.m3u8")
+    assert ready["data"]["replay_url"].endswith(f"/{session_prefix(stream.pk, grant.session.pk)}/master.m3u8")
     assert set(Delivery.objects.values_list("status", flat=True)) <= {DeliveryStatus.SUCCEEDED, DeliveryStatus.PENDING}
