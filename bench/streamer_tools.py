@@ -73,9 +73,10 @@ def _clips(chunks: list[tuple[Path, float, float]], work: Path) -> tuple[float, 
     for trim in (False, True):
         workdir = work / f"cut-{trim}"
         workdir.mkdir()
-        exact = {"start": first.wall + 0.5, "end": last.wall + last.duration - 0.5} if trim else {}
+        start = first.wall + 0.5 if trim else None
+        end = last.wall + last.duration - 0.5 if trim else None
         started = time.monotonic()
-        cutter.cut(segments, workdir, **exact)
+        cutter.cut(segments, workdir, start=start, end=end)
         timings.append(time.monotonic() - started)
     joined = work / "joined.ts"
     with joined.open("wb") as dst:
