@@ -19,6 +19,7 @@ from django.test import Client
 from accounts.models import User
 from analytics.documents import IngestSample, PlaybackEvent, SessionMetadata, ViewerSample
 from livestream import devstack
+from streams import playback
 from tests.analytics.helpers import stream_with_session
 from tests.browser import harness
 from tests.browser.local_hls import live_ladder, static_server
@@ -114,12 +115,12 @@ def test_qoe_reporter_sends_player_events(
     live_server: Any, browser: Any, user: User, settings: Any, tmp_path: Path
 ) -> None:
     stream, session = stream_with_session(user)
-    session_dir = tmp_path / "live" / str(stream.pk) / str(session.pk)
+    session_dir = tmp_path / playback.prefix_of(session)
     with static_server(tmp_path) as edge, live_ladder(session_dir):
         # The stream's stable master lists the live session's playlists (as the pipeline's does):
         # the player starts only on a master of the session the page shows.
         lines = (session_dir / "master.m3u8").read_text().splitlines()
-        stable = [line if not line or line.startswith("#") else f"{session.pk}/{line}" for line in lines]
+        stable = [line if not line or line.startswith("#") else f"{session_dir.name}/{line}" for line in lines]
         (session_dir.parent / "master.m3u8").write_text("\n".join(stable) + "\n")
         settings.HLS_EDGE_URL = edge
         page = browser.new_page()

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from livestream.events import send_event_on_commit
+from streams import playback
 from streams.models import SessionStatus, Stream, StreamSession, StreamStatus
 from tests.browser import harness
 from tests.browser.local_hls import live_ladder, static_server, vod_ladder
@@ -130,7 +131,7 @@ def test_replay_plays_from_start_and_seeks_to_middle(web: str, hls_root: Path, b
         duration_s=20,
         is_replay=True,
     )
-    vod_ladder(hls_root / "live" / str(stream.pk) / str(session.pk), seconds=20)
+    vod_ladder(hls_root / playback.prefix_of(session), seconds=20)
     page = browser.new_page()
     page.goto(f"{web}/s/{stream.slug}/replays/{session.pk}/")
     page.wait_for_function("() => window.livePlayer.video.currentTime > 1", timeout=30_000)

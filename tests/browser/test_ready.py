@@ -139,3 +139,6 @@ def test_waiting_page_starts_on_stream_ready_without_polling(live_stack: Any, we
             publisher.kill()
             publisher.wait(timeout=10)
     page.close()
+    # The session ends (on_publish_done, the last chunks) before the test's database is flushed:
+    # a process of the stack still writing then deadlocks the flush.
+    live_stack.wait_session_ended(stream.pk, timeout=120)

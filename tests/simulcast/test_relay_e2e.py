@@ -50,7 +50,7 @@ from webhooks.services import create_endpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
-DURATION_S = 24
+DURATION_S = 30
 FPS = 30
 STARTUP_GAP_S = 8  # publish accepted -> relay playing: command, sync, ffmpeg's probe of the input
 
@@ -181,6 +181,9 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
             stream, name="Untrusted", url=f"{remote.untrusted_base}/live", key="untrusted-key-8e2a"
         )
 
+        # The owner's dashboard, open from before the broadcast, follows the statuses as they
+        # change (static/js/simulcast.js: the owner socket's simulcast.status and the API).
+        page = pages.enter_context(_dashboard(stack, user, stream.pk))
         publisher = stack.publish_accepted(key, within_s=20, duration_s=DURATION_S)
         wait_for(lambda: stream_status(stream.pk) == "live", 30, "stream live")
         url = live_source_url(stack, stream.pk)
@@ -207,9 +210,6 @@ def _broadcast_with_targets(stack: ProcessStack, user: User) -> None:
             f"the TLS certificate of {remote.host}:{remote.untrusted_port} is not trusted"
         ), _reason(untrusted)
 
-        # The owner's dashboard follows the statuses as they change (static/js/simulcast.js:
-        # the owner socket's simulcast.status and the API), without a reload.
-        page = pages.enter_context(_dashboard(stack, user, stream.pk))
         _shows(page, good, "status", "live")
         _shows(page, refused, "detail", f"connection refused by 127.0.0.1:{refused_port}")
         _shows(page, closed, "status", "failed")
