@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from accounts.models import User
 from analytics.documents import IngestSample, PlaybackEvent, SessionMetadata, ViewerSample
@@ -31,12 +30,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def browser() -> Iterator[Any]:
     with harness.chromium() as context:
         yield context
-
-
-def _login(browser: Any, base: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    browser.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base}])
 
 
 def test_charts_render_and_live_panel_warns(live_server: Any, browser: Any, user: User, settings: Any) -> None:
@@ -81,7 +74,7 @@ def test_charts_render_and_live_panel_warns(live_server: Any, browser: Any, user
         lag_s={"720p": 11.5, "source": 0.4},
         queue_depth=2,
     ).save()
-    _login(browser, live_server.url, user)
+    harness.sign_in(browser, live_server.url, user)
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -157,7 +150,7 @@ def test_admin_history_page_in_the_browser(live_server: Any, browser: Any, user:
     admin = UserFactory.create(is_staff=True, is_superuser=True)
     stream, _ = make_stream(user, title="Before")
     services.update_stream(stream, title="After", description="new text", keep_recordings=False)
-    _login(browser, live_server.url, admin)
+    harness.sign_in(browser, live_server.url, admin)
     page = browser.new_page()
     page.goto(f"{live_server.url}/admin/streams/stream/{stream.pk}/history/")
     rows = page.locator("#change-history tbody tr")

@@ -35,6 +35,16 @@ ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIR = ROOT / "test-output"
 
 
+def sign_in(context: Any, base_url: str, user: Any) -> None:
+    """Sign ``user`` in on ``base_url`` in a Playwright browser context: a Django session made
+    by the test client (same database), set as the context's ``sessionid`` cookie."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}])
+
+
 @contextmanager
 def chromium(viewport: dict[str, int] | None = None) -> Iterator[Any]:
     """A Playwright browser context on a fresh user-data dir; yields the context."""

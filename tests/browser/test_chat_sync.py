@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 import requests
 import webvtt
-from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
@@ -117,12 +116,6 @@ def _user(username: str) -> User:
     return user
 
 
-def _login(context: Any, web: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": web}])
-
-
 def _pdt_ms(message: dict[str, Any]) -> int:
     return round(datetime.fromisoformat(message["pdt"]).timestamp() * 1000)
 
@@ -175,8 +168,8 @@ def test_live_chat_waits_for_each_viewers_playback(
         watch = web + stream.get_absolute_url()
         with _chromium() as browser:
             viewers, streamer = browser.new_context(), browser.new_context()  # two users' cookies
-            _login(viewers, web, viewer)
-            _login(streamer, web, user)
+            harness.sign_in(viewers, web, viewer)
+            harness.sign_in(streamer, web, user)
             near, behind, owner = _open_watch(viewers, watch), _open_watch(viewers, watch), _open_watch(streamer, watch)
             # The second viewer goes back in the DVR window: BEHIND_S further behind.
             behind.evaluate(f"window.livePlayer.video.currentTime -= {BEHIND_S}")

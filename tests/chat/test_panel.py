@@ -14,6 +14,7 @@ from django.test import Client
 
 from chat import services
 from chat.models import Message
+from tests.browser import harness
 from tests.factories import UserFactory, make_stream
 
 JS = Path(settings.BASE_DIR) / "static" / "js" / "chat.js"
@@ -48,8 +49,6 @@ def test_panel_on_watch_page_for_signed_in_and_anonymous(client: Client) -> None
 
 @pytest.fixture(scope="module")
 def web(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tests.browser import harness
-
     log = tmp_path_factory.mktemp("chat-web") / "uvicorn.log"
     with harness.asgi_server({"CHAT_PRESENCE_POLL_S": "0.5"}, log) as base:
         yield base
@@ -57,16 +56,8 @@ def web(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from tests.browser import harness
-
     with harness.chromium() as context:
         yield context
-
-
-def _login(context: Any, base: str, user: Any) -> None:
-    client = Client()
-    client.force_login(user)
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base}])
 
 
 def _off_loop(fn: Any, /, **kwargs: Any) -> Any:
@@ -87,7 +78,7 @@ def test_panel_in_chromium_sends_escapes_moderates_and_reconnects_without_duplic
     viewer = UserFactory.create(username="viewer1")
     stream, _ = make_stream(owner, title="Browser chat")
     _off_loop(services.post_message, stream_id=stream.pk, user=viewer, text="before you came")
-    _login(browser, web, owner)
+    harness.sign_in(browser, web, owner)
     page = browser.new_page()
     page.goto(web + stream.get_absolute_url())
     page.wait_for_function("document.querySelector('.chat-status').textContent === 'live'", timeout=15000)
@@ -140,7 +131,7 @@ def test_analytics_page_gets_owner_pushes_on_its_own_socket_and_is_not_a_viewer(
     owner = UserFactory.create(username="analyst")
     stream, _ = make_stream(owner, title="Owner socket")
     Stream.objects.filter(pk=stream.pk).update(status=StreamStatus.LIVE)
-    _login(browser, web, owner)
+    harness.sign_in(browser, web, owner)
     watch = browser.new_page()  # a viewer's watch page in the same browser
     watch.goto(web + stream.get_absolute_url())
     watch.wait_for_function("document.querySelector('.chat-status').textContent === 'live'", timeout=15000)

@@ -44,11 +44,6 @@ LIVE_SOURCE = Source(
 )  # fmt: skip
 
 
-def web_url(stack: ProcessStack) -> str:
-    args = stack._starters["web"]
-    return f"http://127.0.0.1:{args[args.index('--port') + 1]}"
-
-
 def decode_errors(path: Path) -> str:
     done = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
                           capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
@@ -96,7 +91,7 @@ def wait_ready(api: requests.Session, base: str, slug: str) -> dict:
 @pytest.mark.parametrize("latency_mode", ["normal", "low"])
 def test_clips_of_a_live_broadcast(process_stack: ProcessStack, user, tmp_path: Path, latency_mode: str) -> None:
     stack = process_stack
-    base = web_url(stack)
+    base = stack.web_url
     stream, key = make_stream(user, title="Live clips", keep_recordings=True, latency_mode=latency_mode)
     api = requests.Session()
     api.headers["Authorization"] = f"Token {Token.objects.create(user=user).key}"

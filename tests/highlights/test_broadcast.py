@@ -13,7 +13,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import Client
 
 from chat import services as chat_services
 from clips.models import Clip, ClipStatus
@@ -21,7 +20,7 @@ from highlights import keys, tasks
 from highlights.models import Suggestion, SuggestionStatus
 from livestream import devstack
 from streams.models import StreamSession
-from tests.browser.harness import chromium
+from tests.browser.harness import chromium, sign_in
 from tests.factories import UserFactory, make_stream
 from tests.fixtures.pipeline import LiveStack
 from tests.webhooks.servers import http_receiver
@@ -88,10 +87,8 @@ def _broadcast_to_the_end(stack: LiveStack, stream_id: int, publisher: subproces
 
 def _clip_it_on_the_dashboard(base_url: str, owner, stream_id: int, suggestion: Suggestion) -> None:
     """The owner's dashboard, "Clip it" on ``suggestion``: what static/js/highlights.js posts."""
-    client = Client()
-    client.force_login(owner)
     with chromium() as context:
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base_url}])
+        sign_in(context, base_url, owner)
         page = context.new_page()
         page.goto(f"{base_url}/dashboard/streams/{stream_id}/")
         item = page.locator(f'#highlights li[data-suggestion="{suggestion.pk}"]')

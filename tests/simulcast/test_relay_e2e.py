@@ -113,18 +113,12 @@ def _video_frames(path: Path) -> int:
 @contextmanager
 def _dashboard(stack: ProcessStack, user: User, stream_id: int) -> Iterator[Any]:
     """The owner's manage page of the stream in Chromium (signed in as ``user``)."""
-    from django.test import Client
+    from tests.browser.harness import chromium, sign_in
 
-    from tests.browser.harness import chromium
-
-    args = stack._starters["web"]
-    web = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
-    client = Client()
-    client.force_login(user)
     with chromium() as browser:
-        browser.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": web}])
+        sign_in(browser, stack.web_url, user)
         page = browser.new_page()
-        page.goto(f"{web}/dashboard/streams/{stream_id}/")
+        page.goto(f"{stack.web_url}/dashboard/streams/{stream_id}/")
         yield page
 
 
